@@ -1,0 +1,118 @@
+"""Checks and conversions on pandas frames shared by tables, steps and stores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import DuplicateKeysError, MissingColumnsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+_MAX_SHOWN = 5
+
+
+def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str) -> None:
+    """Raise a clear error when `df` lacks key columns or repeats a key."""
+    missing = [k for k in keys if k not in df.columns]
+    if missing:
+        raise MissingColumnsError(
+            f"{where}: missing key column(s) {', '.join(map(repr, missing))}; "
+            f"columns present: {', '.join(map(repr, map(str, df.columns))) or '(none)'}"
+        )
+    if not keys or len(df) < 2:
+        return
+    dup = df.duplicated(list(keys), keep=False)
+    if dup.any():
+        shown = df.loc[dup, list(keys)].drop_duplicates()
+        examples = "; ".join(
+            ", ".join(f"{k}={v!r}" for k, v in zip(keys, row))
+            for row in shown.head(_MAX_SHOWN).itertuples(index=False, name=None)
+        )
+        more = f" (and {len(shown) - _MAX_SHOWN} more)" if len(shown) > _MAX_SHOWN else ""
+        raise DuplicateKeysError(
+            f"{where}: duplicate primary key {examples}{more} — "
+            f"each ({', '.join(keys)}) must appear once"
+        )
+
+
+def python_kind(sa_type: sa.types.TypeEngine) -> str:
+    """Classify an SQL type as 'int', 'float', 'bool', 'datetime' or 'str'."""
+    import sqlalchemy as sa
+
+    if isinstance(sa_type, sa.Boolean):
+        return "bool"
+    if isinstance(sa_type, sa.Integer):
+        return "int"
+    if isinstance(sa_type, (sa.Float, sa.Numeric)):
+        return "float"
+    if isinstance(sa_type, (sa.DateTime, sa.Date)):
+        return "datetime"
+    if isinstance(sa_type, sa.String):
+        return "str"
+    return "other"
+
+
+def sql_type_for(series: pd.Series) -> sa.types.TypeEngine:
+    """An SQL type able to hold the values of `series` (for inferred key columns)."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return sa.Boolean()
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return sa.BigInteger()
+    if pd.api.types.is_float_dtype(series.dtype):
+        return sa.Float()
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return sa.DateTime()
+    return sa.String()
+
+
+def coerce_columns(df: pd.DataFrame, types: Mapping[str, Any]) -> pd.DataFrame:
+    """Cast the columns named in `types` (SQL types) to matching pandas dtypes.
+
+    Keys read from the index and keys given by the user must compare equal in merges:
+    a user's int `1` for a String key becomes `'1'`, an int64 stays int64, and so on.
+    """
+    out = df
+    for col, sa_type in types.items():
+        if col not in df.columns:
+            continue
+        kind = python_kind(sa_type)
+        s = df[col]
+        target = _cast(s, kind)
+        if target is not s:
+            if out is df:
+                out = df.copy()
+            out[col] = target
+    return out
+
+
+def _cast(s: pd.Series, kind: str) -> pd.Series:
+    import pandas as pd
+
+    dt = s.dtype
+    if kind == "str":
+        if pd.api.types.is_string_dtype(dt) and not pd.api.types.is_object_dtype(dt):
+            return s
+        return s.map(lambda v: v if v is None or isinstance(v, str) else str(v)).astype("str")
+    if kind == "int":
+        if pd.api.types.is_integer_dtype(dt) and not isinstance(dt, pd.ArrowDtype):
+            return s if dt == "int64" else s.astype("int64")
+        return pd.to_numeric(s).astype("int64")
+    if kind == "float":
+        return s if pd.api.types.is_float_dtype(dt) else pd.to_numeric(s).astype("float64")
+    if kind == "datetime":
+        return s if pd.api.types.is_datetime64_any_dtype(dt) else pd.to_datetime(s)
+    if kind == "bool":
+        return s if pd.api.types.is_bool_dtype(dt) else s.astype(bool)
+    return s
+
+
+def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})

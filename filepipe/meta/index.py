@@ -1,0 +1,142 @@
+"""MetaIndex: the SQL database holding all of filepipe's metadata."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ..sql import DBConn
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from .rows import RowMeta
+    from .steps import StepMeta
+
+PREFIX = "fp_"
+
+
+class MetaIndex:
+    """Row meta per table, step meta per transform, a global change clock, a run log.
+
+    The clock is one counter shared by every table: each stored change takes the next
+    value as its `seq`, so "what changed since X" is an indexed range scan.
+    """
+
+    def __init__(self, dbconn: DBConn | str) -> None:
+        import sqlalchemy as sa
+
+        self.dbconn = DBConn(dbconn) if isinstance(dbconn, str) else dbconn
+        self.md = sa.MetaData(schema=self.dbconn.schema)
+        self.clock = sa.Table(
+            f"{PREFIX}clock", self.md,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+        )
+        self.steps = sa.Table(
+            f"{PREFIX}steps", self.md,
+            sa.Column("name", sa.String, primary_key=True),
+            sa.Column("code_version", sa.String),
+            sa.Column("transform_keys", sa.JSON),
+        )
+        self.step_inputs = sa.Table(
+            f"{PREFIX}step_inputs", self.md,
+            sa.Column("step", sa.String, primary_key=True),
+            sa.Column("input", sa.String, primary_key=True),
+            sa.Column("hwm", sa.BigInteger, nullable=False),
+        )
+        self.files = sa.Table(
+            f"{PREFIX}files", self.md,
+            sa.Column("file_id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("table_name", sa.String, nullable=False),
+            sa.Column("path", sa.String, nullable=False),
+            sa.Column("size", sa.BigInteger),
+            sa.Column("mtime_ns", sa.BigInteger),
+            sa.Column("inode", sa.BigInteger),
+            sa.Column("synced_ns", sa.BigInteger),
+            sa.Column("state", sa.String, nullable=False),  # synced | clean | dirty
+            sa.UniqueConstraint("table_name", "path"),
+        )
+        self.runs = sa.Table(
+            f"{PREFIX}runs", self.md,
+            sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("started", sa.Float, nullable=False),
+            sa.Column("finished", sa.Float),
+            sa.Column("trigger", sa.String),
+            sa.Column("seq_from", sa.BigInteger),
+            sa.Column("seq_to", sa.BigInteger),
+            sa.Column("summary", sa.JSON),
+        )
+        self.md.create_all(self.dbconn.engine, checkfirst=True)
+        with self.begin() as conn:
+            if conn.execute(sa.select(self.clock.c.seq)).first() is None:
+                conn.execute(self.clock.insert().values(id=1, seq=0))
+        self._rows: dict[str, RowMeta] = {}
+        self._steps: dict[str, StepMeta] = {}
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.dbconn.engine
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """One transaction on the index database (data of stores in it joins in)."""
+        with self.dbconn.begin() as conn:
+            yield conn
+
+    # --- the change clock --------------------------------------------------------------
+    def take_seq(self, conn: sa.Connection, n: int) -> int:
+        """Reserve `n` clock values; returns the first."""
+        import sqlalchemy as sa
+
+        conn.execute(self.clock.update().where(self.clock.c.id == 1)
+                     .values(seq=self.clock.c.seq + n))
+        last = conn.execute(sa.select(self.clock.c.seq).where(self.clock.c.id == 1)).scalar_one()
+        return int(last) - n + 1
+
+    def current_seq(self, conn: sa.Connection | None = None) -> int:
+        import sqlalchemy as sa
+
+        stmt = sa.select(self.clock.c.seq).where(self.clock.c.id == 1)
+        if conn is not None:
+            return int(conn.execute(stmt).scalar_one())
+        with self.begin() as c:
+            return int(c.execute(stmt).scalar_one())
+
+    # --- per-table and per-step meta ---------------------------------------------------
+    def row_meta(self, name: str) -> RowMeta:
+        from .rows import RowMeta
+
+        if name not in self._rows:
+            self._rows[name] = RowMeta(self, name)
+        return self._rows[name]
+
+    def step_meta(self, name: str) -> StepMeta:
+        from .steps import StepMeta
+
+        if name not in self._steps:
+            self._steps[name] = StepMeta(self, name)
+        return self._steps[name]
+
+    # --- run log ----------------------------------------------------------------------
+    def log_run(self, report: Any, seq_from: int) -> None:
+        """Record a finished run (only runs that changed something or failed are logged)."""
+        with self.begin() as conn:
+            conn.execute(self.runs.insert().values(
+                started=report.started, finished=report.finished, trigger=report.trigger,
+                seq_from=seq_from, seq_to=self.current_seq(conn), summary=report.summary()))
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        import sqlalchemy as sa
+
+        with self.begin() as conn:
+            rows = conn.execute(sa.select(self.runs).order_by(self.runs.c.run_id.desc())
+                                .limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def has_table(self, name: str) -> bool:
+        import sqlalchemy as sa
+
+        return sa.inspect(self.engine).has_table(name, schema=self.dbconn.schema)

@@ -1,0 +1,276 @@
+"""Row meta of one table: keys, content hash, timestamps, soft delete, change sequence.
+
+Besides its keys, a row's meta may keep *tracked* columns: non-key columns some step
+groups by (``transform_keys=["customer"]`` over orders keyed by ``order_id``). When a
+tracked value changes, the old value is logged in the table's *moves* so the step
+recomputes the old group as well as the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .. import sql
+from ..frames import coerce_columns, sql_type_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from .index import MetaIndex
+
+ROW_COLUMNS = ["hash", "create_ts", "update_ts", "delete_ts", "seq", "file_id"]
+
+
+class RowMeta:
+    """The meta table ``fp_rows__<name>`` (created at the first write if key types are unknown)."""
+
+    def __init__(self, index: MetaIndex, name: str) -> None:
+        self.index = index
+        self.name = name
+        self.table_name = f"fp_rows__{name}"
+        self.moves_name = f"fp_moves__{name}"
+        self.table: sa.Table | None = None
+        self.moves: sa.Table | None = None
+        self.keys: list[str] = []
+        self.tracked: list[str] = []
+        self._reflect()
+
+    # --- schema -------------------------------------------------------------------------
+    def _reflect(self, conn: sa.Connection | None = None) -> None:
+        import sqlalchemy as sa
+
+        bind = conn if conn is not None else self.index.engine
+        md = sa.MetaData(schema=self.index.dbconn.schema)
+        if not sa.inspect(bind).has_table(self.table_name, schema=self.index.dbconn.schema):
+            return
+        self.table = sa.Table(self.table_name, md, autoload_with=bind)
+        self.keys = [c.name for c in self.table.primary_key.columns]
+        self.tracked = [c.name for c in self.table.c if c.name not in self.keys
+                        and c.name not in ROW_COLUMNS]
+        if sa.inspect(bind).has_table(self.moves_name, schema=self.index.dbconn.schema):
+            self.moves = sa.Table(self.moves_name, md, autoload_with=bind)
+
+    @property
+    def exists(self) -> bool:
+        return self.table is not None
+
+    def key_types(self) -> dict[str, sa.types.TypeEngine]:
+        assert self.table is not None
+        return {k: self.table.c[k].type for k in self.keys}
+
+    def column_types(self) -> dict[str, sa.types.TypeEngine]:
+        """Types of the key and tracked columns."""
+        assert self.table is not None
+        return {c: self.table.c[c].type for c in self.keys + self.tracked}
+
+    def ensure(self, keys: Sequence[str], key_types: Mapping[str, Any] | None,
+               sample: pd.DataFrame | None = None, conn: sa.Connection | None = None) -> bool:
+        """Create the meta table if missing; False when key types are not known yet.
+
+        DDL runs on `conn` when given (SQLite would lock against a second connection).
+        """
+        import sqlalchemy as sa
+
+        if self.table is not None:
+            return True
+        types = dict(key_types or {})
+        for k in keys:
+            if k not in types:
+                if sample is None or k not in sample.columns or sample.empty:
+                    return False
+                types[k] = sql_type_for(sample[k])
+        md = sa.MetaData(schema=self.index.dbconn.schema)
+        cols = [sa.Column(k, types[k], primary_key=True) for k in keys]
+        cols += [
+            sa.Column("hash", sa.BigInteger, nullable=False),
+            sa.Column("create_ts", sa.Float, nullable=False),
+            sa.Column("update_ts", sa.Float, nullable=False),
+            sa.Column("delete_ts", sa.Float, nullable=True),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("file_id", sa.Integer, nullable=True),
+        ]
+        table = sa.Table(self.table_name, md, *cols,
+                         sa.Index(f"ix_{self.table_name}_seq", "seq"))
+        table.create(conn if conn is not None else self.index.engine, checkfirst=True)
+        self.table, self.keys = table, list(keys)
+        return True
+
+    def add_tracked(self, columns: Mapping[str, Any], conn: sa.Connection | None = None) -> list[str]:
+        """Add tracked columns (name → SQL type); returns those newly added."""
+        import sqlalchemy as sa
+
+        assert self.table is not None
+        new = [c for c in columns if c not in self.keys and c not in self.tracked]
+        if not new:
+            return []
+        with _on(self.index, conn) as conn:
+            for c in new:
+                ddl = sa.schema.CreateColumn(sa.Column(c, columns[c])).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {sql.qualified(conn, self.table)} ADD COLUMN {ddl}")
+                conn.exec_driver_sql(
+                    f"CREATE INDEX {sql.quote(conn, f'ix_{self.table_name}_{c}')} "
+                    f"ON {sql.qualified(conn, self.table)} ({sql.quote(conn, c)})")
+            self.table = None
+            self._reflect(conn)
+            self._ensure_moves(conn)
+        return new
+
+    def _ensure_moves(self, conn: sa.Connection) -> None:
+        import sqlalchemy as sa
+
+        if not self.tracked or self.table is None:
+            return
+        if self.moves is not None and all(c in self.moves.c for c in self.tracked):
+            return
+        md = sa.MetaData(schema=self.index.dbconn.schema)
+        if self.moves is not None:
+            self.moves.drop(conn)
+        cols = [sa.Column("seq", sa.BigInteger, nullable=False, index=True)]
+        cols += [sa.Column(c, self.table.c[c].type) for c in self.keys + self.tracked]
+        self.moves = sa.Table(self.moves_name, md, *cols)
+        self.moves.create(conn, checkfirst=True)
+
+    def ensure_index(self, columns: Sequence[str]) -> None:
+        """An index for lookups on `columns` unless they lead the primary key."""
+        import sqlalchemy as sa
+
+        if self.table is None or not columns or list(columns) == self.keys[:len(columns)]:
+            return
+        name = f"ix_{self.table_name}_" + "_".join(columns)
+        sa.Index(name, *[self.table.c[c] for c in columns]).create(
+            self.index.engine, checkfirst=True)
+
+    # --- reads --------------------------------------------------------------------------
+    @property
+    def meta_columns(self) -> list[str]:
+        return self.keys + ROW_COLUMNS + self.tracked
+
+    def coerce(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Cast key and tracked columns of `df` to this table's types."""
+        return coerce_columns(df, self.column_types()) if self.table is not None else df
+
+    def lookup(self, conn: sa.Connection, idx: pd.DataFrame, total: int | None = None) -> pd.DataFrame:
+        """Meta rows (deleted ones included) for the keys in `idx`.
+
+        When `idx` covers a large share of the table a scan beats many IN lookups.
+        """
+        assert self.table is not None
+        if idx.empty:
+            return self.empty()
+        if total is None:
+            total = self.count(conn, include_deleted=True)
+        if len(idx) * 4 > total:
+            found = self.scan(conn, include_deleted=True)
+            return found.merge(self.coerce(idx[self.keys]).drop_duplicates(), on=self.keys)
+        return sql.select_where_in(conn, self.table, self.meta_columns, self.coerce(idx), self.keys)
+
+    def scan(self, conn: sa.Connection, include_deleted: bool = False,
+             columns: Sequence[str] | None = None) -> pd.DataFrame:
+        assert self.table is not None
+        cols = list(columns or self.meta_columns)
+        return sql.select_all(conn, self.table, cols,
+                              where="" if include_deleted else "delete_ts IS NULL")
+
+    def matching(self, conn: sa.Connection, proj: pd.DataFrame,
+                 columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Live meta rows whose columns in `proj` equal one of its rows."""
+        assert self.table is not None
+        cols = list(columns or self.meta_columns)
+        if proj.empty and len(proj.columns):
+            return self.empty(cols)
+        return sql.select_where_in(conn, self.table, cols, self.coerce(proj),
+                                   list(proj.columns), extra_where="delete_ts IS NULL")
+
+    def changed_between(self, conn: sa.Connection, lo: int, hi: int,
+                        columns: Sequence[str]) -> pd.DataFrame:
+        """`columns` of rows changed (incl. deleted) with lo < seq <= hi, plus old values of moves."""
+        import pandas as pd
+
+        assert self.table is not None
+        cols = list(columns) + ["seq"]
+        cur = sql.select_all(conn, self.table, cols, where=_range_where(conn), params=(lo, hi))
+        if self.moves is None or not set(columns) & set(self.tracked):
+            return cur
+        moved = sql.select_all(conn, self.moves, cols, where=_range_where(conn), params=(lo, hi))
+        return pd.concat([cur, moved], ignore_index=True) if len(moved) else cur
+
+    def moves_for(self, conn: sa.Connection, idx: pd.DataFrame, after: int,
+                  columns: Sequence[str]) -> pd.DataFrame:
+        """Old tracked values of the keys in `idx` logged after clock value `after`."""
+        if self.moves is None or idx.empty:
+            return self.empty(list(columns))
+        found = sql.select_where_in(conn, self.moves, list(columns), self.coerce(idx),
+                                    self.keys, extra_where=f"seq > {int(after)}")
+        return found
+
+    def count(self, conn: sa.Connection, include_deleted: bool = False) -> int:
+        if self.table is None:
+            return 0
+        where = "" if include_deleted else " WHERE delete_ts IS NULL"
+        return int(conn.exec_driver_sql(
+            f"SELECT COUNT(*) FROM {sql.qualified(conn, self.table)}{where}").scalar_one())
+
+    def max_seq(self, conn: sa.Connection) -> int:
+        if self.table is None:
+            return 0
+        return int(conn.exec_driver_sql(
+            f"SELECT COALESCE(MAX(seq), 0) FROM {sql.qualified(conn, self.table)}").scalar_one())
+
+    def last_change_ts(self, conn: sa.Connection) -> float | None:
+        if self.table is None:
+            return None
+        return conn.exec_driver_sql(
+            "SELECT MAX(COALESCE(delete_ts, update_ts)) FROM "
+            f"{sql.qualified(conn, self.table)}").scalar_one()
+
+    def empty(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
+        cols = list(columns or self.meta_columns)
+        return pd.DataFrame({c: pd.Series([], dtype="int64" if c in ("hash", "seq") else object)
+                             for c in cols})
+
+    # --- writes -------------------------------------------------------------------------
+    def write(self, conn: sa.Connection, rows: pd.DataFrame) -> None:
+        """Upsert full meta rows (all of `meta_columns` present in `rows`)."""
+        assert self.table is not None
+        sql.upsert(conn, self.table, rows[[c for c in self.meta_columns if c in rows.columns]],
+                   self.keys)
+
+    def log_moves(self, conn: sa.Connection, old: pd.DataFrame) -> None:
+        """Record old tracked values (with the seq of the change that moved them)."""
+        if self.moves is None or old.empty:
+            return
+        cols = ["seq"] + self.keys + self.tracked
+        sql.executemany(conn, sql.insert_sql(conn, self.moves, cols),
+                        sql.driver_rows(conn, self.moves, old[cols], cols))
+
+    def forget(self, conn: sa.Connection, idx: pd.DataFrame) -> None:
+        """Remove meta rows entirely (used when a table is reset)."""
+        assert self.table is not None
+        sql.delete_keys(conn, self.table, self.coerce(idx), self.keys)
+
+    def prune_moves(self, conn: sa.Connection, upto: int) -> None:
+        """Drop logged moves every reader has seen (clock value <= `upto`)."""
+        if self.moves is not None:
+            conn.exec_driver_sql(
+                f"DELETE FROM {sql.qualified(conn, self.moves)} WHERE seq <= {int(upto)}")
+
+
+@contextmanager
+def _on(index: MetaIndex, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+    """The caller's connection, or a new transaction."""
+    if conn is not None:
+        yield conn
+    else:
+        with index.begin() as own:
+            yield own
+
+
+def _range_where(conn: sa.Connection) -> str:
+    a, b = sql.placeholders(conn, 2)
+    return f"seq > {a} AND seq <= {b}"

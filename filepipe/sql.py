@@ -1,0 +1,301 @@
+"""Database connections and the fast SQL paths shared by the index and the SQL store.
+
+Hot paths go through the driver's `executemany` (with SQLAlchemy's own type conversions
+applied column by column) because compiling huge multi-row statements in SQLAlchemy is
+where the reference library spends most of its ingest time. Every statement is chunked
+so no statement exceeds SQLite's bound-variable limit, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+MAX_VARIABLES = 900  # below SQLite's historic 999-variable limit
+
+
+class DBConn:
+    """A database by SQLAlchemy URL, e.g. ``DBConn("sqlite:///store.sqlite")``."""
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = str(url)
+        self.schema = schema
+        self._engine: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    def same_database(self, other: DBConn | None) -> bool:
+        return other is not None and (other is self or other.url == self.url)
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __repr__(self) -> str:
+        return f"DBConn({self.url!r})"
+
+
+def make_engine(url: str) -> sa.Engine:
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # noqa: ANN401
+            cur = dbapi_conn.cursor()
+            if ":memory:" not in url and url.rstrip("/") != "sqlite:":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url)
+
+
+def quote(conn: sa.Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def qualified(conn: sa.Connection, table: sa.Table) -> str:
+    name = quote(conn, table.name)
+    return f"{quote(conn, table.schema)}.{name}" if table.schema else name
+
+
+def placeholders(conn: sa.Connection, n: int) -> list[str]:
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        return ["?"] * n
+    if style == "format":
+        return ["%s"] * n
+    if style == "numeric":
+        return [f":{i + 1}" for i in range(n)]
+    if style == "numeric_dollar":
+        return [f"${i + 1}" for i in range(n)]
+    if style == "pyformat":
+        return ["%s"] * n  # psycopg accepts positional %s
+    raise NotImplementedError(f"unsupported DB-API paramstyle {style!r}")
+
+
+def driver_rows(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
+                columns: Sequence[str]) -> list[tuple]:
+    """Rows of `df` as tuples for the driver, converted by each column's SQL type.
+
+    Nulls become None; numpy scalars become Python ones; JSON, DateTime and other types
+    get SQLAlchemy's bind processing, applied column by column.
+    """
+    import numpy as np
+    import pandas as pd
+
+    cols: list[list[Any]] = []
+    for name in columns:
+        s = df[name]
+        if pd.api.types.is_datetime64_any_dtype(s.dtype):
+            values = [None if v is pd.NaT else v.to_pydatetime() for v in s]
+        elif s.dtype.kind in "iub" and not isinstance(s.dtype, pd.ArrowDtype):
+            values = s.to_numpy().tolist()
+        elif s.dtype.kind == "f":
+            arr = s.to_numpy()
+            values = np.where(np.isnan(arr), None, arr).tolist() if np.isnan(arr).any() else arr.tolist()
+        else:
+            arr = s.to_numpy(dtype=object, na_value=None)
+            values = [None if _is_na(v) else _py(v) for v in arr]
+        proc = table.c[name].type._cached_bind_processor(conn.dialect)
+        if proc is not None:
+            values = [None if v is None else proc(v) for v in values]
+        cols.append(values)
+    return list(zip(*cols)) if cols else [() for _ in range(len(df))]
+
+
+def _is_na(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return v != v
+    try:
+        import pandas as pd
+
+        return v is pd.NA or v is pd.NaT
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _py(v: Any) -> Any:
+    item = getattr(v, "item", None)
+    if item is not None and type(v).__module__ == "numpy":
+        return item()
+    return v
+
+
+def executemany(conn: sa.Connection, sql: str, rows: Sequence[tuple]) -> None:
+    if rows:
+        conn.exec_driver_sql(sql, list(rows))
+
+
+def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+               conflict_keys: Sequence[str] | None = None) -> str:
+    """INSERT statement for the driver; with `conflict_keys`, an upsert on those keys."""
+    cols = ", ".join(quote(conn, c) for c in columns)
+    sql = (f"INSERT INTO {qualified(conn, table)} ({cols}) "
+           f"VALUES ({', '.join(placeholders(conn, len(columns)))})")
+    if conflict_keys:
+        others = [c for c in columns if c not in conflict_keys]
+        target = ", ".join(quote(conn, c) for c in conflict_keys)
+        if others:
+            sets = ", ".join(f"{quote(conn, c)} = excluded.{quote(conn, c)}" for c in others)
+            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+        else:
+            sql += f" ON CONFLICT ({target}) DO NOTHING"
+    return sql
+
+
+def supports_upsert(conn: sa.Connection) -> bool:
+    return conn.dialect.name in ("sqlite", "postgresql")
+
+
+def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequence[str]) -> None:
+    """Insert or replace rows of `df` in `table` by `keys`."""
+    if df.empty:
+        return
+    columns = [c for c in df.columns if c in table.c]
+    rows = driver_rows(conn, table, df, columns)
+    if supports_upsert(conn):
+        executemany(conn, insert_sql(conn, table, columns, keys), rows)
+    else:
+        delete_keys(conn, table, df, keys)
+        executemany(conn, insert_sql(conn, table, columns), rows)
+
+
+def update_by_keys(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
+                   keys: Sequence[str]) -> None:
+    """Set the non-key columns of `df` on the existing rows with the same `keys`."""
+    if df.empty:
+        return
+    others = [c for c in df.columns if c not in keys]
+    ph = placeholders(conn, len(others) + len(keys))
+    sets = ", ".join(f"{quote(conn, c)} = {p}" for c, p in zip(others, ph))
+    where = " AND ".join(f"{quote(conn, k)} = {p}" for k, p in zip(keys, ph[len(others):]))
+    executemany(conn, f"UPDATE {qualified(conn, table)} SET {sets} WHERE {where}",
+                driver_rows(conn, table, df, others + list(keys)))
+
+
+def delete_keys(conn: sa.Connection, table: sa.Table, idx: pd.DataFrame,
+                keys: Sequence[str]) -> None:
+    """Delete the rows of `table` whose `keys` appear in `idx`."""
+    if idx.empty:
+        return
+    if not keys:
+        conn.exec_driver_sql(f"DELETE FROM {qualified(conn, table)}")
+        return
+    where = " AND ".join(f"{quote(conn, k)} = {p}"
+                         for k, p in zip(keys, placeholders(conn, len(keys))))
+    rows = driver_rows(conn, table, idx.drop_duplicates(list(keys)), keys)
+    executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}", rows)
+
+
+def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                    idx: pd.DataFrame, match: Sequence[str], extra_where: str = "",
+                    order_by: str | None = None) -> pd.DataFrame:
+    """Rows of `table` whose `match` columns equal one of the rows of `idx`.
+
+    Chunked so that no statement binds more than MAX_VARIABLES values; works on any
+    database with row-value IN (SQLite >= 3.15, PostgreSQL, MySQL 8).
+    """
+    import pandas as pd
+
+    match = list(match)
+    idx = idx[match].drop_duplicates()
+    cols_sql = ", ".join(quote(conn, c) for c in columns)
+    base = f"SELECT {cols_sql} FROM {qualified(conn, table)} WHERE "
+    if extra_where:
+        base += f"({extra_where}) AND "
+    frames: list[pd.DataFrame] = []
+    if not match:
+        frames.append(_fetch(conn, base + "1=1", [], columns))
+    else:
+        per = max(1, MAX_VARIABLES // len(match))
+        rows = driver_rows(conn, table, idx, match)
+        lhs = quote(conn, match[0]) if len(match) == 1 else \
+            "(" + ", ".join(quote(conn, c) for c in match) + ")"
+        for start in range(0, len(rows), per):
+            part = rows[start:start + per]
+            ph = placeholders(conn, len(part) * len(match))
+            if len(match) == 1:
+                rhs = "(" + ", ".join(ph) + ")"
+            else:
+                groups = [ph[i:i + len(match)] for i in range(0, len(ph), len(match))]
+                rhs = "(VALUES " + ", ".join("(" + ", ".join(g) + ")" for g in groups) + ")"
+            params = [v for row in part for v in row]
+            frames.append(_fetch(conn, f"{base}{lhs} IN {rhs}", params, columns, table))
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if order_by and len(out):
+        out = out.sort_values(order_by, kind="stable").reset_index(drop=True)
+    return out
+
+
+def select_all(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+               where: str = "", params: Sequence[Any] = ()) -> pd.DataFrame:
+    cols_sql = ", ".join(quote(conn, c) for c in columns)
+    sql = f"SELECT {cols_sql} FROM {qualified(conn, table)}"
+    if where:
+        sql += f" WHERE {where}"
+    return _fetch(conn, sql, list(params), columns, table)
+
+
+def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[str],
+           table: sa.Table | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    result = conn.exec_driver_sql(sql, tuple(params))
+    rows = result.fetchall()
+    if table is not None:
+        procs = [table.c[c].type._cached_result_processor(conn.dialect, None)
+                 if c in table.c else None for c in columns]
+        if any(procs):
+            rows = [tuple(v if p is None or v is None else p(v) for v, p in zip(r, procs))
+                    for r in rows]
+    data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
+    df = pd.DataFrame(data, columns=list(columns))
+    if table is not None:
+        df = _typed(df, table)
+    return df
+
+
+def _typed(df: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """Give integer/float/datetime columns proper dtypes (they arrive as Python objects)."""
+    import pandas as pd
+
+    from .frames import python_kind
+
+    for c in df.columns:
+        if c not in table.c:
+            continue
+        kind = python_kind(table.c[c].type)
+        s = df[c]
+        if kind == "int" and s.notna().all():
+            df[c] = s.astype("int64")
+        elif kind in ("int", "float"):
+            df[c] = pd.to_numeric(s, errors="coerce") if len(s) else s.astype("float64")
+        elif kind == "datetime":
+            df[c] = pd.to_datetime(s)
+        elif kind == "str" and s.dtype == object:
+            df[c] = s.astype("str")
+        elif kind == "bool" and s.notna().all():
+            df[c] = s.astype(bool)
+    return df

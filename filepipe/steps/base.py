@@ -1,0 +1,69 @@
+"""What every step has: a declaration in a Pipeline and a compute step built from it."""
+
+from __future__ import annotations
+
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+    from ..compute import DataStore, RunReport
+    from ..table import DataTable
+    from ..types import ChangeList
+
+
+class PipelineStep(ABC):
+    """A step as declared in a Pipeline (names of tables, the user's function)."""
+
+    @abstractmethod
+    def build(self, ds: DataStore, catalog: Catalog, name: str) -> ComputeStep:
+        """Bind the declaration to real tables."""
+
+    @property
+    @abstractmethod
+    def default_name(self) -> str:
+        """The step's name unless the pipeline disambiguates it."""
+
+
+class ComputeStep(ABC):
+    """A step bound to DataTables, ready to run."""
+
+    ds: DataStore
+    name: str
+    inputs: list[DataTable]
+    outputs: list[DataTable]
+
+    @abstractmethod
+    def run_full(self, report: RunReport) -> ChangeList:
+        """Process everything that is stale; return what changed in the outputs."""
+
+    def run_changelist(self, changes: ChangeList, report: RunReport) -> ChangeList:
+        """Process only what `changes` touches (default: a full run)."""
+        return self.run_full(report)
+
+    def reads(self, changes: ChangeList) -> bool:
+        return any(t.name in changes.changes for t in self.inputs)
+
+    def describe(self) -> str:
+        ins = ", ".join(t.name for t in self.inputs) or "-"
+        outs = ", ".join(t.name for t in self.outputs)
+        return f"{self.name}: {ins} -> {outs}"
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` plus where it was raised (the last frame), for the step meta."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+@contextmanager
+def flush_once(tables: list[DataTable]) -> Iterator[None]:
+    """Buffer writes of file-backed tables and flush each once at the end."""
+    with ExitStack() as stack:
+        for t in tables:
+            stack.enter_context(t.deferred_flush())
+        yield

@@ -1,0 +1,390 @@
+"""BatchTransform: recompute only the transform keys whose input rows changed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MissingColumnsError, PipelineError, StepOutputError
+from ..frames import check_keys, empty_frame
+from ..types import ChangeList
+from .base import ComputeStep, PipelineStep, error_text, flush_once
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from ..catalog import Catalog
+    from ..compute import DataStore, RunReport
+    from ..table import DataTable
+
+log = logging.getLogger("filepipe")
+WHOLE = "_whole"
+
+
+@dataclass
+class BatchTransform(PipelineStep):
+    """``func(*input_frames, **kwargs)`` → one frame per output.
+
+    `transform_keys` default to the primary keys shared by every input and output; they
+    may name non-key columns (an incremental group-by). With no shared key the step is
+    whole-table: any input change recomputes it over all rows.
+    """
+
+    func: Callable[..., Any]
+    inputs: list[str]
+    outputs: list[str]
+    transform_keys: list[str] | None = None
+    chunk_size: int = 1000
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    @property
+    def default_name(self) -> str:
+        return self.name or getattr(self.func, "__name__", "transform")
+
+    def build(self, ds: DataStore, catalog: Catalog, name: str) -> BatchTransformStep:
+        return BatchTransformStep(
+            ds, name, self.func,
+            [catalog.get_datatable(ds, n) for n in self.inputs],
+            [catalog.get_datatable(ds, n) for n in self.outputs],
+            transform_keys=self.transform_keys, chunk_size=self.chunk_size, kwargs=self.kwargs)
+
+
+class BatchTransformStep(ComputeStep):
+    """A BatchTransform bound to its tables; keeps its progress in the step meta."""
+
+    def __init__(self, ds: DataStore, name: str, func: Callable[..., Any],
+                 inputs: list[DataTable], outputs: list[DataTable],
+                 transform_keys: Sequence[str] | None = None, chunk_size: int = 1000,
+                 kwargs: Mapping[str, Any] | None = None) -> None:
+        from ..hashing import code_version
+
+        if not outputs:
+            raise PipelineError(f"step {name!r} has no outputs")
+        if chunk_size < 1:
+            raise PipelineError(f"step {name!r}: chunk_size must be at least 1")
+        self.ds, self.name, self.func = ds, name, func
+        self.inputs, self.outputs = inputs, outputs
+        self.chunk_size = chunk_size
+        self.kwargs = dict(kwargs or {})
+        self.explicit_keys = transform_keys is not None
+        if transform_keys is None:
+            shared = [k for k in inputs[0].primary_keys] if inputs else []
+            for t in inputs[1:] + outputs:
+                shared = [k for k in shared if k in t.primary_keys]
+            transform_keys = shared
+        self.transform_keys = list(transform_keys)
+        self.whole = not self.transform_keys
+        self.meta = ds.meta.step_meta(name)
+        self.code_version = code_version(func, {
+            "kwargs": self.kwargs, "transform_keys": self.transform_keys,
+            "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs]})
+        self._input_keys: dict[str, list[str]] | None = None
+        for out in outputs:
+            out.track(self.transform_keys)
+
+    # --- which transform-key columns each input holds ----------------------------------
+    def input_keys(self) -> dict[str, list[str]]:
+        """Per input, the transform-key columns it holds (key or tracked columns)."""
+        if self._input_keys is not None:
+            return self._input_keys
+        result: dict[str, list[str]] = {}
+        for t in self.inputs:
+            held = [k for k in self.transform_keys if k in t.primary_keys]
+            extra = [k for k in self.transform_keys if k not in t.primary_keys]
+            if extra:
+                columns = t.known_columns()
+                if columns is None:  # empty table of unknown schema: decide later
+                    return {}
+                held = [k for k in self.transform_keys if k in t.primary_keys or k in columns]
+                t.track([k for k in held if k not in t.primary_keys])
+            result[t.name] = held
+        if not self.whole:
+            covered = {k for ks in result.values() for k in ks}
+            lost = [k for k in self.transform_keys if k not in covered]
+            if lost:
+                raise PipelineError(f"step {self.name!r}: transform key(s) {lost} are columns "
+                                    f"of none of its inputs {[t.name for t in self.inputs]}")
+        self._input_keys = result
+        return result
+
+    # --- running ------------------------------------------------------------------------
+    def run_full(self, report: RunReport) -> ChangeList:
+        with self.ds.meta.begin() as conn:
+            pending, full, hwm, snap = self._pending(conn)
+        if pending is None:
+            return ChangeList()
+        changes = self._process(pending, done_seq=snap, report=report) if len(pending) else ChangeList()
+        new_hwm = {t.name: snap for t in self.inputs}
+        if full or any(hwm.get(n) != s for n, s in new_hwm.items()):
+            self.meta.ensure(self.transform_keys, self._key_types())
+            with self.ds.meta.begin() as conn:
+                self.meta.set_state(conn, self.code_version, self.transform_keys, new_hwm)
+                for t in self.inputs:
+                    t.meta.prune_moves(conn, self._readers_hwm(conn, t.name))
+        return changes
+
+    def pending_count(self) -> int:
+        """How many transform keys the next full run would process."""
+        with self.ds.meta.begin() as conn:
+            pending = self._pending(conn)[0]
+        return 0 if pending is None else len(pending)
+
+    def _pending(self, conn: sa.Connection) -> tuple[pd.DataFrame | None, bool, dict[str, int], int]:
+        """(keys to process or None if inputs are not known yet, full?, hwm, clock)."""
+        version, keys_before, hwm = self.meta.state(conn)
+        snap = self.ds.meta.current_seq(conn)
+        full = version != self.code_version or keys_before != self.transform_keys
+        ikeys = self.input_keys()
+        if not ikeys and self.inputs:
+            return None, full, hwm, snap
+        if full:
+            pending = self._all_keys(conn, ikeys)
+        else:
+            pending = self._changed_keys(conn, ikeys, hwm, snap)
+        return self._with_failed(conn, pending), full, hwm, snap
+
+    def run_changelist(self, changes: ChangeList, report: RunReport) -> ChangeList:
+        with self.ds.meta.begin() as conn:
+            _, _, hwm = self.meta.state(conn)
+            snap = self.ds.meta.current_seq(conn)
+            ikeys = self.input_keys()
+            if not ikeys and self.inputs:
+                return ChangeList()
+            frames = []
+            for t in self.inputs:
+                idx = changes.get(t.name)
+                if idx is None or idx.empty or not t.meta.exists:
+                    continue
+                cols = ikeys[t.name]
+                rows = t.meta.lookup(conn, idx)[cols] if cols else _whole_key()
+                if cols and set(cols) & set(t.meta.tracked):
+                    moved = t.meta.moves_for(conn, idx, hwm.get(t.name, 0), cols)
+                    rows = _concat([rows, moved])
+                frames.append(self._expand(conn, t, rows, ikeys))
+            pending = _concat(frames).drop_duplicates() if frames else None
+        if pending is None or pending.empty:
+            return ChangeList()
+        return self._process(pending, done_seq=snap, report=report)
+
+    # --- which keys ---------------------------------------------------------------------
+    def _changed_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]],
+                      hwm: Mapping[str, int], snap: int) -> pd.DataFrame:
+        """Transform keys with input changes after the step last handled them."""
+        frames = []
+        for t in self.inputs:
+            lo = hwm.get(t.name, 0)
+            if not t.meta.exists or lo >= snap:
+                continue
+            cols = ikeys[t.name]
+            changed = t.meta.changed_between(conn, lo, snap, cols)
+            if changed.empty:
+                continue
+            if not cols:
+                changed = _whole_key().assign(seq=int(changed["seq"].max()))
+            expanded = self._expand(conn, t, changed, ikeys)
+            frames.append(expanded)
+        if not frames:
+            return self._empty_keys()
+        keys = self._key_columns()
+        changed = _concat(frames)
+        if changed.empty:
+            return self._empty_keys()
+        changed = changed.groupby(keys, as_index=False, dropna=False)["seq"].max()
+        done = self.meta.done_seqs(conn, changed[keys]) if self.meta.ready else None
+        if done is not None and len(done):
+            changed = changed.merge(done, on=keys, how="left")
+            stale = changed["done_seq"].isna() | (changed["done_seq"] < changed["seq"])
+            changed = changed[stale.to_numpy(dtype=bool)]
+        return changed[keys].reset_index(drop=True)
+
+    def _all_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]]) -> pd.DataFrame:
+        """Every transform key present in the inputs (after a code change)."""
+        if self.whole:
+            return _whole_key()
+        frames = [self._expand(conn, t, t.meta.scan(conn, columns=ikeys[t.name]), ikeys)
+                  for t in self.inputs if t.meta.exists and ikeys[t.name]]
+        return _concat(frames).drop_duplicates() if frames else self._empty_keys()
+
+    def _expand(self, conn: sa.Connection, source: DataTable, rows: pd.DataFrame,
+                ikeys: dict[str, list[str]]) -> pd.DataFrame:
+        """Complete partial transform keys with the values the other inputs hold."""
+        if self.whole:
+            return rows if WHOLE in rows.columns else _whole_key().assign(
+                **({"seq": int(rows["seq"].max())} if "seq" in rows and len(rows) else {}))
+        have = list(ikeys[source.name])
+        out = rows
+        for t in self.inputs:
+            missing = [k for k in ikeys[t.name] if k not in have]
+            if t is source or not missing or not t.meta.exists:
+                continue
+            values = t.meta.scan(conn, columns=ikeys[t.name]).drop_duplicates()
+            on = [k for k in ikeys[t.name] if k in have]
+            out = out.merge(values, on=on) if on else out.merge(values, how="cross")
+            have += missing
+        if len(have) < len(self.transform_keys):
+            return self._empty_keys()
+        return out
+
+    def _with_failed(self, conn: sa.Connection, pending: pd.DataFrame) -> pd.DataFrame:
+        if not self.meta.ready:
+            return pending
+        failed = self.meta.failed(conn)
+        if failed.empty:
+            return pending
+        if self.whole:
+            return _whole_key()
+        return _concat([pending, failed[self.transform_keys]]).drop_duplicates()
+
+    def _key_columns(self) -> list[str]:
+        return self.transform_keys or [WHOLE]
+
+    def _empty_keys(self) -> pd.DataFrame:
+        return empty_frame(self._key_columns())
+
+    def _key_types(self) -> dict[str, Any]:
+        types: dict[str, Any] = {}
+        for t in self.inputs + self.outputs:
+            if t.meta.exists:
+                for k, v in t.meta.column_types().items():
+                    types.setdefault(k, v)
+        return types
+
+    def _readers_hwm(self, conn: sa.Connection, table: str) -> int:
+        """Lowest high-water mark of all steps reading `table` (moves below it are done)."""
+        import sqlalchemy as sa
+
+        inputs = self.ds.meta.step_inputs
+        low = conn.execute(sa.select(sa.func.min(inputs.c.hwm))
+                           .where(inputs.c.input == table)).scalar_one()
+        return int(low or 0)
+
+    # --- processing ---------------------------------------------------------------------
+    def _process(self, pending: pd.DataFrame, done_seq: int, report: RunReport) -> ChangeList:
+        """Run the function over `pending` keys in batches; isolate failing batches."""
+        keys = self._key_columns()
+        pending = pending[keys].drop_duplicates().reset_index(drop=True)
+        self.meta.ensure(self.transform_keys, self._key_types() or _types_from(pending))
+        changes = ChangeList()
+        total = len(pending)
+        report.step_started(self.name, total)
+        with flush_once(self.outputs):
+            for start in range(0, total, self.chunk_size):
+                batch = pending.iloc[start:start + self.chunk_size].reset_index(drop=True)
+                try:
+                    frames = self._read_batch(batch)
+                    result = self._call(frames)
+                    self._write_batch(batch, result, done_seq, changes, report)
+                except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
+                    text = error_text(exc)
+                    log.error("step %s failed for %d key(s) %s: %s", self.name, len(batch),
+                              _show_keys(batch), text)
+                    with self.ds.meta.begin() as conn:
+                        self.meta.record(conn, batch, text, done_seq)
+                    report.step_failed(self.name, batch, text)
+                report.step_progress(self.name, len(batch))
+        return changes
+
+    def _read_batch(self, batch: pd.DataFrame) -> list[pd.DataFrame]:
+        """All current input rows under the batch's keys, oldest change first."""
+        ikeys = self.input_keys()
+        with self.ds.meta.begin() as conn:
+            metas = [self._input_meta(conn, t, batch[ikeys[t.name]]) for t in self.inputs]
+        frames = []
+        for t, meta in zip(self.inputs, metas):
+            if meta is None:
+                frames.append(t.store.read_rows(empty_frame(t.primary_keys)))
+                continue
+            rows = t.store.read_rows(meta[t.primary_keys] if ikeys[t.name] else None)
+            rows = t.meta.coerce(rows).merge(meta, on=t.primary_keys)
+            frames.append(rows.sort_values("seq", kind="stable").drop(columns="seq")
+                          .reset_index(drop=True))
+        return frames
+
+    @staticmethod
+    def _input_meta(conn: sa.Connection, t: DataTable, proj: pd.DataFrame) -> pd.DataFrame | None:
+        """Keys and seq of the live rows of `t` under the key projection `proj`."""
+        if not t.meta.exists:
+            return None
+        columns = t.primary_keys + ["seq"]
+        if proj.columns.empty:
+            return t.meta.scan(conn, columns=columns)
+        return t.meta.matching(conn, proj.drop_duplicates(), columns=columns)
+
+    def _call(self, frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, ...]:
+        import pandas as pd
+
+        result = self.func(*frames, **self.kwargs)
+        n = len(self.outputs)
+        if isinstance(result, pd.DataFrame):
+            result = (result,)
+        if not isinstance(result, (tuple, list)) or len(result) != n or \
+                not all(isinstance(r, pd.DataFrame) for r in result):
+            got = (f"{len(result)} value(s)" if isinstance(result, (tuple, list))
+                   else type(result).__name__)
+            raise StepOutputError(
+                f"step {self.name!r} must return {n} DataFrame(s) for outputs "
+                f"{[t.name for t in self.outputs]}, got {got}")
+        for out, df in zip(self.outputs, result):
+            where = f"step {self.name!r} output {out.name!r}"
+            if df.empty and not len(df.columns):
+                continue
+            check_keys(df, out.primary_keys, where)
+            lacking = [k for k in self.transform_keys if k not in df.columns]
+            if lacking:
+                raise MissingColumnsError(f"{where}: result lacks transform key column(s) "
+                                          f"{lacking}, needed to know which key each row belongs to")
+        return tuple(result)
+
+    def _write_batch(self, batch: pd.DataFrame, result: tuple[pd.DataFrame, ...],
+                     done_seq: int, changes: ChangeList, report: RunReport) -> None:
+        """Replace the outputs under the batch's keys and record success, in one transaction."""
+        with self.ds.meta.begin() as conn:
+            for out, df in zip(self.outputs, result):
+                if not out.meta.exists and df.empty:
+                    continue
+                if df.empty and not len(df.columns):
+                    df = empty_frame(out.primary_keys)
+                prev = self._previous_outputs(conn, out, batch)
+                changed = out.store_chunk(df, processed_idx=prev, conn=conn)
+                changes.append(out.name, changed)
+            self.meta.record(conn, batch, None, done_seq)
+        report.step_done(self.name, batch)
+
+    def _previous_outputs(self, conn: sa.Connection, out: DataTable,
+                          batch: pd.DataFrame) -> pd.DataFrame:
+        if not out.meta.exists:
+            return empty_frame(out.primary_keys)
+        if self.whole:
+            return out.meta.scan(conn, columns=out.primary_keys)
+        return out.meta.matching(conn, batch[self.transform_keys], columns=out.primary_keys)
+
+
+def _whole_key() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({WHOLE: [0]})
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _types_from(df: pd.DataFrame) -> dict[str, Any]:
+    from ..frames import sql_type_for
+
+    return {c: sql_type_for(df[c]) for c in df.columns}
+
+
+def _show_keys(batch: pd.DataFrame, limit: int = 3) -> str:
+    rows = batch.head(limit).to_dict("records")
+    more = f" +{len(batch) - limit} more" if len(batch) > limit else ""
+    return ", ".join(str(r) for r in rows) + more

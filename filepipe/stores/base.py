@@ -1,0 +1,69 @@
+"""The one protocol every store implements: a place that looks like a keyed table."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+
+class TableStore(ABC):
+    """A keyed table kept somewhere: an SQL table, a sheet, a file, a folder, memory.
+
+    Rows are pandas frames; `idx` arguments are frames of key columns. Stores do not keep
+    metadata: the `DataTable` wrapping a store does (hashes, timestamps, change sequence).
+
+    Writes may be buffered: a file store may collect `upsert_rows`/`delete_rows` in memory
+    and write its file once in `flush()`, which the engine calls at the end of each step.
+    """
+
+    primary_keys: list[str]
+
+    # --- schema -------------------------------------------------------------------------
+    def key_types(self) -> dict[str, sa.types.TypeEngine] | None:
+        """SQL types of the key columns when the store knows them (else inferred from data)."""
+        return None
+
+    # --- data ---------------------------------------------------------------------------
+    @abstractmethod
+    def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+        """All rows, or the rows whose keys are in `idx` (missing keys are skipped)."""
+
+    @abstractmethod
+    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
+        """Insert or replace the rows of `df` by key.
+
+        `conn` is the metadata index's open SQLAlchemy connection: a store in the same
+        database writes through it so data and meta commit in one transaction.
+        """
+
+    @abstractmethod
+    def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
+        """Delete the rows whose keys are in `idx` (absent keys are ignored)."""
+
+    def flush(self) -> None:
+        """Write buffered changes out (atomically). No-op for unbuffered stores."""
+
+    # --- files --------------------------------------------------------------------------
+    def list_files(self) -> pd.DataFrame | None:
+        """Fingerprints of the files holding the table: columns path, size, mtime_ns, inode.
+
+        None for stores that are not file-backed (SQL, memory): those are never synced.
+        """
+        return None
+
+    def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+        """Rows of each given file (a file that vanished maps to an empty frame)."""
+        raise NotImplementedError(f"{type(self).__name__} is not file-backed")
+
+    def watch_paths(self) -> list[Path]:
+        """Directories a watcher should observe for this store."""
+        return []
+
+    def describe(self) -> str:
+        """Short human description for messages, e.g. ``out/report.xlsx[Summary]``."""
+        return type(self).__name__

@@ -1,0 +1,168 @@
+"""Base of the stores that keep a whole table in one file (CSV, an Excel sheet, Parquet).
+
+The file is read once and kept in memory while its fingerprint is unchanged; writes go
+to the in-memory frame and `flush()` writes the file atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FilepipeError
+from ..fileutil import fingerprints, resolve_path
+from ..frames import check_keys
+from .base import TableStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class FileStore(TableStore):
+    """A keyed table held in the single file `path`.
+
+    `dtypes` (column → pandas dtype, e.g. ``{"zip": "str", "qty": "Int64"}``) fixes
+    types the file format cannot carry; other columns keep the types the reader infers.
+    """
+
+    def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
+                 dtypes: Mapping[str, Any] | None = None) -> None:
+        if not primary_keys:
+            raise ValueError(f"{type(self).__name__}({path!s}): primary_keys must name at least one column")
+        self.path: Path = resolve_path(path)
+        self.primary_keys = list(primary_keys)
+        self.dtypes = dict(dtypes or {})
+        self._frame: pd.DataFrame | None = None
+        self._loaded_fp: tuple | None = None
+        self._dirty = False
+
+    # --- what a format implements -------------------------------------------------------
+    @abstractmethod
+    def read_file(self, path: Path) -> pd.DataFrame:
+        """Rows of the file as the format gives them (raise on a broken file)."""
+
+    @abstractmethod
+    def write_file(self, df: pd.DataFrame) -> None:
+        """Write `df` to `self.path` atomically."""
+
+    # --- reading ------------------------------------------------------------------------
+    def describe(self) -> str:
+        return str(self.path)
+
+    def _fingerprint(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a frame: the buffered one, or the file read afresh if it changed."""
+        fp = self._fingerprint()
+        if self._frame is not None and (self._dirty or fp == self._loaded_fp):
+            return self._frame
+        self._frame = self.load(self.path) if fp is not None else self.empty()
+        self._loaded_fp = fp
+        return self._frame
+
+    def load(self, path: Path) -> pd.DataFrame:
+        """Read `path`, apply `dtypes` and check the keys (errors name the file)."""
+        df = self.read_file(path)
+        df = self.apply_dtypes(df, where=self.describe())
+        check_keys(df, self.primary_keys, self.describe())
+        return df.reset_index(drop=True)
+
+    def apply_dtypes(self, df: pd.DataFrame, where: str) -> pd.DataFrame:
+        for col, dtype in self.dtypes.items():
+            if col not in df.columns:
+                continue
+            try:
+                df[col] = df[col].astype(dtype)
+            except (TypeError, ValueError) as exc:
+                raise FilepipeError(f"{where}: column {col!r} cannot be read as {dtype}: {exc}") from exc
+        return df
+
+    def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
+        cols = self.primary_keys + [c for c in self.dtypes if c not in self.primary_keys]
+        return pd.DataFrame({c: pd.Series([], dtype=self.dtypes.get(c, object)) for c in cols})
+
+    def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+        df = self.frame()
+        if idx is None:
+            return df.copy()
+        keys = self.primary_keys
+        wanted = _align(idx[keys].drop_duplicates(), df, keys)
+        return df.merge(wanted, on=keys)
+
+    # --- writing ------------------------------------------------------------------------
+    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
+        import pandas as pd
+
+        if df.empty:
+            return
+        rest = self._without(df)
+        self._frame = df.reset_index(drop=True).copy() if rest.empty else \
+            pd.concat([rest, df], ignore_index=True)
+        self._dirty = True
+
+    def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
+        if idx.empty:
+            return
+        self._frame = self._without(idx)
+        self._dirty = True
+
+    def _without(self, idx: pd.DataFrame) -> pd.DataFrame:
+        df = self.frame()
+        if df.empty:
+            return df
+        keys = self.primary_keys
+        marks = df[keys].merge(_align(idx[keys].drop_duplicates(), df, keys).assign(_drop=1),
+                               on=keys, how="left")["_drop"]
+        return df[marks.isna().to_numpy()].reset_index(drop=True)
+
+    def flush(self) -> None:
+        if not self._dirty or self._frame is None:
+            return
+        self.write_file(self._frame)
+        self._dirty = False
+        self._loaded_fp = self._fingerprint()
+
+    def discard(self) -> None:
+        """Forget buffered changes and the cached frame."""
+        self._frame, self._loaded_fp, self._dirty = None, None, False
+
+    # --- files --------------------------------------------------------------------------
+    def list_files(self) -> pd.DataFrame:
+        return fingerprints([self.path])
+
+    def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+        result = {}
+        for p in paths:
+            if Path(p) != self.path:
+                raise ValueError(f"{self.describe()}: not this store's file: {p}")
+            result[p] = self.load(self.path) if self.path.exists() else self.empty()
+            self._frame, self._loaded_fp = result[p], self._fingerprint()
+        return result
+
+    def watch_paths(self) -> list[Path]:
+        return [self.path.parent]
+
+
+def _align(idx: pd.DataFrame, df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Cast the key columns of `idx` to the dtypes `df` has, so merges match."""
+    import pandas as pd
+
+    out = idx
+    for k in keys:
+        if k in df.columns and idx[k].dtype != df[k].dtype and len(df):
+            try:
+                casted = idx[k].astype(df[k].dtype)
+            except (TypeError, ValueError):
+                casted = idx[k].astype(str) if pd.api.types.is_string_dtype(df[k].dtype) else idx[k]
+            out = out.assign(**{k: casted})
+    return out

@@ -1,0 +1,293 @@
+"""Change detection for file-backed tables (DESIGN §5) and guarding file outputs (§7).
+
+A source's files are listed with one stat each and compared with their stored
+fingerprints (path, size, mtime_ns, inode): unchanged files are never opened. Changed,
+new and "racy" files (modified within the timestamp granularity of the last sync) are
+read and hashed row by row; only rows whose hash changed go on. Missing files lose
+their rows. A file that stays unreadable after a few retries is reported by path and
+keeps its previous rows, and the rest of the sync goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import FilepipeError, SourceReadError
+from .fileutil import backup_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from .compute import RunReport
+    from .table import DataTable
+
+log = logging.getLogger("filepipe")
+
+RACY_NS = 2_000_000_000  # FAT has 2 s mtimes; SMB/NFS cache them: re-hash files this fresh
+RETRY_DELAYS = (0.1, 0.3, 0.8)  # a program may still be saving the file
+
+
+@dataclass
+class SyncResult:
+    """What one sync found."""
+
+    table: str
+    opened: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    changed: pd.DataFrame | None = None
+
+
+def stored_fingerprints(conn: sa.Connection, table: DataTable) -> pd.DataFrame:
+    """Fingerprints recorded for `table`'s files (file_id, path, size, mtime_ns, inode, ...)."""
+    from .sql import select_all
+
+    files = table.ds.meta.files
+    cols = ["file_id", "path", "size", "mtime_ns", "inode", "synced_ns", "state"]
+    from .sql import placeholders
+
+    ph = placeholders(conn, 1)[0]
+    return select_all(conn, files, cols, where=f"table_name = {ph}", params=(table.name,))
+
+
+def sync_table(table: DataTable, report: RunReport | None = None,
+               paths: set[str] | None = None) -> SyncResult:
+    """Bring the row meta of the file-backed source `table` up to date with its files.
+
+    `paths` limits the work to those files (the watcher knows which changed).
+    """
+    import numpy as np
+    import pandas as pd
+
+    result = SyncResult(table.name)
+    listed = table.store.list_files()
+    if listed is None:
+        raise FilepipeError(f"table {table.name!r} ({table.store.describe()}) is not file-backed")
+    now_ns = time.time_ns()
+    with table.ds.meta.begin() as conn:
+        stored = stored_fingerprints(conn, table)
+    both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"), indicator=True)
+    if paths is not None:
+        both = both[both["path"].isin(paths)]
+    present = both["_merge"] != "right_only"
+    same = (both["_merge"] == "both") & (both["size"] == both["size_old"]) & \
+        (both["mtime_ns"] == both["mtime_ns_old"]) & (both["inode"] == both["inode_old"])
+    racy = same & ((both["synced_ns"] - both["mtime_ns"]) < RACY_NS)
+    to_read = both[present & (~same | racy)]
+    gone = both[~present]
+    result.missing = gone["path"].tolist()
+    if to_read.empty and gone.empty:
+        return result
+
+    frames, read_ok = [], []
+    for path in to_read["path"]:
+        try:
+            frames.append((path, _read_stable(table, path)))
+            read_ok.append(path)
+        except Exception as exc:  # noqa: BLE001 - report the file, go on with the rest
+            result.errors[path] = f"{type(exc).__name__}: {exc}"
+            log.error("cannot read %s (table %s): %s", path, table.name, exc)
+    result.opened = read_ok
+
+    with table.ds.meta.begin() as conn:
+        ids = _register_files(conn, table, listed[listed["path"].isin(read_ok)], now_ns)
+        rows = [df.assign(_fid=ids[p]) for p, df in frames if len(df)]
+        data = pd.concat(rows, ignore_index=True) if rows else None
+        if data is not None:
+            _check_unique_across_files(table, data, ids)
+        old_ids = [int(i) for i in stored.loc[stored["path"].isin(read_ok + result.missing), "file_id"]]
+        prev = _rows_of_files(conn, table, old_ids)
+        if data is None:
+            data = table.store.empty() if hasattr(table.store, "empty") else prev.iloc[0:0]
+            file_ids = None
+        else:
+            file_ids = data.pop("_fid").to_numpy(dtype=np.int64)
+        if data.empty and prev.empty:
+            changed = pd.DataFrame(columns=table.primary_keys)
+        else:
+            changed = table.store_chunk(data, processed_idx=prev, conn=conn,
+                                        file_id=file_ids, write_store=False)
+        _forget_files(conn, table, result.missing)
+    result.changed = changed
+    if result.errors and report is not None:
+        report.source_errors.update({p: e for p, e in result.errors.items()})
+    if result.missing and report is not None:
+        report.missing_files.extend(result.missing)
+    return result
+
+
+def _read_stable(table: DataTable, path: str) -> pd.DataFrame:
+    """Read one file, retrying while it is half-written or changes under the read."""
+    last: Exception | None = None
+    for delay in (0.0, *RETRY_DELAYS):
+        if delay:
+            time.sleep(delay)
+        before = _stat(path)
+        try:
+            df = table.store.read_files([path])[path]
+        except FilepipeError:
+            raise  # bad data (duplicate keys, bad types): retrying will not help
+        except Exception as exc:  # noqa: BLE001 - zip/parquet/CSV errors while saving
+            last = exc
+            continue
+        if _stat(path) == before:
+            return df
+        last = SourceReadError(f"{path} changed while it was being read")
+    assert last is not None
+    raise last
+
+
+def _stat(path: str) -> tuple | None:
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _register_files(conn: sa.Connection, table: DataTable, listed: pd.DataFrame,
+                    now_ns: int) -> dict[str, int]:
+    """Record fingerprints of the files just read; returns path → file_id."""
+    from .sql import upsert
+
+    files = table.ds.meta.files
+    if listed.empty:
+        return {}
+    rows = listed.assign(table_name=table.name, synced_ns=now_ns, state="synced")
+    upsert(conn, files, rows, ["table_name", "path"])
+    found = stored_fingerprints(conn, table)
+    return dict(zip(found["path"], found["file_id"].astype(int)))
+
+
+def _forget_files(conn: sa.Connection, table: DataTable, paths: list[str]) -> None:
+    if not paths:
+        return
+    import pandas as pd
+
+    from .sql import delete_keys
+
+    delete_keys(conn, table.ds.meta.files,
+                pd.DataFrame({"table_name": table.name, "path": paths}), ["table_name", "path"])
+
+
+def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -> pd.DataFrame:
+    """Keys of the live rows that came from the given files."""
+    import pandas as pd
+
+    if not table.meta.exists or not file_ids:
+        return pd.DataFrame(columns=table.primary_keys)
+    return table.meta.matching(conn, pd.DataFrame({"file_id": file_ids}),
+                               columns=table.primary_keys)
+
+
+def _check_unique_across_files(table: DataTable, data: pd.DataFrame, ids: dict[str, int]) -> None:
+    from .errors import DuplicateKeysError
+
+    keys = table.primary_keys
+    dup = data.duplicated(keys, keep=False)
+    if dup.any():
+        names = {v: k for k, v in ids.items()}
+        clash = data[dup]
+        files = sorted({names[i] for i in clash["_fid"]})
+        first = clash.iloc[0]
+        raise DuplicateKeysError(
+            f"table {table.name!r}: key {', '.join(f'{k}={first[k]!r}' for k in keys)} "
+            f"appears in several files: {', '.join(files)}")
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+def mark_output(table: DataTable, state: str) -> None:
+    """Record an output file's state: 'dirty' before buffered writes, 'clean' after flush.
+
+    A clean record also stores the fingerprint the flush left, so a later edit by
+    someone else shows as a mismatch.
+    """
+    from .sql import upsert
+
+    listed = table.store.list_files()
+    if listed is None:
+        return
+    with table.ds.meta.begin() as conn:
+        if state == "dirty":
+            stored = stored_fingerprints(conn, table)
+            rows = stored.drop(columns=["file_id"]) if len(stored) else \
+                listed.assign(synced_ns=None)
+            upsert(conn, table.ds.meta.files,
+                   rows.assign(table_name=table.name, state="dirty"), ["table_name", "path"])
+        else:
+            upsert(conn, table.ds.meta.files,
+                   listed.assign(table_name=table.name, synced_ns=time.time_ns(), state="clean"),
+                   ["table_name", "path"])
+
+
+def check_output(table: DataTable) -> str | None:
+    """If the output's file no longer holds what filepipe wrote, back it up and rebuild.
+
+    Returns the backup path when the output was rebuilt (its producing step must then
+    recompute everything), else None. A file that changed on disk but still holds the
+    same rows (another sheet was edited, or it was re-saved) is simply re-fingerprinted.
+    """
+    listed = table.store.list_files()
+    if listed is None:
+        return None
+    with table.ds.meta.begin() as conn:
+        stored = stored_fingerprints(conn, table)
+    if stored.empty:
+        return None
+    both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"))
+    unchanged = ((both["size"] == both["size_old"]) & (both["mtime_ns"] == both["mtime_ns_old"])
+                 & (both["inode"] == both["inode_old"]) & (both["state"] == "clean")).all()
+    if unchanged:
+        return None
+    if _content_matches(table):
+        mark_output(table, "clean")
+        return None
+    backup = None
+    existing = [Path(p) for p in listed["path"]]
+    for p in existing:
+        backup = backup_path(p)
+        shutil.copy2(p, backup)
+        log.warning("%s was changed outside filepipe since it was written; kept a copy as %s "
+                    "and rebuilding it", p, backup.name)
+    rebuild_output(table)
+    return str(backup) if backup else "(missing)"
+
+
+def _content_matches(table: DataTable) -> bool:
+    """Do the rows in the output's files hash to exactly what the meta recorded?"""
+    from .hashing import hash_rows
+
+    discard = getattr(table.store, "discard", None)
+    if discard:
+        discard()
+    try:
+        rows = table.store.read_rows()
+    except Exception:  # noqa: BLE001 - unreadable counts as changed
+        return False
+    meta = table.get_metadata()
+    if len(rows) != len(meta):
+        return False
+    if rows.empty:
+        return True
+    rows = table.meta.coerce(rows)
+    got = rows[table.primary_keys].assign(hash=hash_rows(rows))
+    both = got.merge(meta[table.primary_keys + ["hash"]], on=table.primary_keys,
+                     how="inner", suffixes=("", "_meta"))
+    return len(both) == len(meta) and bool((both["hash"] == both["hash_meta"].astype("int64")).all())
+
+
+def rebuild_output(table: DataTable) -> None:
+    """Delete every row of an output (soft deletes propagate); its producer re-adds them."""
+    if table.meta.exists:
+        live = table.get_metadata()[table.primary_keys]
+        if len(live):
+            table.delete_by_idx(live)
+        else:
+            mark_output(table, "clean")

@@ -1,0 +1,281 @@
+"""DataTable: a store plus its row meta; the unit steps read from and write to."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from . import sql
+from .errors import MissingColumnsError
+from .frames import check_keys, sql_type_for
+from .types import concat_index
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from .compute import DataStore
+    from .stores.base import TableStore
+
+
+class DataTable:
+    """Rows of `store` with their meta in the DataStore's index.
+
+    `store_chunk` is the one write path: it hashes rows, writes only new or changed ones,
+    deletes rows of `processed_idx` that were not re-emitted, stamps each change with
+    the next value of the index's clock and returns the keys it changed.
+    """
+
+    def __init__(self, ds: DataStore, name: str, store: TableStore) -> None:
+        self.ds = ds
+        self.name = name
+        self.store = store
+        self.primary_keys: list[str] = list(store.primary_keys)
+        self.meta = ds.meta.row_meta(name)
+        self.meta.ensure(self.primary_keys, store.key_types())
+        if self.meta.exists and self.meta.keys != self.primary_keys:
+            raise MissingColumnsError(
+                f"table {name!r}: primary keys changed from {self.meta.keys} to "
+                f"{self.primary_keys}; run `filepipe reset` for it or use a new table name")
+        self._wanted_tracked: set[str] = set()
+        self._defer_flush = False
+
+    def __repr__(self) -> str:
+        return f"DataTable({self.name!r}, {self.store.describe()})"
+
+    # --- tracked (group-by) columns ----------------------------------------------------
+    def track(self, columns: Iterable[str]) -> None:
+        """Keep these non-key columns in the row meta (steps group by them)."""
+        self._wanted_tracked |= {c for c in columns if c not in self.primary_keys}
+        self._ensure_tracked()
+
+    def _ensure_tracked(self, sample: pd.DataFrame | None = None,
+                        conn: sa.Connection | None = None) -> None:
+        missing = sorted(self._wanted_tracked - set(self.meta.tracked))
+        if not missing or not self.meta.exists:
+            return
+        with self._transaction(conn) as c:
+            has_rows = self.meta.count(c, include_deleted=True) > 0
+        data = self.store.read_rows() if has_rows else sample
+        if data is None or data.empty:
+            return
+        absent = [c for c in missing if c not in data.columns]
+        if absent:
+            raise MissingColumnsError(
+                f"table {self.name!r} ({self.store.describe()}) has no column(s) "
+                f"{', '.join(map(repr, absent))} that a step uses as transform keys")
+        with self._transaction(conn) as c:
+            self.meta.add_tracked({c_: sql_type_for(data[c_]) for c_ in missing}, conn=c)
+            if has_rows:
+                rows = self.meta.coerce(data[self.primary_keys + missing])
+                sql.update_by_keys(c, self.meta.table, rows, self.primary_keys)
+
+    # --- reads --------------------------------------------------------------------------
+    def get_data(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Rows (all, or those of `idx`), oldest change first."""
+        if idx is not None:
+            idx = self.meta.coerce(idx)
+        rows = self.store.read_rows(idx)
+        if rows.empty or not self.meta.exists:
+            return rows.reset_index(drop=True)
+        rows = self.meta.coerce(rows)
+        with self.ds.meta.begin() as conn:
+            seqs = self.meta.lookup(conn, rows)[self.primary_keys + ["seq"]]
+        rows = rows.merge(seqs, on=self.primary_keys, how="left")
+        return rows.sort_values("seq", kind="stable").drop(columns="seq").reset_index(drop=True)
+
+    def get_metadata(self, idx: pd.DataFrame | None = None,
+                     include_deleted: bool = False) -> pd.DataFrame:
+        """Meta rows: keys, hash, create_ts, update_ts, delete_ts, seq (+ tracked columns)."""
+        if not self.meta.exists:
+            return self.meta.empty(self.primary_keys)
+        with self.ds.meta.begin() as conn:
+            if idx is None:
+                return self.meta.scan(conn, include_deleted=include_deleted)
+            found = self.meta.lookup(conn, idx)
+        return found if include_deleted else found[found["delete_ts"].isna()]
+
+    def known_columns(self) -> list[str] | None:
+        """The table's columns, or None while it is empty and its schema unknown."""
+        import pandas as pd
+
+        columns = list(self.store.read_rows(pd.DataFrame(columns=self.primary_keys)).columns)
+        if set(columns) <= set(self.primary_keys) and self.count() == 0:
+            return None
+        return columns
+
+    def count(self) -> int:
+        with self.ds.meta.begin() as conn:
+            return self.meta.count(conn)
+
+    # --- writes -------------------------------------------------------------------------
+    def store_chunk(self, df: pd.DataFrame, processed_idx: pd.DataFrame | None = None,
+                    now: float | None = None, conn: sa.Connection | None = None,
+                    file_id: Any = None, write_store: bool = True) -> pd.DataFrame:
+        """Write the rows of `df`; delete rows of `processed_idx` absent from `df`.
+
+        Returns the keys changed: new, changed and deleted rows. Syncing a source passes
+        `write_store=False` (the file is the data; only the meta follows it) and the id of
+        the file each row came from in `file_id`.
+        """
+        import pandas as pd
+
+        where = f"table {self.name!r}"
+        check_keys(df, self.primary_keys, where)
+        if processed_idx is not None:
+            check_keys(processed_idx.drop_duplicates(), self.primary_keys, f"{where} processed_idx")
+        if not self.meta.ensure(self.primary_keys, self.store.key_types(), sample=df, conn=conn):
+            if processed_idx is None or processed_idx.empty:
+                return pd.DataFrame(columns=self.primary_keys)
+            raise MissingColumnsError(f"{where}: cannot infer key types from an empty frame")
+        self._ensure_tracked(sample=df, conn=conn)
+        tracked = self.meta.tracked
+        absent = [c for c in tracked if c not in df.columns]
+        if absent and not df.empty:
+            raise MissingColumnsError(f"{where}: rows lack column(s) {absent} used as transform keys")
+        df = self.meta.coerce(df).reset_index(drop=True)
+        now = time.time() if now is None else now
+        keys = self.primary_keys
+
+        with self._transaction(conn) as c:
+            m, existed, live, write = self._diff(c, df, file_id)
+            gone = self._gone(c, df, processed_idx)
+            n_changes = int(write.sum()) + len(gone)
+            if n_changes == 0:
+                return pd.DataFrame(columns=keys)
+
+            first = self.ds.meta.take_seq(c, n_changes)
+            written = m[write].copy()
+            if len(written):
+                written["seq"] = range(first, first + len(written))
+                written["create_ts"] = written["create_ts__old"].where(
+                    live[write], now).astype("float64")
+                written["update_ts"] = now
+                written["delete_ts"] = None
+                written["file_id"] = file_id[write] if _is_array(file_id) else file_id
+                if write_store:
+                    self.store.upsert_rows(df[write], conn=c)
+                self.meta.write(c, written)
+                self._log_moves(c, written, existed[write])
+            if len(gone):
+                gone = gone.assign(seq=range(first + len(written), first + n_changes),
+                                   delete_ts=now, update_ts=now)
+                if write_store:
+                    self.store.delete_rows(gone[keys], conn=c)
+                self.meta.write(c, gone)
+        if write_store and not self._defer_flush:
+            self._flush()
+        if self.ds.report is not None:
+            n_new = int((write & ~live).sum())
+            self.ds.report.table_changed(self.name, n_new, len(written) - n_new, len(gone))
+        return concat_index([written, gone], keys)
+
+    def _diff(self, conn: sa.Connection, df: pd.DataFrame, file_id: Any = None):  # noqa: ANN202
+        """Merge `df`'s hashes with the stored meta: (merged, existed, live, to_write).
+
+        A row that moved to another source file is rewritten too (its meta must follow).
+        """
+        import numpy as np
+
+        from .hashing import hash_rows
+
+        keys, tracked = self.primary_keys, self.meta.tracked
+        new_rows = df[keys + [t for t in tracked if t in df.columns]].assign(hash=hash_rows(df))
+        if df.empty:
+            no = np.zeros(0, dtype=bool)
+            return new_rows, no, no, no
+        old = self.meta.lookup(conn, df[keys])
+        old = old.rename(columns={c: f"{c}__old" for c in old.columns if c not in keys})
+        old["hash__old"] = old["hash__old"].astype("Int64")
+        m = new_rows.merge(old, on=keys, how="left")
+        existed = m["hash__old"].notna().to_numpy(dtype=bool)
+        live = existed & m["delete_ts__old"].isna().to_numpy(dtype=bool)
+        hash_old = m["hash__old"].to_numpy(dtype="int64", na_value=0)
+        same = live & (m["hash"].to_numpy(dtype="int64") == hash_old)
+        if file_id is not None:
+            fid_old = m["file_id__old"].to_numpy(dtype="float64", na_value=-1)
+            same &= fid_old == (np.asarray(file_id, dtype="float64") if _is_array(file_id) else file_id)
+        return m, existed, live, ~same
+
+    def delete_by_idx(self, idx: pd.DataFrame, now: float | None = None,
+                      conn: sa.Connection | None = None) -> pd.DataFrame:
+        """Delete the rows of `idx`; returns the keys that were present."""
+        empty = idx.iloc[0:0]
+        return self.store_chunk(empty, processed_idx=idx, now=now, conn=conn)
+
+    def _gone(self, conn: sa.Connection, df: pd.DataFrame,
+              processed_idx: pd.DataFrame | None) -> pd.DataFrame:
+        """Live meta rows of `processed_idx` whose keys `df` does not hold."""
+        keys = self.primary_keys
+        if processed_idx is None or processed_idx.empty:
+            return self.meta.empty().iloc[0:0]
+        pidx = self.meta.coerce(processed_idx[keys]).drop_duplicates()
+        if len(df):
+            pidx = pidx.merge(df[keys].assign(_kept=True), on=keys, how="left")
+            pidx = pidx[pidx["_kept"].isna()].drop(columns="_kept")
+        if pidx.empty:
+            return self.meta.empty().iloc[0:0]
+        found = self.meta.lookup(conn, pidx)
+        return found[found["delete_ts"].isna()].reset_index(drop=True)
+
+    def _log_moves(self, conn: sa.Connection, written: pd.DataFrame, existed) -> None:  # noqa: ANN001
+        """Log old tracked values of rows whose group changed."""
+        tracked = self.meta.tracked
+        if not tracked or not existed.any():
+            return
+        prev = written[existed]
+        moved = None
+        for t in tracked:
+            diff = prev[f"{t}__old"].astype(object).to_numpy() != prev[t].astype(object).to_numpy()
+            moved = diff if moved is None else (moved | diff)
+        prev = prev[moved]
+        if len(prev):
+            old = prev[self.primary_keys + ["seq"]].copy()
+            for t in tracked:
+                old[t] = prev[f"{t}__old"].to_numpy()
+            self.meta.log_moves(conn, old)
+
+    @contextmanager
+    def _transaction(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        if conn is not None:
+            with nullcontext(conn) as c:
+                yield c
+        else:
+            with self.ds.meta.begin() as c:
+                yield c
+
+    @contextmanager
+    def deferred_flush(self) -> Iterator[None]:
+        """Collect writes of buffered (file) stores and flush once at the end.
+
+        The output's file is marked dirty in the index meanwhile: if the process dies
+        before the flush, the next run sees that the file lags behind its meta.
+        """
+        from .sync import mark_output
+
+        if self.is_file_backed:
+            mark_output(self, "dirty")
+        self._defer_flush = True
+        try:
+            yield
+        finally:
+            self._defer_flush = False
+            self._flush()
+
+    def _flush(self) -> None:
+        from .sync import mark_output
+
+        self.store.flush()
+        if self.is_file_backed:
+            mark_output(self, "clean")
+
+    @property
+    def is_file_backed(self) -> bool:
+        return self.store.list_files() is not None
+
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "__len__") and not isinstance(value, (str, bytes))

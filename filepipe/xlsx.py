@@ -1,0 +1,1395 @@
+"""Excel workbooks that people open: write one sheet, keep everything else.
+
+``write_sheet`` rewrites a single worksheet of an ``.xlsx`` file by editing the zip
+package directly instead of loading and saving the whole workbook:
+
+* every zip member is copied unchanged (same uncompressed bytes), except
+  - the target sheet's XML part (replaced, or added as a new part),
+  - ``xl/workbook.xml`` (a new ``<sheet>`` entry; ``fullCalcOnLoad="1"`` so that formulas
+    elsewhere that refer to the rewritten sheet are recalculated when the file is opened),
+  - ``xl/_rels/workbook.xml.rels`` and ``[Content_Types].xml`` (new part, dropped parts),
+  - ``xl/styles.xml`` (a bold font and four cell formats are appended once, then reused);
+* ``xl/calcChain.xml`` is deleted (it may list cells of the replaced sheet; Excel rebuilds it);
+* a replaced sheet loses its own relationships (drawings, tables, comments...): the sheet
+  is filepipe's own output. Parts reachable only through them are deleted as well;
+* ``docProps/app.xml`` is left alone (it caches the sheet titles; Excel does not mind).
+
+The new workbook is built in a temporary file in the target's directory, fsynced and moved
+over the target with ``os.replace``: readers see either the old or the new file. The
+original file's permission bits are kept. A symlink is written through (its target is
+replaced). If the original changes while filepipe is writing, nothing is replaced and a
+:class:`SheetError` is raised.
+
+Cell conventions (see :func:`write_sheet`):
+
+* row 1 holds the column names (``str(name)``), bold, frozen, with an autofilter;
+  the DataFrame index is not written;
+* ints and floats are numbers; NaN/None/NaT/pd.NA are empty cells (no ``<c>`` element);
+  ``inf``/``-inf`` become the error value ``#NUM!`` (Excel has no infinities);
+  Excel keeps 15 significant digits, so ints beyond ±2**53 / 15 digits lose precision there;
+* bools are ``TRUE``/``FALSE`` cells;
+* datetimes are Excel serial dates with a ``yyyy-mm-dd hh:mm:ss`` format (``.000`` added when
+  a column has sub-second values, ``yyyy-mm-dd`` when it only has midnights).
+  Timezone-aware values are converted to UTC and the timezone dropped. ``datetime.date``
+  values are dates. Values Excel cannot show as dates (before 1900-03-01, because of
+  Excel's 1900 leap-year bug, or after 9999-12-31) are written as ISO-8601 strings;
+* strings are inline strings; characters illegal in XML 1.0 are removed; a literal
+  ``_xHHHH_`` sequence is escaped so Excel does not decode it; more than 32,767 characters
+  is a :class:`SheetError`;
+* dict/list/tuple cells are compact JSON; anything else is ``str(value)``.
+
+Reading uses pandas' calamine engine; only empty cells are missing values (strings such as
+``"NA"`` or ``"null"`` stay strings).
+
+``zipfile.BadZipFile`` / calamine errors from half-written or corrupt files are not wrapped:
+callers retry those.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import posixpath
+import re
+import stat as _stat
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from typing import Any, Callable
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["SheetError", "write_sheet", "read_sheet", "sheet_names", "validate_sheet_name"]
+
+
+class SheetError(ValueError):
+    """A sheet cannot be read or written; the message names the file and the sheet."""
+
+
+# --------------------------------------------------------------------------- constants
+
+_NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_NS_STRICT_MAIN = "http://purl.oclc.org/ooxml/spreadsheetml/main"
+_NS_R = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
+_NS_CT = "http://schemas.openxmlformats.org/package/2006/content-types"
+_REL_BASE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
+_REL_OFFICE_DOC = _REL_BASE + "officeDocument"
+_REL_WORKSHEET = _REL_BASE + "worksheet"
+_REL_STYLES = _REL_BASE + "styles"
+_REL_CALC_CHAIN = _REL_BASE + "calcChain"
+_CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
+_CT_STYLES = "application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"
+_CT_WORKBOOK = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
+_CT_RELS = "application/vnd.openxmlformats-package.relationships+xml"
+_XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+
+MAX_ROWS = 1_048_576
+MAX_COLS = 16_384
+MAX_CELL_CHARS = 32_767
+MAX_SHEET_NAME = 31
+MAX_COL_WIDTH = 60.0
+
+_DATE_FMT = "yyyy-mm-dd"
+_DATETIME_FMT = "yyyy-mm-dd hh:mm:ss"
+_DATETIME_MS_FMT = "yyyy-mm-dd hh:mm:ss.000"
+
+# Excel serial 61 is 1900-03-01: below it Excel's serials are off by one (fake 1900-02-29).
+_EXCEL_EPOCH_OFFSET = 25569  # serial of 1970-01-01
+_US_PER_DAY = 86_400_000_000
+_MIN_SERIAL_US = (61 - _EXCEL_EPOCH_OFFSET) * _US_PER_DAY  # 1900-03-01, in µs since 1970
+_MAX_SERIAL_US = (2958466 - _EXCEL_EPOCH_OFFSET) * _US_PER_DAY  # 10000-01-01
+
+_ILLEGAL_XML_CHARS = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
+_ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
+_BAD_SHEET_CHARS = set("[]:*?/\\")
+
+_ROW_CELL_BUDGET = 400_000  # cells generated per chunk (bounds memory)
+
+
+# --------------------------------------------------------------------------- sheet names
+
+
+def validate_sheet_name(sheet: object, path: str | os.PathLike | None = None) -> str:
+    """Return `sheet` if Excel accepts it as a sheet name, else raise SheetError."""
+    where = f" (workbook {os.fspath(path)})" if path is not None else ""
+    if not isinstance(sheet, str):
+        raise SheetError(f"sheet name must be a string, got {type(sheet).__name__}{where}")
+    problems = []
+    if not sheet:
+        problems.append("it is empty")
+    if len(sheet) > MAX_SHEET_NAME:
+        problems.append(f"it has {len(sheet)} characters (Excel allows {MAX_SHEET_NAME})")
+    bad = sorted(set(sheet) & _BAD_SHEET_CHARS)
+    if bad:
+        problems.append("it contains " + " ".join(bad) + " (Excel forbids [ ] : * ? / \\)")
+    if sheet.startswith("'") or sheet.endswith("'"):
+        problems.append("it starts or ends with an apostrophe")
+    if _ILLEGAL_XML_RE.search(sheet):
+        problems.append("it contains control characters")
+    if sheet.casefold() == "history":
+        problems.append("'History' is reserved by Excel")
+    if problems:
+        raise SheetError(f"invalid sheet name {sheet!r}{where}: " + "; ".join(problems))
+    return sheet
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _col_letter(i: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA."""
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s = chr(65 + r) + s
+    return s
+
+
+def _attr(value: str) -> str:
+    return (
+        value.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("\t", "&#9;")
+        .replace("\n", "&#10;")
+        .replace("\r", "&#13;")
+    )
+
+
+def _text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_ATTR_RE = re.compile(r"""([\w:.\-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+def _attrs(start_tag: str) -> dict[str, str]:
+    return {m.group(1): html.unescape(m.group(2) if m.group(2) is not None else m.group(3))
+            for m in _ATTR_RE.finditer(start_tag)}
+
+
+def _root_prefix(xml: str, local: str) -> str:
+    """Namespace prefix ('' or 'x:') used by the root element `local` of `xml`."""
+    m = re.search(r"<(?:([A-Za-z_][\w.\-]*):)?" + local + r"[\s>/]", xml)
+    if not m:
+        raise ValueError(f"no <{local}> element")
+    return f"{m.group(1)}:" if m.group(1) else ""
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    return data.decode("utf-8")
+
+
+def _resolve(source_part: str, target: str) -> str:
+    """Zip member name of a relationship target (relative to the source part's folder)."""
+    if target.startswith("/"):
+        return posixpath.normpath(target[1:])
+    base = posixpath.dirname(source_part)
+    return posixpath.normpath(posixpath.join(base, target)) if base else posixpath.normpath(target)
+
+
+def _rels_name(part: str) -> str:
+    d, b = posixpath.split(part)
+    return posixpath.join(d, "_rels", b + ".rels") if d else f"_rels/{b}.rels"
+
+
+def _part_of_rels(rels: str) -> str | None:
+    d, b = posixpath.split(rels)
+    if not b.endswith(".rels") or posixpath.basename(d) != "_rels":
+        return None
+    parent = posixpath.dirname(d)
+    name = b[: -len(".rels")]
+    return posixpath.join(parent, name) if parent else name
+
+
+def _parse_rels(data: bytes) -> list[dict[str, str]]:
+    root = ET.fromstring(data)
+    return [dict(el.attrib) for el in root if el.tag.endswith("Relationship")]
+
+
+def _rels_xml(rels: list[dict[str, str]]) -> bytes:
+    out = [_XML_DECL, f'<Relationships xmlns="{_NS_PKG_REL}">']
+    for r in rels:
+        attrs = "".join(f' {k}="{_attr(v)}"' for k, v in r.items())
+        out.append(f"<Relationship{attrs}/>")
+    out.append("</Relationships>")
+    return "".join(out).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- package
+
+
+class _ContentTypes:
+    def __init__(self, data: bytes):
+        root = ET.fromstring(data)
+        self.items: list[tuple[str, dict[str, str]]] = []
+        for el in root:
+            local = el.tag.rsplit("}", 1)[-1]
+            self.items.append((local, dict(el.attrib)))
+
+    def override(self, part: str) -> str | None:
+        key = "/" + part.lower()
+        for kind, a in self.items:
+            if kind == "Override" and a.get("PartName", "").lower() == key:
+                return a.get("ContentType")
+        return None
+
+    def content_type(self, part: str) -> str | None:
+        ct = self.override(part)
+        if ct is None:
+            ext = part.rsplit(".", 1)[-1].lower()
+            for kind, a in self.items:
+                if kind == "Default" and a.get("Extension", "").lower() == ext:
+                    return a.get("ContentType")
+        return ct
+
+    def set_override(self, part: str, ctype: str) -> None:
+        self.remove_overrides({part})
+        self.items.append(("Override", {"PartName": "/" + part, "ContentType": ctype}))
+
+    def remove_overrides(self, parts: set[str]) -> None:
+        keys = {"/" + p.lower() for p in parts}
+        self.items = [(k, a) for k, a in self.items
+                      if not (k == "Override" and a.get("PartName", "").lower() in keys)]
+
+    def to_bytes(self) -> bytes:
+        out = [_XML_DECL, f'<Types xmlns="{_NS_CT}">']
+        for kind, a in self.items:
+            attrs = "".join(f' {k}="{_attr(v)}"' for k, v in a.items())
+            out.append(f"<{kind}{attrs}/>")
+        out.append("</Types>")
+        return "".join(out).encode("utf-8")
+
+
+class _SheetEntry:
+    __slots__ = ("name", "rid", "sheet_id", "span", "tag")
+
+    def __init__(self, name: str, rid: str, sheet_id: int, span: tuple[int, int], tag: str):
+        self.name, self.rid, self.sheet_id, self.span, self.tag = name, rid, sheet_id, span, tag
+
+
+class _Package:
+    """The parts of an xlsx package that write_sheet reads or edits."""
+
+    def __init__(self, zf: zipfile.ZipFile, path: str):
+        self.zf = zf
+        self.path = path
+        self.infos = [i for i in zf.infolist()]
+        self.by_lower = {i.filename.lower(): i.filename for i in self.infos}
+        self.ct = _ContentTypes(self.read("[Content_Types].xml"))
+        root_rels = _parse_rels(self.read("_rels/.rels"))
+        wb = [r for r in root_rels if r.get("Type") == _REL_OFFICE_DOC]
+        if not wb:
+            if any(r.get("Type", "").endswith("/officeDocument") for r in root_rels):
+                raise SheetError(f"{path}: Strict Open XML workbooks are not supported; "
+                                 "save it as a regular Excel workbook (.xlsx)")
+            raise SheetError(f"{path}: not an Excel workbook (no officeDocument relationship)")
+        self.wb_part = self.member(_resolve("", wb[0]["Target"]))
+        if not self.wb_part.lower().endswith(".xml"):
+            raise SheetError(f"{path}: binary workbooks (.xlsb) are not supported")
+        self.wb_xml = _decode(self.read(self.wb_part))
+        self.wb_rels_part = self.member(_rels_name(self.wb_part))
+        self.wb_rels = _parse_rels(self.read(self.wb_rels_part)) if self.has(self.wb_rels_part) else []
+        self._parse_workbook()
+
+    # -- zip access
+    def has(self, name: str) -> bool:
+        return name.lower() in self.by_lower
+
+    def member(self, name: str) -> str:
+        return self.by_lower.get(name.lower(), name)
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self.zf.read(self.member(name))
+        except KeyError:
+            raise SheetError(f"{self.path}: damaged workbook, part {name} is missing") from None
+
+    # -- workbook.xml
+    def _parse_workbook(self) -> None:
+        root = ET.fromstring(self.wb_xml.encode("utf-8"))
+        ns = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
+        if ns == _NS_STRICT_MAIN:
+            raise SheetError(f"{self.path}: Strict Open XML workbooks are not supported; "
+                             "save it as a regular Excel workbook (.xlsx)")
+        self.p = _root_prefix(self.wb_xml, "workbook")
+        p = re.escape(self.p)
+        m = re.search(r"<" + p + r"sheets\b[^>]*?(/?)>", self.wb_xml)
+        if not m:
+            raise SheetError(f"{self.path}: damaged workbook, no <sheets> element")
+        if m.group(1):
+            self.sheets_insert_at = None
+            self.sheets_span = (m.start(), m.end())
+            body = ""
+            body_start = m.end()
+        else:
+            close = self.wb_xml.index("</" + self.p + "sheets>", m.end())
+            self.sheets_insert_at = close
+            body = self.wb_xml[m.end():close]
+            body_start = m.end()
+        rid_key = "{%s}id" % _NS_R
+        et_sheets = [el for el in root.iter("{%s}sheet" % ns)]
+        tags = list(re.finditer(r"<" + p + r"sheet\b[^>]*>", body))
+        if len(tags) != len(et_sheets):
+            raise SheetError(f"{self.path}: cannot parse the sheet list of {self.wb_part}")
+        self.sheets: list[_SheetEntry] = []
+        for el, t in zip(et_sheets, tags):
+            try:
+                sid = int(el.get("sheetId", "0"))
+            except ValueError:
+                sid = 0
+            self.sheets.append(_SheetEntry(el.get("name", ""), el.get(rid_key, ""), sid,
+                                           (body_start + t.start(), body_start + t.end()),
+                                           t.group(0)))
+        # prefix bound to the relationships namespace on the root element
+        rm = re.search(r'xmlns:([A-Za-z_][\w.\-]*)\s*=\s*["\']' + re.escape(_NS_R) + r'["\']',
+                       self.wb_xml)
+        self.r_prefix = rm.group(1) if rm else None
+
+    def find_sheet(self, name: str) -> _SheetEntry | None:
+        for s in self.sheets:
+            if s.name == name:
+                return s
+        folded = name.casefold()
+        for s in self.sheets:
+            if s.name.casefold() == folded:
+                return s
+        return None
+
+    def rel(self, rid: str) -> dict[str, str] | None:
+        for r in self.wb_rels:
+            if r.get("Id") == rid:
+                return r
+        return None
+
+    def sheet_part(self, entry: _SheetEntry) -> tuple[str, str]:
+        r = self.rel(entry.rid)
+        if r is None:
+            raise SheetError(f"{self.path}: damaged workbook, sheet {entry.name!r} has no part")
+        return self.member(_resolve(self.wb_part, r["Target"])), r.get("Type", "")
+
+    # -- relationship graph
+    def rels_graph(self) -> dict[str, list[str]]:
+        """source part (lower case, '' = package) -> internal target parts (lower case)."""
+        graph: dict[str, list[str]] = {}
+        for info in self.infos:
+            src = _part_of_rels(info.filename)
+            if src is None:
+                continue
+            try:
+                rels = _parse_rels(self.zf.read(info))
+            except ET.ParseError:
+                continue
+            targets = [
+                _resolve(src, r["Target"]).lower()
+                for r in rels
+                if r.get("TargetMode") != "External" and r.get("Target")
+            ]
+            graph[src.lower() if src != "" else ""] = targets
+        return graph
+
+
+def _reachable(graph: dict[str, list[str]], roots: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(graph.get(node, ()))
+    return seen
+
+
+def _skeleton_workbook() -> bytes:
+    """A workbook without sheets (not valid on its own; write_sheet adds the first one)."""
+    import io
+
+    ct = (_XML_DECL + f'<Types xmlns="{_NS_CT}">'
+          f'<Default Extension="rels" ContentType="{_CT_RELS}"/>'
+          '<Default Extension="xml" ContentType="application/xml"/>'
+          f'<Override PartName="/xl/workbook.xml" ContentType="{_CT_WORKBOOK}"/>'
+          f'<Override PartName="/xl/styles.xml" ContentType="{_CT_STYLES}"/>'
+          "</Types>")
+    root_rels = _rels_xml([{"Id": "rId1", "Type": _REL_OFFICE_DOC, "Target": "xl/workbook.xml"}])
+    wb = (_XML_DECL + f'<workbook xmlns="{_NS_MAIN}" xmlns:r="{_NS_R}">'
+          "<workbookPr/><bookViews><workbookView/></bookViews>"
+          "<sheets></sheets><calcPr calcId=\"191029\"/></workbook>")
+    wb_rels = _rels_xml([{"Id": "rId1", "Type": _REL_STYLES, "Target": "styles.xml"}])
+    styles = (_XML_DECL + f'<styleSheet xmlns="{_NS_MAIN}">'
+              '<fonts count="1"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts>'
+              '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+              '<fill><patternFill patternType="gray125"/></fill></fills>'
+              '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+              '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+              '<cellXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/></cellXfs>'
+              '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+              '<dxfs count="0"/><tableStyles count="0"/>'
+              "</styleSheet>")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in (("[Content_Types].xml", ct), ("_rels/.rels", root_rels),
+                           ("xl/workbook.xml", wb), ("xl/_rels/workbook.xml.rels", wb_rels),
+                           ("xl/styles.xml", styles)):
+            z.writestr(name, text)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- styles.xml
+
+
+class _Styles:
+    """Append-only edits of styles.xml done on the text (keeps every namespace/extension)."""
+
+    _ORDER = ["numFmts", "fonts", "fills", "borders", "cellStyleXfs", "cellXfs", "cellStyles",
+              "dxfs", "tableStyles", "colors", "extLst"]
+
+    def __init__(self, xml: str):
+        self.xml = xml
+        self.p = _root_prefix(xml, "styleSheet")
+
+    def _section(self, tag: str) -> tuple[int, int, int, int] | None:
+        """(start, inner_start, inner_end, end) of <tag>..</tag>; inner_start == -1 if empty."""
+        p = re.escape(self.p)
+        m = re.search(r"<" + p + tag + r"\b[^>]*?(/?)>", self.xml)
+        if not m:
+            return None
+        if m.group(1):
+            return (m.start(), -1, -1, m.end())
+        close_tag = "</" + self.p + tag + ">"
+        close = self.xml.index(close_tag, m.end())
+        return (m.start(), m.end(), close, close + len(close_tag))
+
+    def _ensure(self, tag: str) -> tuple[int, int, int, int]:
+        sec = self._section(tag)
+        if sec is not None and sec[1] == -1:  # <tag/> -> <tag></tag>
+            start, _, _, end = sec
+            open_tag = self.xml[start:end][:-2].rstrip()
+            self.xml = self.xml[:start] + open_tag + "></" + self.p + tag + ">" + self.xml[end:]
+            sec = self._section(tag)
+        if sec is None:
+            pos = None
+            for later in self._ORDER[self._ORDER.index(tag) + 1:]:
+                s = self._section(later)
+                if s is not None:
+                    pos = s[0]
+                    break
+            if pos is None:
+                pos = self.xml.rindex("</" + self.p + "styleSheet>")
+            self.xml = self.xml[:pos] + f'<{self.p}{tag} count="0"></{self.p}{tag}>' + self.xml[pos:]
+            sec = self._section(tag)
+        assert sec is not None
+        return sec
+
+    def _children(self, tag: str, child: str) -> list[str]:
+        sec = self._section(tag)
+        if sec is None or sec[1] == -1:
+            return []
+        inner = self.xml[sec[1]:sec[2]]
+        p = re.escape(self.p)
+        pat = (r"<" + p + child + r"\b[^>]*?/>|<" + p + child + r"\b[^>]*?>.*?</" + p + child + ">")
+        return [m.group(0) for m in re.finditer(pat, inner, re.S)]
+
+    def _append(self, tag: str, child_xml: str, new_count: int) -> None:
+        start, inner_start, inner_end, end = self._ensure(tag)
+        open_tag = self.xml[start:inner_start]
+        if re.search(r'\bcount\s*=\s*["\'][^"\']*["\']', open_tag):
+            open_tag = re.sub(r'\bcount\s*=\s*["\'][^"\']*["\']', f'count="{new_count}"', open_tag)
+        else:
+            open_tag = open_tag[:-1] + f' count="{new_count}">'
+        self.xml = (self.xml[:start] + open_tag + self.xml[inner_start:inner_end] + child_xml
+                    + self.xml[inner_end:])
+
+    def num_fmt(self, code: str) -> int:
+        ids = []
+        for el in self._children("numFmts", "numFmt"):
+            a = _attrs(el)
+            try:
+                fid = int(a.get("numFmtId", ""))
+            except ValueError:
+                continue
+            if a.get("formatCode") == code:
+                return fid
+            ids.append(fid)
+        new_id = max([163, *ids]) + 1
+        self._append("numFmts", f'<{self.p}numFmt numFmtId="{new_id}" formatCode="{_attr(code)}"/>',
+                     len(ids) + 1)
+        return new_id
+
+    def bold_font(self) -> int:
+        fonts = self._children("fonts", "font")
+        p = self.p
+        if fonts:
+            base = fonts[0]
+            if re.search(r"<" + re.escape(p) + r"b\b", base):
+                bold = base
+            elif base.endswith("/>"):
+                bold = base[:-2].rstrip() + f"><{p}b/></{p}font>"
+            else:
+                gt = base.index(">") + 1
+                bold = base[:gt] + f"<{p}b/>" + base[gt:]
+        else:
+            bold = f'<{p}font><{p}b/><{p}sz val="11"/><{p}name val="Calibri"/><{p}family val="2"/></{p}font>'
+        if bold in fonts:
+            return fonts.index(bold)
+        if not fonts:  # font 0 is the default of every cell: never make it bold
+            plain = f'<{p}font><{p}sz val="11"/><{p}name val="Calibri"/><{p}family val="2"/></{p}font>'
+            self._append("fonts", plain, 1)
+            fonts = [plain]
+        self._append("fonts", bold, len(fonts) + 1)
+        return len(fonts)
+
+    def cell_xf(self, num_fmt_id: int, font_id: int) -> int:
+        xfs = self._children("cellXfs", "xf")
+        applies = []
+        if num_fmt_id:
+            applies.append('applyNumberFormat="1"')
+        if font_id:
+            applies.append('applyFont="1"')
+        xf = (f'<{self.p}xf numFmtId="{num_fmt_id}" fontId="{font_id}" fillId="0" borderId="0" '
+              f'xfId="0" {" ".join(applies)}/>')
+        if xf in xfs:
+            return xfs.index(xf)
+        if not xfs:  # xf 0 is the default of every cell
+            default = f'<{self.p}xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+            self._append("cellXfs", default, 1)
+            xfs = [default]
+        self._append("cellXfs", xf, len(xfs) + 1)
+        return len(xfs)
+
+
+class _StyleIds:
+    __slots__ = ("header", "date", "datetime", "datetime_ms")
+
+    def __init__(self, styles: _Styles):
+        bold = styles.bold_font()
+        self.header = styles.cell_xf(0, bold)
+        self.date = styles.cell_xf(styles.num_fmt(_DATE_FMT), 0)
+        self.datetime = styles.cell_xf(styles.num_fmt(_DATETIME_FMT), 0)
+        self.datetime_ms = styles.cell_xf(styles.num_fmt(_DATETIME_MS_FMT), 0)
+
+
+# --------------------------------------------------------------------------- cell strings
+#
+# Every formatter gets the values of one column chunk and `head`, an object array of
+# '<c r="B17' strings (one per row), and returns an object array of complete <c> elements
+# ('' for an empty cell). All work is numpy/pandas array operations; the only per-element
+# Python calls are str()/repr()/json.dumps done through map() on the values that need them.
+
+
+def _obj(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=object)
+
+
+def _empty_cells(n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = ""
+    return out
+
+
+def _num_cells(head: np.ndarray, text: np.ndarray, style: int | None = None) -> np.ndarray:
+    s = f' s="{style}"' if style else ""
+    return head + f'"{s}><v>' + text + "</v></c>"
+
+
+def _int_text(values: np.ndarray) -> np.ndarray:
+    return pd.Series(values, copy=False).astype(str).to_numpy(dtype=object)
+
+
+def _float_text(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.float64:
+        return _obj(list(map(repr, values.tolist())))
+    return values.astype(str).astype(object)  # float16/32: their own shortest repr
+
+
+class _Ctx:
+    """What the formatters need besides the values: style ids, where errors point."""
+
+    def __init__(self, path: str, sheet: str, styles: _StyleIds | None):
+        self.path, self.sheet, self.styles = path, sheet, styles
+        self.column = ""
+        self.rows: np.ndarray | None = None  # Excel row numbers of the current chunk
+        self.labels: Any = None  # index labels of the current chunk
+
+
+def _float_cells(values: np.ndarray, head: np.ndarray) -> np.ndarray:
+    out = _empty_cells(len(values))
+    finite = np.isfinite(values)
+    if finite.any():
+        out[finite] = _num_cells(head[finite], _float_text(values[finite]))
+    inf = np.isinf(values)
+    if inf.any():
+        out[inf] = head[inf] + '" t="e"><v>#NUM!</v></c>'
+    return out
+
+
+def _bool_cells(values: np.ndarray, head: np.ndarray) -> np.ndarray:
+    return head + np.where(values.astype(bool), '" t="b"><v>1</v></c>', '" t="b"><v>0</v></c>').astype(object)
+
+
+def _str_cells(values: Any, head: np.ndarray, ctx: _Ctx, pos: np.ndarray | None = None,
+               style: int | None = None) -> np.ndarray:
+    """Inline-string cells for `values` (strings, no missing values)."""
+    n = len(head)
+    if n == 0:
+        return _empty_cells(0)
+    try:
+        s = pd.Series(values, dtype="str", copy=False)
+        s = s.str.replace(_ILLEGAL_XML_CHARS, "", regex=True)
+    except (UnicodeEncodeError, ValueError, TypeError):  # lone surrogates cannot go to Arrow
+        s = pd.Series([_ILLEGAL_XML_RE.sub("", v) for v in values], dtype="str")
+    lengths = s.str.len().to_numpy()
+    too_long = np.flatnonzero(lengths > MAX_CELL_CHARS)
+    if len(too_long):
+        k = int(too_long[0])
+        where = int(pos[k]) if pos is not None else k
+        row = int(ctx.rows[where]) if ctx.rows is not None else 1
+        label = f", index {ctx.labels[where]!r}" if ctx.labels is not None else ""
+        raise SheetError(
+            f"{ctx.path}: sheet {ctx.sheet!r}, row {row}{label}, column {ctx.column!r}: "
+            f"text of {int(lengths[k]):,} characters; an Excel cell holds at most "
+            f"{MAX_CELL_CHARS:,}")
+    preserve = s.str.contains(r"^[ \t\n\r]|[ \t\n\r]$", regex=True).to_numpy(dtype=bool)
+    s = (s.str.replace("&", "&amp;", regex=False)
+          .str.replace("<", "&lt;", regex=False)
+          .str.replace(">", "&gt;", regex=False)
+          .str.replace("\r", "&#13;", regex=False))
+    text = s.to_numpy(dtype=object)
+    maybe_esc = s.str.contains("_x", regex=False).to_numpy(dtype=bool)
+    if maybe_esc.any():
+        idx = np.flatnonzero(maybe_esc)
+        text[idx] = [_EXCEL_ESCAPE_RE.sub("_x005F_", v) for v in text[idx]]
+    sattr = f' s="{style}"' if style else ""
+    plain_open = f'"{sattr} t="inlineStr"><is><t>'
+    out = head + plain_open + text + "</t></is></c>"
+    if preserve.any():
+        out[preserve] = (head[preserve] + f'"{sattr} t="inlineStr"><is><t xml:space="preserve">'
+                         + text[preserve] + "</t></is></c>")
+    return out
+
+
+def _datetime_style(us: np.ndarray, styles: _StyleIds) -> int:
+    if (us % 1_000_000 != 0).any():
+        return styles.datetime_ms
+    if (us % _US_PER_DAY != 0).any():
+        return styles.datetime
+    return styles.date
+
+
+def _datetime_cells(values: np.ndarray, head: np.ndarray, ctx: _Ctx, style: int) -> np.ndarray:
+    """`values`: naive datetime64 (any unit). Empty for NaT."""
+    out = _empty_cells(len(values))
+    nat = np.isnat(values)
+    us = values.astype("datetime64[us]").view("int64")
+    ok = ~nat & (us >= _MIN_SERIAL_US) & (us < _MAX_SERIAL_US)
+    if ok.any():
+        u = us[ok]
+        days, frac = np.divmod(u, _US_PER_DAY)
+        days = days + _EXCEL_EPOCH_OFFSET
+        if (frac == 0).all():
+            text = _int_text(days)
+        else:
+            text = _float_text(days + frac / _US_PER_DAY)
+        out[ok] = _num_cells(head[ok], text, style)
+    outside = ~nat & ~ok
+    if outside.any():
+        iso = np.datetime_as_string(values[outside].astype("datetime64[us]"), unit="auto")
+        out[outside] = _str_cells(_obj(iso), head[outside], ctx, np.flatnonzero(outside))
+    return out
+
+
+def _to_naive_utc(values: Any) -> np.ndarray:
+    """datetime-likes (possibly tz-aware, mixed) -> naive UTC datetime64[us]."""
+    dt = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+    return dt.dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
+
+
+def _json(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _is_missing_scalar(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _object_cells(values: np.ndarray, head: np.ndarray, ctx: _Ctx) -> np.ndarray:
+    """Mixed object column: group the cells by Python type, format each group as arrays."""
+    import datetime as _dt
+    import decimal  # noqa: F401  (Decimal -> str(), documented)
+
+    out = _empty_cells(len(values))
+    if len(values) == 0:
+        return out
+    types = np.frompyfunc(type, 1, 1)(values)
+    codes, uniques = pd.factorize(types)
+    styles = ctx.styles
+    dt_idx: list[np.ndarray] = []
+    for code, t in enumerate(uniques):
+        idx = np.flatnonzero(codes == code)
+        vals = values[idx]
+        h = head[idx]
+        if t is type(None) or t is type(pd.NA) or t is type(pd.NaT):
+            continue
+        if issubclass(t, (bool, np.bool_)):
+            out[idx] = _bool_cells(vals.astype(bool), h)
+        elif issubclass(t, (int, np.integer)):
+            out[idx] = _num_cells(h, _obj(list(map(str, map(int, vals)))))
+        elif issubclass(t, (float, np.floating)):
+            out[idx] = _float_cells(vals.astype(np.float64), h)
+        elif issubclass(t, str):
+            out[idx] = _str_cells(vals, h, ctx, idx)
+        elif issubclass(t, (_dt.datetime, np.datetime64, _dt.date)):
+            dt_idx.append(idx)
+        elif issubclass(t, (dict, list, tuple)):
+            out[idx] = _str_cells(_obj(list(map(_json, vals))), h, ctx, idx)
+        else:
+            missing = np.fromiter((_is_missing_scalar(v) for v in vals), bool, len(vals))
+            keep = ~missing
+            if keep.any():
+                k = idx[keep]
+                out[k] = _str_cells(_obj(list(map(str, vals[keep]))), head[k], ctx, k)
+    if dt_idx:
+        idx = np.sort(np.concatenate(dt_idx))
+        naive = _to_naive_utc(values[idx])
+        us = naive.view("int64")
+        valid = ~np.isnat(naive)
+        style = _datetime_style(us[valid], styles) if valid.any() else styles.date
+        out[idx] = _datetime_cells(naive, head[idx], ctx, style)
+    return out
+
+
+# --------------------------------------------------------------------------- columns
+
+
+class _Column:
+    """One DataFrame column prepared for writing: a cell formatter and a display width."""
+
+    def __init__(self, name: str, letter: str, series: pd.Series, ctx: _Ctx):
+        self.name, self.letter = name, letter
+        self.head_prefix = f'<c r="{letter}'
+        self.width_chars = 0.0
+        self._prepare(series, ctx)
+
+    def _prepare(self, s: pd.Series, ctx: _Ctx) -> None:
+        dtype = s.dtype
+        styles = ctx.styles
+        assert styles is not None
+        if isinstance(dtype, pd.CategoricalDtype):
+            s = s.astype(object).where(s.notna(), None)
+            dtype = s.dtype
+        kind = dtype.kind if isinstance(dtype, np.dtype) else None
+        if pd.api.types.is_bool_dtype(dtype):
+            mask = s.isna().to_numpy()
+            vals = s.to_numpy(dtype=bool, na_value=False)
+            self.width_chars = 5
+            self._fmt = lambda sl, head, ctx: self._masked(vals[sl], mask[sl], head,
+                                                          lambda v, h: _bool_cells(v, h))
+        elif pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+            mask = s.isna().to_numpy()
+            np_dtype = dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype
+            vals = s.to_numpy(dtype=np_dtype, na_value=0) if mask.any() else s.to_numpy(dtype=np_dtype)
+            if (~mask).any():
+                v = vals[~mask]
+                self.width_chars = max(len(str(v.min())), len(str(v.max())))
+            self._fmt = lambda sl, head, ctx: self._masked(
+                vals[sl], mask[sl], head, lambda v, h: _num_cells(h, _int_text(v)))
+        elif pd.api.types.is_float_dtype(dtype):
+            np_dtype = dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype
+            vals = s.to_numpy(dtype=np_dtype, na_value=np.nan)
+            self.width_chars = _float_width(vals)
+            self._fmt = lambda sl, head, ctx: _float_cells(vals[sl], head)
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            if getattr(dtype, "tz", None) is not None:
+                s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+            vals = s.to_numpy()
+            if vals.dtype.kind != "M":
+                vals = vals.astype("datetime64[us]")
+            valid = ~np.isnat(vals)
+            us = vals[valid].astype("datetime64[us]").view("int64")
+            style = _datetime_style(us, styles) if valid.any() else styles.date
+            self.width_chars = {styles.date: 10, styles.datetime: 19, styles.datetime_ms: 23}[style]
+            self._fmt = lambda sl, head, ctx: _datetime_cells(vals[sl], head, ctx, style)
+        elif isinstance(dtype, pd.StringDtype) or (kind in ("U", "S")):
+            if kind == "S":
+                s = s.astype(object).map(lambda b: b.decode("utf-8", "replace"))
+            strs = s.astype("str")
+            mask = strs.isna().to_numpy()
+            lens = strs.str.len()
+            self.width_chars = float(lens.max()) if (~mask).any() else 0
+            def fmt(sl, head, ctx, strs=strs, mask=mask):
+                part = strs.iloc[sl]
+                m = mask[sl]
+                out = _empty_cells(len(head))
+                keep = np.flatnonzero(~m)
+                if len(keep):
+                    out[keep] = _str_cells(part.iloc[keep] if m.any() else part, head[keep], ctx, keep)
+                return out
+            self._fmt = fmt
+        else:  # object, timedelta, period, interval, ...
+            if kind in ("m",) or not (kind == "O" or kind is None):
+                vals = s.astype(object).to_numpy(dtype=object)
+            else:
+                vals = s.to_numpy(dtype=object)
+            try:
+                lens = pd.Series(vals, dtype=object).str.len()
+                self.width_chars = float(lens.max()) if lens.notna().any() else 10
+            except (AttributeError, TypeError):
+                self.width_chars = 10
+            self._fmt = lambda sl, head, ctx: _object_cells(vals[sl], head, ctx)
+
+    @staticmethod
+    def _masked(vals: np.ndarray, mask: np.ndarray, head: np.ndarray,
+                fmt: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        if not mask.any():
+            return fmt(vals, head)
+        out = _empty_cells(len(vals))
+        keep = ~mask
+        if keep.any():
+            out[keep] = fmt(vals[keep], head[keep])
+        return out
+
+    def cells(self, sl: slice, rowstr: np.ndarray, ctx: _Ctx) -> np.ndarray:
+        ctx.column = self.name
+        head = self.head_prefix + rowstr
+        return self._fmt(sl, head, ctx)
+
+    def width(self) -> float:
+        header = len(self.name) + 2.5  # room for the autofilter button
+        content = min(float(self.width_chars), MAX_COL_WIDTH) + 1.5
+        return round(min(MAX_COL_WIDTH, max(header, content, 6.0)), 2)
+
+
+def _float_width(vals: np.ndarray) -> float:
+    finite = vals[np.isfinite(vals)]
+    if not len(finite):
+        return 6 if np.isinf(vals).any() else 0
+    lo, hi = float(finite.min()), float(finite.max())
+    big = max(abs(lo), abs(hi))
+    if big >= 1e11:
+        return 11  # Excel's General format switches to 1.23457E+11
+    int_digits = len(str(int(big))) + (1 if lo < 0 else 0)
+    for decimals in range(0, 5):
+        scaled = finite * 10.0**decimals
+        if np.all(np.abs(scaled - np.round(scaled)) < 1e-6 * np.maximum(1.0, np.abs(scaled))):
+            return min(11, int_digits + (decimals + 1 if decimals else 0))
+    return 11
+
+
+# --------------------------------------------------------------------------- sheet XML
+
+
+def _sheet_xml(df: pd.DataFrame, columns: list[_Column], ctx: _Ctx,
+               tab_selected: bool) -> Iterator[bytes]:
+    """Yield the worksheet XML in pieces of a few MB."""
+    styles = ctx.styles
+    assert styles is not None
+    n_rows, n_cols = len(df), len(columns)
+    ref = _sheet_ref(n_rows, n_cols)
+    sel = ' tabSelected="1"' if tab_selected else ""
+    parts = [
+        _XML_DECL,
+        f'<worksheet xmlns="{_NS_MAIN}" xmlns:r="{_NS_R}">',
+        f'<dimension ref="{ref}"/>',
+        f'<sheetViews><sheetView{sel} workbookViewId="0">'
+        '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+        '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/>'
+        "</sheetView></sheetViews>",
+        '<sheetFormatPr defaultRowHeight="15"/>',
+    ]
+    if n_cols:
+        parts.append("<cols>")
+        for i, col in enumerate(columns, start=1):
+            parts.append(f'<col min="{i}" max="{i}" width="{col.width()}" customWidth="1"/>')
+        parts.append("</cols>")
+    parts.append("<sheetData>")
+    if n_cols:
+        ctx.rows = np.array([1])
+        ctx.labels = None
+        head_cells = []
+        for col in columns:
+            ctx.column = col.name
+            head_cells.append(_str_cells(_obj([col.name]), _obj([f'<c r="{col.letter}1']), ctx,
+                                         style=styles.header)[0])
+        parts.append('<row r="1">' + "".join(head_cells) + "</row>")
+    yield "".join(parts).encode("utf-8")
+
+    if n_cols and n_rows:
+        chunk = max(1_000, _ROW_CELL_BUDGET // n_cols)
+        index = df.index
+        for lo in range(0, n_rows, chunk):
+            hi = min(n_rows, lo + chunk)
+            sl = slice(lo, hi)
+            rownums = np.arange(lo + 2, hi + 2)
+            rowstr = _int_text(rownums)
+            ctx.rows = rownums
+            ctx.labels = index[lo:hi]
+            grid = np.empty((hi - lo, n_cols + 2), dtype=object)
+            grid[:, 0] = '<row r="' + rowstr + '">'
+            for j, col in enumerate(columns):
+                grid[:, j + 1] = col.cells(sl, rowstr, ctx)
+            grid[:, -1] = "</row>"
+            yield "".join(grid.ravel().tolist()).encode("utf-8")
+
+    tail = ["</sheetData>"]
+    if n_cols:
+        tail.append(f'<autoFilter ref="{ref}"/>')
+    tail.append('<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>')
+    tail.append("</worksheet>")
+    yield "".join(tail).encode("utf-8")
+
+
+def _sheet_ref(n_rows: int, n_cols: int) -> str:
+    """Range of the header plus data, e.g. A1:J100001."""
+    return f"A1:{_col_letter(n_cols - 1)}{n_rows + 1}" if n_cols else "A1"
+
+
+def _check_shape(df: pd.DataFrame, ctx: _Ctx) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"write_sheet expects a pandas DataFrame, got {type(df).__name__}")
+    n_rows, n_cols = df.shape
+    if n_rows + 1 > MAX_ROWS:
+        raise SheetError(f"{ctx.path}: sheet {ctx.sheet!r}: {n_rows:,} rows plus the header do not "
+                         f"fit in an Excel sheet ({MAX_ROWS:,} rows)")
+    if n_cols > MAX_COLS:
+        raise SheetError(f"{ctx.path}: sheet {ctx.sheet!r}: {n_cols:,} columns do not fit in an "
+                         f"Excel sheet ({MAX_COLS:,} columns)")
+
+
+def _prepare_columns(df: pd.DataFrame, ctx: _Ctx) -> list[_Column]:
+    n_cols = df.shape[1]
+    cols = []
+    for i in range(n_cols):
+        name = df.columns[i]
+        cols.append(_Column(str(name), _col_letter(i), df.iloc[:, i], ctx))
+    return cols
+
+
+# --------------------------------------------------------------------------- write_sheet
+
+
+def _tab_selected(pkg: _Package, part: str) -> bool:
+    try:
+        with pkg.zf.open(pkg.member(part)) as f:
+            start = f.read(65536).decode("utf-8", "replace")
+    except KeyError:
+        return False
+    m = re.search(r"<(?:\w+:)?sheetView\b[^>]*>", start)
+    return bool(m and re.search(r'\btabSelected\s*=\s*["\'](1|true)["\']', m.group(0)))
+
+
+_WORKBOOK_AFTER_DEFINED_NAMES = ["calcPr", "oleSize", "customWorkbookViews", "pivotCaches",
+                                 "smartTagPr", "smartTagTypes", "webPublishing", "fileRecoveryPr",
+                                 "webPublishObjects", "extLst"]
+
+
+def _insert_before_first(xml: str, p: str, tags: list[str], root: str, piece: str) -> str:
+    pos = None
+    for tag in tags:
+        m = re.search(r"<" + re.escape(p) + tag + r"\b", xml)
+        if m:
+            pos = m.start()
+            break
+    if pos is None:
+        pos = xml.rindex("</" + p + root + ">")
+    return xml[:pos] + piece + xml[pos:]
+
+
+def _set_filter_database(xml: str, p: str, sheet_index: int, sheet: str, ref: str | None) -> str:
+    """Point the hidden name _xlnm._FilterDatabase of sheet `sheet_index` at `ref` (None: drop it).
+
+    Excel does not need it, but LibreOffice only shows an autofilter that has this name."""
+    pe = re.escape(p)
+    el_re = re.compile(r"<" + pe + r"definedName\b[^>]*?(?:/>|>.*?</" + pe + r"definedName>)", re.S)
+    sec = re.search(r"<" + pe + r"definedNames\b[^>]*?(/?)>", xml)
+    if sec and not sec.group(1):
+        close = xml.index("</" + p + "definedNames>", sec.end())
+        inner = xml[sec.end():close]
+
+        def ours(m: re.Match[str]) -> str:
+            a = _attrs(m.group(0)[: m.group(0).index(">") + 1])
+            if a.get("name") == "_xlnm._FilterDatabase" and a.get("localSheetId") == str(sheet_index):
+                return ""
+            return m.group(0)
+
+        inner = el_re.sub(ours, inner)
+        xml = xml[:sec.end()] + inner + xml[close:]
+    if ref is None:
+        return xml
+    quoted = "'" + sheet.replace("'", "''") + "'"
+    a, b = ref.split(":") if ":" in ref else (ref, ref)
+    absolute = "$" + re.sub(r"(\d+)$", r"$\1", a) + ":$" + re.sub(r"(\d+)$", r"$\1", b)
+    el = (f'<{p}definedName name="_xlnm._FilterDatabase" localSheetId="{sheet_index}" hidden="1">'
+          f"{_text(quoted)}!{absolute}</{p}definedName>")
+    sec = re.search(r"<" + pe + r"definedNames\b[^>]*?(/?)>", xml)
+    if sec and sec.group(1):
+        open_tag = xml[sec.start():sec.end()][:-2].rstrip() + ">"
+        return xml[:sec.start()] + open_tag + el + f"</{p}definedNames>" + xml[sec.end():]
+    if sec:
+        close = xml.index("</" + p + "definedNames>", sec.end())
+        return xml[:close] + el + xml[close:]
+    return _insert_before_first(xml, p, _WORKBOOK_AFTER_DEFINED_NAMES, "workbook",
+                                f"<{p}definedNames>{el}</{p}definedNames>")
+
+
+def _set_full_calc_on_load(xml: str, p: str) -> str:
+    m = re.search(r"<" + re.escape(p) + r"calcPr\b[^>]*?/?>", xml)
+    if m:
+        tag = m.group(0)
+        if re.search(r"\bfullCalcOnLoad\s*=", tag):
+            new = re.sub(r'\bfullCalcOnLoad\s*=\s*["\'][^"\']*["\']', 'fullCalcOnLoad="1"', tag)
+        else:
+            end = -2 if tag.endswith("/>") else -1
+            new = tag[:end].rstrip() + ' fullCalcOnLoad="1"' + tag[end:]
+        return xml[:m.start()] + new + xml[m.end():]
+    return _insert_before_first(xml, p, _WORKBOOK_AFTER_DEFINED_NAMES[1:], "workbook",
+                                f'<{p}calcPr fullCalcOnLoad="1"/>')
+
+
+class _Plan:
+    """What to write: replaced/added/deleted members of the package."""
+
+    def __init__(self) -> None:
+        self.replace: dict[str, bytes] = {}  # member (exact name) -> new bytes
+        self.delete: set[str] = set()  # lower-case names
+        self.sheet_part = ""
+        self.sheet_is_new = False
+        self.tab_selected = False
+        self.styles_part = ""
+
+
+def _plan(pkg: _Package, sheet: str, new_workbook: bool,
+          shape: tuple[int, int]) -> tuple[_Plan, _Styles]:
+    plan = _Plan()
+    path = pkg.path
+    entry = pkg.find_sheet(sheet)
+    sheet_index = pkg.sheets.index(entry) if entry is not None else len(pkg.sheets)
+    wb_xml = pkg.wb_xml
+    wb_rels = [dict(r) for r in pkg.wb_rels]
+    ct = pkg.ct
+    graph_before = pkg.rels_graph()
+
+    if entry is not None:
+        part, rtype = pkg.sheet_part(entry)
+        if rtype != _REL_WORKSHEET:
+            kind = rtype.rsplit("/", 1)[-1]
+            raise SheetError(f"{path}: sheet {entry.name!r} is a {kind}, not a worksheet; "
+                             "filepipe only replaces worksheets it wrote")
+        if not part.lower().endswith(".xml"):
+            raise SheetError(f"{path}: sheet {entry.name!r} is stored in an unsupported format")
+        plan.sheet_part = part
+        plan.tab_selected = _tab_selected(pkg, part)
+        if entry.name != sheet:  # same sheet for Excel (names are case-insensitive): rename
+            tag = re.sub(r'\bname\s*=\s*("[^"]*"|\'[^\']*\')', f'name="{_attr(sheet)}"', entry.tag, count=1)
+            s, e = entry.span
+            wb_xml = wb_xml[:s] + tag + wb_xml[e:]
+        if (ct.content_type(part) or "") != _CT_WORKSHEET:
+            ct.set_override(part, _CT_WORKSHEET)
+        sheet_rels = _rels_name(part)
+        if pkg.has(sheet_rels):
+            plan.delete.add(sheet_rels.lower())
+    else:
+        plan.sheet_is_new = True
+        plan.tab_selected = not pkg.sheets
+        wb_dir = posixpath.dirname(pkg.wb_part)
+        overrides = {a.get("PartName", "").lower() for k, a in ct.items if k == "Override"}
+        k = len(pkg.sheets) + 1
+        while True:
+            rel_target = f"worksheets/sheet{k}.xml"
+            part = posixpath.join(wb_dir, rel_target) if wb_dir else rel_target
+            if not (pkg.has(part) or pkg.has(_rels_name(part)) or "/" + part.lower() in overrides):
+                break
+            k += 1
+        plan.sheet_part = part
+        ids = {r.get("Id", "") for r in wb_rels}
+        n = 1 + max([int(m.group(1)) for i in ids if (m := re.fullmatch(r"rId(\d+)", i))] + [0])
+        while f"rId{n}" in ids:
+            n += 1
+        rid = f"rId{n}"
+        wb_rels.append({"Id": rid, "Type": _REL_WORKSHEET, "Target": rel_target})
+        ct.set_override(part, _CT_WORKSHEET)
+        sheet_id = max([s.sheet_id for s in pkg.sheets] + [0]) + 1
+        p = pkg.p
+        if pkg.r_prefix:
+            rid_attr = f'{pkg.r_prefix}:id="{rid}"'
+        else:
+            rid_attr = f'xmlns:fpr="{_NS_R}" fpr:id="{rid}"'
+        new_el = f'<{p}sheet name="{_attr(sheet)}" sheetId="{sheet_id}" {rid_attr}/>'
+        if pkg.sheets_insert_at is not None:
+            pos = pkg.sheets_insert_at
+            # positions after the (possible) rename above are unchanged: a new sheet is never renamed
+            wb_xml = wb_xml[:pos] + new_el + wb_xml[pos:]
+        else:
+            s, e = pkg.sheets_span
+            open_tag = wb_xml[s:e][:-2].rstrip() + ">"
+            wb_xml = wb_xml[:s] + open_tag + new_el + f"</{p}sheets>" + wb_xml[e:]
+
+    # calcChain may list cells of the replaced sheet: drop it, Excel rebuilds it.
+    for r in [r for r in wb_rels if r.get("Type") == _REL_CALC_CHAIN]:
+        wb_rels.remove(r)
+        plan.delete.add(_resolve(pkg.wb_part, r["Target"]).lower())
+    n_rows, n_cols = shape
+    wb_xml = _set_filter_database(wb_xml, pkg.p, sheet_index, sheet,
+                                  _sheet_ref(n_rows, n_cols) if n_cols else None)
+    if not new_workbook:
+        # formulas elsewhere may refer to this sheet: recalculate them when the file is opened
+        wb_xml = _set_full_calc_on_load(wb_xml, pkg.p)
+
+    # styles.xml (create it if the workbook has none)
+    styles_rel = [r for r in wb_rels if r.get("Type") == _REL_STYLES]
+    if styles_rel:
+        styles_part = pkg.member(_resolve(pkg.wb_part, styles_rel[0]["Target"]))
+        styles = _Styles(_decode(pkg.read(styles_part)))
+    else:
+        wb_dir = posixpath.dirname(pkg.wb_part)
+        styles_part = posixpath.join(wb_dir, "styles.xml") if wb_dir else "styles.xml"
+        ids = {r.get("Id", "") for r in wb_rels}
+        n = 1
+        while f"rId{n}" in ids:
+            n += 1
+        wb_rels.append({"Id": f"rId{n}", "Type": _REL_STYLES, "Target": "styles.xml"})
+        ct.set_override(styles_part, _CT_STYLES)
+        styles = _Styles(_XML_DECL + f'<styleSheet xmlns="{_NS_MAIN}"></styleSheet>')
+        styles._ensure("fonts")
+        styles._append("fonts", '<font><sz val="11"/><name val="Calibri"/><family val="2"/></font>', 1)
+        styles._ensure("fills")
+        styles._append("fills", '<fill><patternFill patternType="none"/></fill>'
+                                '<fill><patternFill patternType="gray125"/></fill>', 2)
+        styles._ensure("borders")
+        styles._append("borders", "<border><left/><right/><top/><bottom/><diagonal/></border>", 1)
+        styles._ensure("cellStyleXfs")
+        styles._append("cellStyleXfs", '<xf numFmtId="0" fontId="0" fillId="0" borderId="0"/>', 1)
+    plan.styles_part = styles_part
+
+    # parts reachable only through the relationships we dropped
+    graph_after = dict(graph_before)
+    graph_after.pop(plan.sheet_part.lower(), None)
+    graph_after[pkg.wb_part.lower()] = [
+        _resolve(pkg.wb_part, r["Target"]).lower()
+        for r in wb_rels if r.get("TargetMode") != "External" and r.get("Target")
+    ]
+    lost = _reachable(graph_before, [""]) - _reachable(graph_after, [""])
+    lost.discard(plan.sheet_part.lower())
+    for name in lost:
+        if name in pkg.by_lower:
+            plan.delete.add(name)
+            if _rels_name(name).lower() in pkg.by_lower:
+                plan.delete.add(_rels_name(name).lower())
+    ct.remove_overrides({pkg.by_lower.get(n, n) for n in plan.delete})
+
+    plan.replace[pkg.wb_part] = wb_xml.encode("utf-8")
+    plan.replace[pkg.wb_rels_part] = _rels_xml(wb_rels)
+    plan.replace[pkg.member("[Content_Types].xml")] = ct.to_bytes()
+    return plan, styles
+
+
+def _zipinfo(name: str, like: zipfile.ZipInfo | None = None) -> zipfile.ZipInfo:
+    if like is not None:
+        zi = zipfile.ZipInfo(like.filename, like.date_time)
+        zi.compress_type = like.compress_type
+        zi.external_attr = like.external_attr
+        zi.create_system = like.create_system
+        zi.comment = like.comment
+        zi.file_size = like.file_size
+        return zi
+    zi = zipfile.ZipInfo(name, time.localtime()[:6])
+    zi.compress_type = zipfile.ZIP_DEFLATED
+    zi.external_attr = 0o600 << 16
+    return zi
+
+
+def _write_package(zin: zipfile.ZipFile, zout: zipfile.ZipFile, pkg: _Package, plan: _Plan,
+                   sheet_chunks: Iterator[bytes], styles_xml: bytes, est_size: int) -> None:
+    done: set[str] = set()
+    replace = dict(plan.replace)
+    replace[pkg.member(plan.styles_part)] = styles_xml
+
+    def write_sheet_part(like: zipfile.ZipInfo | None) -> None:
+        zi = _zipinfo(plan.sheet_part, None)
+        if like is not None:
+            zi.filename = like.filename
+        with zout.open(zi, "w", force_zip64=est_size > 1_500_000_000) as dst:
+            for piece in sheet_chunks:
+                dst.write(piece)
+
+    for info in pkg.infos:
+        lower = info.filename.lower()
+        if lower in plan.delete or lower in done:
+            continue
+        done.add(lower)
+        if lower == plan.sheet_part.lower():
+            write_sheet_part(info)
+        elif info.filename in replace:
+            zi = _zipinfo(info.filename, info)
+            zi.file_size = 0
+            zout.writestr(zi, replace.pop(info.filename))
+        else:
+            zi = _zipinfo(info.filename, info)
+            with zin.open(info) as src, zout.open(zi, "w") as dst:
+                while True:
+                    buf = src.read(1 << 20)
+                    if not buf:
+                        break
+                    dst.write(buf)
+    for name, data in replace.items():  # parts that did not exist (e.g. a new styles.xml)
+        if name.lower() not in done:
+            zout.writestr(_zipinfo(name), data)
+            done.add(name.lower())
+    if plan.sheet_part.lower() not in done:
+        write_sheet_part(None)
+    zout.comment = zin.comment
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_sheet(path: str | os.PathLike, sheet: str, df: pd.DataFrame) -> None:
+    """Write `df` as sheet `sheet` of the workbook at `path`, keeping every other sheet.
+
+    Creates the workbook if `path` does not exist. An existing sheet of the same name
+    (compared case-insensitively, as Excel does) is replaced in place, keeping its position
+    (and renamed if only the case differs); a new sheet goes last. See the module docstring
+    for what is kept, what is changed and how values are written.
+    Raises SheetError for invalid names, frames that do not fit in a sheet, over-long cell
+    text, and workbooks that cannot be edited; the file is then left untouched.
+    """
+    import io
+
+    path_s = os.fspath(path)
+    validate_sheet_name(sheet, path_s)
+    real = os.path.realpath(path_s)
+    directory = os.path.dirname(real) or "."
+    try:
+        before = os.stat(real)
+    except FileNotFoundError:
+        before = None
+    if before is not None and not _stat.S_ISREG(before.st_mode):
+        raise SheetError(f"{path_s}: not a regular file")
+
+    ctx = _Ctx(path_s, sheet, None)
+    if before is None:
+        zin = zipfile.ZipFile(io.BytesIO(_skeleton_workbook()))
+    else:
+        zin = zipfile.ZipFile(real)
+    with zin:
+        pkg = _Package(zin, path_s)
+        _check_shape(df, ctx)
+        plan, styles = _plan(pkg, sheet, new_workbook=before is None, shape=df.shape)
+        ctx.styles = _StyleIds(styles)
+        columns = _prepare_columns(df, ctx)
+        chunks = _sheet_xml(df, columns, ctx, plan.tab_selected)
+        est_size = df.shape[0] * max(df.shape[1], 1) * 64
+
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".~filepipe-", suffix=".xlsx")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zout:
+                    _write_package(zin, zout, pkg, plan, chunks, styles.xml.encode("utf-8"),
+                                   est_size)
+                f.flush()
+                os.fsync(f.fileno())
+            if before is not None:
+                os.chmod(tmp, _stat.S_IMODE(before.st_mode))
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+            if before is not None:
+                now = os.stat(real)
+                if (now.st_size, now.st_mtime_ns, now.st_ino) != (
+                        before.st_size, before.st_mtime_ns, before.st_ino):
+                    raise SheetError(f"{path_s}: the workbook changed while filepipe was writing "
+                                     f"sheet {sheet!r}; nothing was written, try again")
+            elif os.path.lexists(real):
+                raise SheetError(f"{path_s}: the workbook appeared while filepipe was writing "
+                                 f"sheet {sheet!r}; nothing was written, try again")
+            os.replace(tmp, real)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    _fsync_dir(directory)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_package(path: str) -> tuple[zipfile.ZipFile, _Package]:
+    zf = zipfile.ZipFile(path)
+    try:
+        return zf, _Package(zf, path)
+    except BaseException:
+        zf.close()
+        raise
+
+
+def sheet_names(path: str | os.PathLike) -> list[str]:
+    """Names of all sheets of the workbook at `path` (worksheets and chart sheets), in tab order."""
+    path_s = os.fspath(path)
+    zf, pkg = _open_package(path_s)
+    with zf:
+        return [s.name for s in pkg.sheets]
+
+
+def read_sheet(path: str | os.PathLike, sheet: str | None = None) -> pd.DataFrame:
+    """Read one sheet (the first worksheet when None) with the calamine engine.
+
+    The first row gives the column names. Only empty cells are missing values; cells with
+    a date format come back as datetimes. A sheet name that matches only case-insensitively
+    is accepted, as in Excel.
+    """
+    path_s = os.fspath(path)
+    with pd.ExcelFile(path_s, engine="calamine") as xf:
+        names = list(xf.sheet_names)
+        if sheet is None:
+            if not names:
+                raise SheetError(f"{path_s}: the workbook has no worksheet")
+            name = names[0]
+        elif sheet in names:
+            name = sheet
+        else:
+            folded = [n for n in names if n.casefold() == str(sheet).casefold()]
+            if not folded:
+                listed = ", ".join(repr(n) for n in names) or "none"
+                raise SheetError(f"{path_s}: sheet {sheet!r} not found; worksheets: {listed}")
+            name = folded[0]
+        try:
+            return xf.parse(name, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
