@@ -29,7 +29,7 @@ def build_frame(rows: int, seed: int = 0) -> pd.DataFrame:
             "id": np.arange(rows, dtype=np.int64),
             "amount": floats,
             "user": pd.Series(names[rng.integers(0, len(names), rows)], dtype="str"),
-            "at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**15, rows), unit="ns"),
+            "at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**15, rows), "ns"),
         }
     )
 
@@ -49,10 +49,13 @@ def main(rows: int) -> None:
     for label, frame in variants.items():
         seconds = median_seconds(frame)
         dtypes = ", ".join(f"{c}:{t}" for c, t in frame.dtypes.items())
-        print(f"hash_rows {label:<10} {rows:,} rows  median {seconds:.3f} s  {rows / seconds / 1e6:.2f} M rows/s  [{dtypes}]")
+        rate = rows / seconds / 1e6
+        print(f"hash_rows {label:<10} {rows:,} rows  median {seconds:.3f} s  {rate:.2f} M rows/s")
+        print(f"  dtypes: {dtypes}")
     for column in df.columns:
         seconds = median_seconds(df[[column]])
-        print(f"  column {column:<7} alone  median {seconds:.3f} s  {rows / seconds / 1e6:.2f} M rows/s")
+        rate = rows / seconds / 1e6
+        print(f"  column {column:<7} alone  median {seconds:.3f} s  {rate:.2f} M rows/s")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ _EXPORTS = {
     "DataStore": "filepipe.compute",
     "DataTable": "filepipe.table",
     "DBConn": "filepipe.sql",
+    "FilepipeApp": "filepipe.app",
+    "load_app": "filepipe.app",
     "Pipeline": "filepipe.compute",
     "RunReport": "filepipe.compute",
     "Table": "filepipe.catalog",
@@ -29,6 +31,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .app import FilepipeApp, load_app
     from .catalog import Catalog, Table
     from .compute import DataStore, Pipeline, RunReport, build_compute, run_steps, run_steps_changelist
     from .sql import DBConn

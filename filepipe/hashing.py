@@ -90,7 +90,7 @@ def hash_rows(df: pd.DataFrame, columns: Sequence[str] | None = None) -> np.ndar
     total = np.zeros(len(df), dtype=np.uint64)
     for position, name in enumerate(df.columns):
         cells, null = _column_cells(df.iloc[:, position])
-        contribution = _mix(cells ^ np.uint64(_xxh3(str(name).encode("utf-8", "surrogatepass"))))
+        contribution = _mix(cells ^ np.uint64(_xxh3(_utf8(str(name)))))
         contribution[null] = 0
         total += contribution
     return _mix(total ^ _ROW).view(np.int64)
@@ -179,7 +179,8 @@ def _float_cells(values: np.ndarray) -> Cells:
     null = np.isnan(values)
     integral = np.isfinite(values) & (np.trunc(values) == values)
     as_int64 = integral & (values >= -(2.0**63)) & (values < 2.0**63)
-    bits = np.where(as_int64, np.where(as_int64, values, 0.0).astype(np.int64).view(np.uint64), values.view(np.uint64))
+    int_bits = np.where(as_int64, values, 0.0).astype(np.int64).view(np.uint64)
+    bits = np.where(as_int64, int_bits, values.view(np.uint64))
     cells = _tagged(bits, np.where(as_int64, _INT, _FLOAT))
     huge = integral & ~as_int64
     if huge.any():
@@ -236,7 +237,9 @@ def _as_timedelta64(value: dt.timedelta | np.timedelta64) -> np.timedelta64:
     return value
 
 
-def _scalar_time_cells(values: Sequence[Any], convert: Callable[[Any], Any], tag: np.uint64) -> np.ndarray:
+def _scalar_time_cells(
+    values: Sequence[Any], convert: Callable[[Any], np.datetime64 | np.timedelta64], tag: np.uint64
+) -> np.ndarray:
     parts = np.array([_scalar_time_parts(convert(v)) for v in values], dtype=np.int64).reshape(-1, 2)
     return _time_cells(parts[:, 0], parts[:, 1], tag)
 
@@ -287,7 +290,8 @@ def _column_cells(column: pd.Series) -> Cells:
         categories, _ = _column_cells(pd.Series(dtype.categories))
         codes = column.cat.codes.to_numpy()
         return np.append(categories, np.uint64(0))[codes], codes < 0
-    if isinstance(dtype, pd.ArrowDtype) or (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+    arrow_text = isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+    if isinstance(dtype, pd.ArrowDtype) or arrow_text:
         array = pa.array(column.array)
         return _arrow_cells(array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array)
     if isinstance(dtype, pd.DatetimeTZDtype):
@@ -323,7 +327,9 @@ def _arrow_cells(array: pa.Array) -> Cells:
     if pa.types.is_boolean(kind):
         return _bool_cells(array.fill_null(False).to_numpy(zero_copy_only=False)), null
     text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-    if text or pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+    binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    binary = binary or pa.types.is_fixed_size_binary(kind)
+    if text or binary:
         encoded = pc.dictionary_encode(array)
         codes = encoded.indices.fill_null(-1).to_numpy()
         uniques = encoded.dictionary.cast(pa.large_binary()).to_pylist()  # Arrow text is UTF-8
@@ -373,11 +379,13 @@ def _typed_cells(item_type: type, items: np.ndarray) -> np.ndarray:
     if issubclass(item_type, (bytes, bytearray, memoryview)):
         return _tagged(_xxh3_array((bytes(v) for v in items), len(items)), _BYTES)
     if issubclass(item_type, (dt.datetime, np.datetime64)):
-        return _per_distinct(items, functools.partial(_scalar_time_cells, convert=_as_datetime64, tag=_DATETIME))
+        to_cells = functools.partial(_scalar_time_cells, convert=_as_datetime64, tag=_DATETIME)
+        return _per_distinct(items, to_cells)
     if issubclass(item_type, dt.date):
         return _tagged(items.astype("datetime64[D]").astype(np.int64).view(np.uint64), _DATE)
     if issubclass(item_type, (dt.timedelta, np.timedelta64)):
-        return _per_distinct(items, functools.partial(_scalar_time_cells, convert=_as_timedelta64, tag=_TIMEDELTA))
+        to_cells = functools.partial(_scalar_time_cells, convert=_as_timedelta64, tag=_TIMEDELTA)
+        return _per_distinct(items, to_cells)
     if issubclass(item_type, decimal.Decimal):
         return _per_distinct(items, _decimal_cells)
     if issubclass(item_type, (dict, list, tuple, set, frozenset, np.ndarray)):
@@ -389,7 +397,9 @@ def _typed_cells(item_type: type, items: np.ndarray) -> np.ndarray:
 def _per_distinct(items: np.ndarray, distinct_cells: Callable[[list[Any]], np.ndarray]) -> np.ndarray:
     """Apply `distinct_cells` to the distinct values of `items` (all of one hashable type)."""
     positions: dict[Any, int] = {}
-    codes = np.fromiter((positions.setdefault(v, len(positions)) for v in items), dtype=np.intp, count=len(items))
+    codes = np.fromiter(
+        (positions.setdefault(v, len(positions)) for v in items), dtype=np.intp, count=len(items)
+    )
     return distinct_cells(list(positions))[codes]
 
 
@@ -407,7 +417,8 @@ def _callable_text(func: Callable) -> str:
     if isinstance(func, functools.partial):
         bound = _canonical_json({"args": list(func.args), "keywords": func.keywords}, repr)
         return f"partial\0{_callable_text(func.func)}\0{bound}"
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or type(func).__qualname__
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    name = name or type(func).__qualname__
     if getattr(func, "__name__", None) != "<lambda>":  # a lambda's source line may hold other code
         source_of = func if inspect.isroutine(func) or inspect.isclass(func) else type(func)
         try:

@@ -105,22 +105,38 @@ def driver_rows(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
 
     cols: list[list[Any]] = []
     for name in columns:
-        s = df[name]
-        if pd.api.types.is_datetime64_any_dtype(s.dtype):
-            values = [None if v is pd.NaT else v.to_pydatetime() for v in s]
-        elif s.dtype.kind in "iub" and not isinstance(s.dtype, pd.ArrowDtype):
-            values = s.to_numpy().tolist()
-        elif s.dtype.kind == "f":
-            arr = s.to_numpy()
-            values = np.where(np.isnan(arr), None, arr).tolist() if np.isnan(arr).any() else arr.tolist()
-        else:
-            arr = s.to_numpy(dtype=object, na_value=None)
-            values = [None if _is_na(v) else _py(v) for v in arr]
+        values = _python_values(df[name])
         proc = table.c[name].type._cached_bind_processor(conn.dialect)
         if proc is not None:
             values = [None if v is None else proc(v) for v in values]
         cols.append(values)
     return list(zip(*cols)) if cols else [() for _ in range(len(df))]
+
+
+def _python_values(s: pd.Series) -> list[Any]:
+    """A column as a list of plain Python values, nulls as None (vectorised per dtype)."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = s.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return [None if v is pd.NaT else v.to_pydatetime() for v in s]
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return s.to_numpy().tolist()
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        arr = s.to_numpy()
+        nan = np.isnan(arr)
+        return np.where(nan, None, arr).tolist() if nan.any() else arr.tolist()
+    if pd.api.types.is_string_dtype(dtype) and dtype != object:
+        return s.to_numpy(dtype=object, na_value=None).tolist()
+    if isinstance(dtype, pd.ArrowDtype) or pd.api.types.is_extension_array_dtype(dtype):
+        return [None if _is_na(v) else _py(v) for v in s.to_numpy(dtype=object, na_value=None)]
+    arr = s.to_numpy(dtype=object)
+    na = pd.isna(arr)
+    if na.any():
+        arr = arr.copy()
+        arr[na] = None
+    return [_py(v) for v in arr.tolist()]
 
 
 def _is_na(v: Any) -> bool:
@@ -137,10 +153,8 @@ def _is_na(v: Any) -> bool:
 
 
 def _py(v: Any) -> Any:
-    item = getattr(v, "item", None)
-    if item is not None and type(v).__module__ == "numpy":
-        return item()
-    return v
+    """numpy scalars to Python ones (drivers cannot bind numpy types)."""
+    return v.item() if type(v).__module__ == "numpy" and hasattr(v, "item") else v
 
 
 def executemany(conn: sa.Connection, sql: str, rows: Sequence[tuple]) -> None:
@@ -209,13 +223,18 @@ def delete_keys(conn: sa.Connection, table: sa.Table, idx: pd.DataFrame,
     executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}", rows)
 
 
+TEMP_TABLE_ABOVE = 5000  # lookups of more keys go through a temporary table join
+
+
 def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
                     idx: pd.DataFrame, match: Sequence[str], extra_where: str = "",
                     order_by: str | None = None) -> pd.DataFrame:
     """Rows of `table` whose `match` columns equal one of the rows of `idx`.
 
-    Chunked so that no statement binds more than MAX_VARIABLES values; works on any
-    database with row-value IN (SQLite >= 3.15, PostgreSQL, MySQL 8).
+    One column: chunked ``IN (...)`` lists. Several: chunked ``(a=? AND b=?) OR ...``,
+    which SQLite answers with one index search per term (its row-value ``IN (VALUES ...)``
+    scans the whole table); many keys: a join with a temporary table. No statement binds
+    more than MAX_VARIABLES values.
     """
     import pandas as pd
 
@@ -225,28 +244,51 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
     base = f"SELECT {cols_sql} FROM {qualified(conn, table)} WHERE "
     if extra_where:
         base += f"({extra_where}) AND "
-    frames: list[pd.DataFrame] = []
     if not match:
-        frames.append(_fetch(conn, base + "1=1", [], columns))
-    else:
-        per = max(1, MAX_VARIABLES // len(match))
-        rows = driver_rows(conn, table, idx, match)
-        lhs = quote(conn, match[0]) if len(match) == 1 else \
-            "(" + ", ".join(quote(conn, c) for c in match) + ")"
-        for start in range(0, len(rows), per):
-            part = rows[start:start + per]
-            ph = placeholders(conn, len(part) * len(match))
-            if len(match) == 1:
-                rhs = "(" + ", ".join(ph) + ")"
-            else:
-                groups = [ph[i:i + len(match)] for i in range(0, len(ph), len(match))]
-                rhs = "(VALUES " + ", ".join("(" + ", ".join(g) + ")" for g in groups) + ")"
-            params = [v for row in part for v in row]
-            frames.append(_fetch(conn, f"{base}{lhs} IN {rhs}", params, columns, table))
+        return _fetch(conn, base + "1=1", [], columns, table)
+    rows = driver_rows(conn, table, idx, match)
+    if len(match) > 1 and len(rows) > TEMP_TABLE_ABOVE:
+        return _select_by_temp_table(conn, table, columns, rows, match, extra_where)
+    frames: list[pd.DataFrame] = []
+    per = max(1, MAX_VARIABLES // len(match))
+    quoted = [quote(conn, c) for c in match]
+    for start in range(0, len(rows), per):
+        part = rows[start:start + per]
+        ph = placeholders(conn, len(part) * len(match))
+        if len(match) == 1:
+            cond = f"{quoted[0]} IN ({', '.join(ph)})"
+        else:
+            terms = []
+            for i in range(len(part)):
+                group = ph[i * len(match):(i + 1) * len(match)]
+                terms.append("(" + " AND ".join(f"{q} = {p}" for q, p in zip(quoted, group)) + ")")
+            cond = "(" + " OR ".join(terms) + ")"
+        params = [v for row in part for v in row]
+        frames.append(_fetch(conn, base + cond, params, columns, table))
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if order_by and len(out):
         out = out.sort_values(order_by, kind="stable").reset_index(drop=True)
     return out
+
+
+def _select_by_temp_table(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                          rows: list[tuple], match: Sequence[str], extra_where: str) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    name = "fp_lookup_keys"
+    tmp = sa.Table(name, sa.MetaData(), *[sa.Column(c, table.c[c].type) for c in match],
+                   prefixes=["TEMPORARY"])
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(conn, name)}")
+    tmp.create(conn)
+    executemany(conn, insert_sql(conn, tmp, match), rows)
+    cols_sql = ", ".join(f"t.{quote(conn, c)}" for c in columns)
+    on = " AND ".join(f"t.{quote(conn, c)} = k.{quote(conn, c)}" for c in match)
+    where = f" WHERE {extra_where}" if extra_where else ""
+    try:
+        return _fetch(conn, f"SELECT {cols_sql} FROM {qualified(conn, table)} t "
+                            f"JOIN {quote(conn, name)} k ON {on}{where}", [], columns, table)
+    finally:
+        conn.exec_driver_sql(f"DROP TABLE {quote(conn, name)}")
 
 
 def select_all(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
@@ -294,8 +336,6 @@ def _typed(df: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
             df[c] = pd.to_numeric(s, errors="coerce") if len(s) else s.astype("float64")
         elif kind == "datetime":
             df[c] = pd.to_datetime(s)
-        elif kind == "str" and s.dtype == object:
-            df[c] = s.astype("str")
         elif kind == "bool" and s.notna().all():
             df[c] = s.astype(bool)
     return df

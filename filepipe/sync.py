@@ -56,6 +56,47 @@ def stored_fingerprints(conn: sa.Connection, table: DataTable) -> pd.DataFrame:
     return select_all(conn, files, cols, where=f"table_name = {ph}", params=(table.name,))
 
 
+@dataclass
+class FileChanges:
+    """Files of a table whose fingerprint differs from the recorded one (nothing read)."""
+
+    new: list[str]
+    changed: list[str]
+    racy: list[str]
+    missing: list[str]
+    listed: pd.DataFrame
+    stored: pd.DataFrame
+
+    @property
+    def to_read(self) -> list[str]:
+        return self.new + self.changed + self.racy
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.changed or self.missing)
+
+
+def file_changes(table: DataTable, paths: set[str] | None = None) -> FileChanges:
+    """Compare the files of `table` with their stored fingerprints (one stat per file)."""
+    listed = table.store.list_files()
+    if listed is None:
+        raise FilepipeError(f"table {table.name!r} ({table.store.describe()}) is not file-backed")
+    with table.ds.meta.begin() as conn:
+        stored = stored_fingerprints(conn, table)
+    both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"), indicator=True)
+    if paths is not None:
+        both = both[both["path"].isin(paths)]
+    kind = both["_merge"]
+    same = (kind == "both") & (both["size"] == both["size_old"]) & \
+        (both["mtime_ns"] == both["mtime_ns_old"]) & (both["inode"] == both["inode_old"])
+    racy = same & ((both["synced_ns"] - both["mtime_ns"]) < RACY_NS)
+    return FileChanges(
+        new=both.loc[kind == "left_only", "path"].tolist(),
+        changed=both.loc[(kind == "both") & ~same, "path"].tolist(),
+        racy=both.loc[racy, "path"].tolist(),
+        missing=both.loc[kind == "right_only", "path"].tolist(),
+        listed=listed, stored=stored)
+
+
 def sync_table(table: DataTable, report: RunReport | None = None,
                paths: set[str] | None = None) -> SyncResult:
     """Bring the row meta of the file-backed source `table` up to date with its files.
@@ -66,27 +107,15 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     import pandas as pd
 
     result = SyncResult(table.name)
-    listed = table.store.list_files()
-    if listed is None:
-        raise FilepipeError(f"table {table.name!r} ({table.store.describe()}) is not file-backed")
     now_ns = time.time_ns()
-    with table.ds.meta.begin() as conn:
-        stored = stored_fingerprints(conn, table)
-    both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"), indicator=True)
-    if paths is not None:
-        both = both[both["path"].isin(paths)]
-    present = both["_merge"] != "right_only"
-    same = (both["_merge"] == "both") & (both["size"] == both["size_old"]) & \
-        (both["mtime_ns"] == both["mtime_ns_old"]) & (both["inode"] == both["inode_old"])
-    racy = same & ((both["synced_ns"] - both["mtime_ns"]) < RACY_NS)
-    to_read = both[present & (~same | racy)]
-    gone = both[~present]
-    result.missing = gone["path"].tolist()
-    if to_read.empty and gone.empty:
+    found = file_changes(table, paths)
+    listed, stored = found.listed, found.stored
+    result.missing = found.missing
+    if not found.to_read and not found.missing:
         return result
 
     frames, read_ok = [], []
-    for path in to_read["path"]:
+    for path in found.to_read:
         try:
             frames.append((path, _read_stable(table, path)))
             read_ok.append(path)

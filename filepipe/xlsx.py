@@ -51,9 +51,12 @@ import html
 import json
 import os
 import posixpath
+import queue
 import re
 import stat as _stat
+import struct
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -107,9 +110,12 @@ _MAX_SERIAL_US = (2958466 - _EXCEL_EPOCH_OFFSET) * _US_PER_DAY  # 10000-01-01
 _ILLEGAL_XML_CHARS = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
+# strings that need more than copying: XML specials, CR, _xHHHH_, edge whitespace
+_SPECIAL_TEXT = r"[&<>\r]|_x[0-9A-Fa-f]{4}_|^[ \t\n]|[ \t\n]$"
 _BAD_SHEET_CHARS = set("[]:*?/\\")
 
-_ROW_CELL_BUDGET = 400_000  # cells generated per chunk (bounds memory)
+_ROW_CELL_BUDGET = 150_000  # cells generated per chunk (bounds memory)
+_SHEET_COMPRESS_LEVEL = 2  # deflate level of the sheet part: 3x faster than 6, ~15 % larger
 
 
 # --------------------------------------------------------------------------- sheet names
@@ -581,37 +587,21 @@ class _StyleIds:
         self.datetime_ms = styles.cell_xf(styles.num_fmt(_DATETIME_MS_FMT), 0)
 
 
-# --------------------------------------------------------------------------- cell strings
+# --------------------------------------------------------------------------- cells
 #
-# Every formatter gets the values of one column chunk and `head`, an object array of
-# '<c r="B17' strings (one per row), and returns an object array of complete <c> elements
-# ('' for an empty cell). All work is numpy/pandas array operations; the only per-element
-# Python calls are str()/repr()/json.dumps done through map() on the values that need them.
+# A chunk of rows is an object array `grid` of shape (rows, 3 + 5 * columns + 1):
+#   '<row r="' | row number | '">' | per column: '<c r="B' | row number |
+#   '" s="4"><v>' (attributes, opening of the value) | value text | '</v></c>' | ... | '</row>'
+# An empty cell keeps its five slots ''. "".join(grid.ravel().tolist()) is the XML.
+# Formatters fill the slots with numpy (masked) assignments, so no string is built per cell
+# except the value text itself, made by pandas/Arrow casts and string kernels, or by
+# map(repr)/map(str)/json.dumps for floats, Python ints, mixed-object cells and JSON.
 
 
 def _obj(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=object)
-
-
-def _empty_cells(n: int) -> np.ndarray:
-    out = np.empty(n, dtype=object)
-    out[:] = ""
-    return out
-
-
-def _num_cells(head: np.ndarray, text: np.ndarray, style: int | None = None) -> np.ndarray:
-    s = f' s="{style}"' if style else ""
-    return head + f'"{s}><v>' + text + "</v></c>"
-
-
-def _int_text(values: np.ndarray) -> np.ndarray:
-    return pd.Series(values, copy=False).astype(str).to_numpy(dtype=object)
-
-
-def _float_text(values: np.ndarray) -> np.ndarray:
-    if values.dtype == np.float64:
-        return _obj(list(map(repr, values.tolist())))
-    return values.astype(str).astype(object)  # float16/32: their own shortest repr
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
 
 
 class _Ctx:
@@ -624,60 +614,144 @@ class _Ctx:
         self.labels: Any = None  # index labels of the current chunk
 
 
-def _float_cells(values: np.ndarray, head: np.ndarray) -> np.ndarray:
-    out = _empty_cells(len(values))
-    finite = np.isfinite(values)
-    if finite.any():
-        out[finite] = _num_cells(head[finite], _float_text(values[finite]))
-    inf = np.isinf(values)
-    if inf.any():
-        out[inf] = head[inf] + '" t="e"><v>#NUM!</v></c>'
+class _Slots:
+    """The five grid columns of one sheet column, for one chunk of rows."""
+
+    __slots__ = ("open", "row", "mid", "val", "close", "prefix", "rowstr")
+
+    def __init__(self, grid: np.ndarray, j: int, prefix: str, rowstr: np.ndarray):
+        base = 3 + 5 * j
+        self.open, self.row, self.mid, self.val, self.close = (grid[:, base + k] for k in range(5))
+        self.prefix, self.rowstr = prefix, rowstr
+
+    def put(self, idx: np.ndarray | None, mid: Any, val: Any, close: str) -> None:
+        """Fill the cells at chunk positions `idx` (None: all rows)."""
+        if idx is None:
+            self.open[:] = self.prefix
+            self.row[:] = self.rowstr
+            self.mid[:] = mid
+            self.val[:] = val
+            self.close[:] = close
+        elif len(idx):
+            self.open[idx] = self.prefix
+            self.row[idx] = self.rowstr[idx]
+            self.mid[idx] = mid
+            self.val[idx] = val
+            self.close[idx] = close
+
+
+def _sub(idx: np.ndarray | None, sub: np.ndarray) -> np.ndarray:
+    return sub if idx is None else idx[sub]
+
+
+def _int_text(values: np.ndarray) -> np.ndarray:
+    return pd.Series(values, copy=False).astype(str).to_numpy(dtype=object)
+
+
+def _float_text(values: np.ndarray) -> np.ndarray:
+    """Text of finite floats that reads back as exactly the same double.
+
+    Values with at most 6 decimals (prices, measurements...) are formatted with integer
+    arithmetic and Arrow string kernels; the others with repr() (shortest round-trip)."""
+    if values.dtype != np.float64:
+        return values.astype(str).astype(object)  # float16/32: their own shortest repr
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.round(values * 1e6)
+        short = (np.abs(q) < 2.0**53) & (q / 1e6 == values)
+    if not short.any():
+        return _obj(list(map(repr, values.tolist())))
+    out = np.empty(len(values), dtype=object)
+    qi = q[short].astype(np.int64)
+    neg = qi < 0
+    a = np.abs(qi)
+    whole, frac = np.divmod(a, 1_000_000)
+    dec = pd.Series(frac, copy=False).astype(str).str.zfill(6).str.rstrip("0")
+    dec = dec.where(dec != "", "0")  # 2.0 stays "2.0", like repr (openpyxl reads "2" as int)
+    text = pd.Series(whole, copy=False).astype(str) + "." + dec
+    if neg.any():
+        text = text.where(~neg, "-" + text)
+    out[short] = text.to_numpy(dtype=object)
+    rest = ~short
+    if rest.any():
+        out[rest] = list(map(repr, values[rest].tolist()))
     return out
 
 
-def _bool_cells(values: np.ndarray, head: np.ndarray) -> np.ndarray:
-    return head + np.where(values.astype(bool), '" t="b"><v>1</v></c>', '" t="b"><v>0</v></c>').astype(object)
+def _num_mid(style: int | None) -> str:
+    return f'" s="{style}"><v>' if style else '"><v>'
 
 
-def _str_cells(values: Any, head: np.ndarray, ctx: _Ctx, pos: np.ndarray | None = None,
-               style: int | None = None) -> np.ndarray:
-    """Inline-string cells for `values` (strings, no missing values)."""
-    n = len(head)
-    if n == 0:
-        return _empty_cells(0)
+def _put_numbers(slots: _Slots, idx: np.ndarray | None, text: Any, style: int | None = None) -> None:
+    slots.put(idx, _num_mid(style), text, "</v></c>")
+
+
+def _put_floats(slots: _Slots, idx: np.ndarray | None, values: np.ndarray) -> None:
+    finite = np.isfinite(values)
+    if finite.all():
+        _put_numbers(slots, idx, _float_text(values))
+        return
+    sub = np.flatnonzero(finite)
+    if len(sub):
+        _put_numbers(slots, _sub(idx, sub), _float_text(values[sub]))
+    inf = np.flatnonzero(np.isinf(values))
+    if len(inf):  # Excel has no infinities: show the error value #NUM!
+        slots.put(_sub(idx, inf), '" t="e"><v>', "#NUM!", "</v></c>")
+
+
+def _put_bools(slots: _Slots, idx: np.ndarray | None, values: np.ndarray) -> None:
+    slots.put(idx, '" t="b"><v>', np.where(values.astype(bool), "1", "0").astype(object), "</v></c>")
+
+
+def _escape_strings(values: Any, ctx: _Ctx, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """XML text of strings (no missing values) and where xml:space="preserve" is needed."""
     try:
         s = pd.Series(values, dtype="str", copy=False)
-        s = s.str.replace(_ILLEGAL_XML_CHARS, "", regex=True)
+        if s.str.contains(_ILLEGAL_XML_CHARS, regex=True).any():
+            s = s.str.replace(_ILLEGAL_XML_CHARS, "", regex=True)
     except (UnicodeEncodeError, ValueError, TypeError):  # lone surrogates cannot go to Arrow
         s = pd.Series([_ILLEGAL_XML_RE.sub("", v) for v in values], dtype="str")
     lengths = s.str.len().to_numpy()
     too_long = np.flatnonzero(lengths > MAX_CELL_CHARS)
     if len(too_long):
         k = int(too_long[0])
-        where = int(pos[k]) if pos is not None else k
+        where = int(idx[k]) if idx is not None else k
         row = int(ctx.rows[where]) if ctx.rows is not None else 1
-        label = f", index {ctx.labels[where]!r}" if ctx.labels is not None else ""
+        label = f" (index {ctx.labels[where]!r})" if ctx.labels is not None else ""
         raise SheetError(
             f"{ctx.path}: sheet {ctx.sheet!r}, row {row}{label}, column {ctx.column!r}: "
             f"text of {int(lengths[k]):,} characters; an Excel cell holds at most "
             f"{MAX_CELL_CHARS:,}")
-    preserve = s.str.contains(r"^[ \t\n\r]|[ \t\n\r]$", regex=True).to_numpy(dtype=bool)
-    s = (s.str.replace("&", "&amp;", regex=False)
-          .str.replace("<", "&lt;", regex=False)
-          .str.replace(">", "&gt;", regex=False)
-          .str.replace("\r", "&#13;", regex=False))
     text = s.to_numpy(dtype=object)
-    maybe_esc = s.str.contains("_x", regex=False).to_numpy(dtype=bool)
-    if maybe_esc.any():
-        idx = np.flatnonzero(maybe_esc)
-        text[idx] = [_EXCEL_ESCAPE_RE.sub("_x005F_", v) for v in text[idx]]
+    preserve = np.zeros(len(text), dtype=bool)
+    special = np.flatnonzero(s.str.contains(_SPECIAL_TEXT, regex=True).to_numpy(dtype=bool))
+    if len(special):  # only the strings that need it go through the escaping passes
+        t = s.iloc[special]
+        preserve[special] = t.str.contains(r"^[ \t\n\r]|[ \t\n\r]$", regex=True).to_numpy(dtype=bool)
+        t = (t.str.replace("&", "&amp;", regex=False)
+              .str.replace("<", "&lt;", regex=False)
+              .str.replace(">", "&gt;", regex=False)
+              .str.replace("\r", "&#13;", regex=False))  # a raw CR would be read back as LF
+        esc = t.to_numpy(dtype=object)
+        maybe = np.flatnonzero(t.str.contains("_x", regex=False).to_numpy(dtype=bool))
+        if len(maybe):  # Excel decodes _xHHHH_ in text: escape a literal one as _x005F_xHHHH_
+            esc[maybe] = [_EXCEL_ESCAPE_RE.sub("_x005F_", v) for v in esc[maybe]]
+        text[special] = esc
+    return text, preserve
+
+
+def _str_mids(style: int | None) -> tuple[str, str]:
     sattr = f' s="{style}"' if style else ""
-    plain_open = f'"{sattr} t="inlineStr"><is><t>'
-    out = head + plain_open + text + "</t></is></c>"
-    if preserve.any():
-        out[preserve] = (head[preserve] + f'"{sattr} t="inlineStr"><is><t xml:space="preserve">'
-                         + text[preserve] + "</t></is></c>")
-    return out
+    return (f'"{sattr} t="inlineStr"><is><t>',
+            f'"{sattr} t="inlineStr"><is><t xml:space="preserve">')
+
+
+def _put_strings(slots: _Slots, idx: np.ndarray | None, values: Any, ctx: _Ctx) -> None:
+    if len(values) == 0:
+        return
+    text, preserve = _escape_strings(values, ctx, idx)
+    plain, pres = _str_mids(None)
+    mid: Any = np.where(preserve, pres, plain).astype(object) if preserve.any() else plain
+    slots.put(idx, mid, text, "</t></is></c>")
 
 
 def _datetime_style(us: np.ndarray, styles: _StyleIds) -> int:
@@ -688,26 +762,37 @@ def _datetime_style(us: np.ndarray, styles: _StyleIds) -> int:
     return styles.date
 
 
-def _datetime_cells(values: np.ndarray, head: np.ndarray, ctx: _Ctx, style: int) -> np.ndarray:
-    """`values`: naive datetime64 (any unit). Empty for NaT."""
-    out = _empty_cells(len(values))
+def _serial_text(us: np.ndarray) -> np.ndarray:
+    """Excel serial numbers of µs since 1970 (all within Excel's date range), as text.
+
+    Whole days as integers, else 11 decimals (0.9 µs), trailing zeros removed: exact
+    integer arithmetic, no float formatting."""
+    days, frac = np.divmod(us, _US_PER_DAY)
+    days_text = pd.Series(days + _EXCEL_EPOCH_OFFSET, copy=False).astype(str)
+    if not frac.any():
+        return days_text.to_numpy(dtype=object)
+    digits = np.rint(frac * (1e11 / _US_PER_DAY)).astype(np.int64)
+    dec = pd.Series(digits, copy=False).astype(str).str.zfill(11).str.rstrip("0")
+    text = days_text.where(dec == "", days_text + "." + dec)
+    return text.to_numpy(dtype=object)
+
+
+def _put_datetimes(slots: _Slots, idx: np.ndarray | None, values: np.ndarray, ctx: _Ctx,
+                   style: int) -> None:
+    """`values`: naive datetime64 (any unit); NaT stays empty."""
     nat = np.isnat(values)
     us = values.astype("datetime64[us]").view("int64")
     ok = ~nat & (us >= _MIN_SERIAL_US) & (us < _MAX_SERIAL_US)
-    if ok.any():
-        u = us[ok]
-        days, frac = np.divmod(u, _US_PER_DAY)
-        days = days + _EXCEL_EPOCH_OFFSET
-        if (frac == 0).all():
-            text = _int_text(days)
-        else:
-            text = _float_text(days + frac / _US_PER_DAY)
-        out[ok] = _num_cells(head[ok], text, style)
-    outside = ~nat & ~ok
-    if outside.any():
+    if ok.all():
+        _put_numbers(slots, idx, _serial_text(us), style)
+        return
+    sub = np.flatnonzero(ok)
+    if len(sub):
+        _put_numbers(slots, _sub(idx, sub), _serial_text(us[sub]), style)
+    outside = np.flatnonzero(~nat & ~ok)
+    if len(outside):  # not representable as an Excel date: ISO-8601 text
         iso = np.datetime_as_string(values[outside].astype("datetime64[us]"), unit="auto")
-        out[outside] = _str_cells(_obj(iso), head[outside], ctx, np.flatnonzero(outside))
-    return out
+        _put_strings(slots, _sub(idx, outside), _obj(iso), ctx)
 
 
 def _to_naive_utc(values: Any) -> np.ndarray:
@@ -737,146 +822,139 @@ def _is_missing_scalar(v: Any) -> bool:
         return False
 
 
-def _object_cells(values: np.ndarray, head: np.ndarray, ctx: _Ctx) -> np.ndarray:
+def _put_objects(slots: _Slots, values: np.ndarray, ctx: _Ctx) -> None:
     """Mixed object column: group the cells by Python type, format each group as arrays."""
     import datetime as _dt
-    import decimal  # noqa: F401  (Decimal -> str(), documented)
 
-    out = _empty_cells(len(values))
     if len(values) == 0:
-        return out
+        return
+    styles = ctx.styles
+    assert styles is not None
     types = np.frompyfunc(type, 1, 1)(values)
     codes, uniques = pd.factorize(types)
-    styles = ctx.styles
-    dt_idx: list[np.ndarray] = []
+    dt_groups: list[np.ndarray] = []
     for code, t in enumerate(uniques):
         idx = np.flatnonzero(codes == code)
         vals = values[idx]
-        h = head[idx]
         if t is type(None) or t is type(pd.NA) or t is type(pd.NaT):
             continue
         if issubclass(t, (bool, np.bool_)):
-            out[idx] = _bool_cells(vals.astype(bool), h)
+            _put_bools(slots, idx, vals.astype(bool))
         elif issubclass(t, (int, np.integer)):
-            out[idx] = _num_cells(h, _obj(list(map(str, map(int, vals)))))
+            _put_numbers(slots, idx, _obj(list(map(str, map(int, vals)))))
         elif issubclass(t, (float, np.floating)):
-            out[idx] = _float_cells(vals.astype(np.float64), h)
+            _put_floats(slots, idx, vals.astype(np.float64))
         elif issubclass(t, str):
-            out[idx] = _str_cells(vals, h, ctx, idx)
+            _put_strings(slots, idx, vals, ctx)
         elif issubclass(t, (_dt.datetime, np.datetime64, _dt.date)):
-            dt_idx.append(idx)
+            dt_groups.append(idx)
         elif issubclass(t, (dict, list, tuple)):
-            out[idx] = _str_cells(_obj(list(map(_json, vals))), h, ctx, idx)
-        else:
-            missing = np.fromiter((_is_missing_scalar(v) for v in vals), bool, len(vals))
-            keep = ~missing
-            if keep.any():
-                k = idx[keep]
-                out[k] = _str_cells(_obj(list(map(str, vals[keep]))), head[k], ctx, k)
-    if dt_idx:
-        idx = np.sort(np.concatenate(dt_idx))
+            _put_strings(slots, idx, _obj(list(map(_json, vals))), ctx)
+        else:  # Decimal, time, timedelta, bytes, custom objects...: str(value)
+            missing = np.fromiter(map(_is_missing_scalar, vals), bool, len(vals))
+            keep = np.flatnonzero(~missing)
+            if len(keep):
+                _put_strings(slots, idx[keep], _obj(list(map(str, vals[keep]))), ctx)
+    if dt_groups:
+        idx = np.sort(np.concatenate(dt_groups))
         naive = _to_naive_utc(values[idx])
-        us = naive.view("int64")
         valid = ~np.isnat(naive)
-        style = _datetime_style(us[valid], styles) if valid.any() else styles.date
-        out[idx] = _datetime_cells(naive, head[idx], ctx, style)
-    return out
+        style = _datetime_style(naive[valid].view("int64"), styles) if valid.any() else styles.date
+        _put_datetimes(slots, idx, naive, ctx, style)
 
 
 # --------------------------------------------------------------------------- columns
 
 
 class _Column:
-    """One DataFrame column prepared for writing: a cell formatter and a display width."""
+    """One DataFrame column prepared for writing: a slot filler and a display width."""
 
     def __init__(self, name: str, letter: str, series: pd.Series, ctx: _Ctx):
         self.name, self.letter = name, letter
-        self.head_prefix = f'<c r="{letter}'
+        self.prefix = f'<c r="{letter}'
         self.width_chars = 0.0
+        self._fill: Callable[[slice, _Slots, _Ctx], None]
         self._prepare(series, ctx)
 
     def _prepare(self, s: pd.Series, ctx: _Ctx) -> None:
-        dtype = s.dtype
         styles = ctx.styles
         assert styles is not None
-        if isinstance(dtype, pd.CategoricalDtype):
+        if isinstance(s.dtype, pd.CategoricalDtype):
             s = s.astype(object).where(s.notna(), None)
-            dtype = s.dtype
+        dtype = s.dtype
         kind = dtype.kind if isinstance(dtype, np.dtype) else None
+
         if pd.api.types.is_bool_dtype(dtype):
             mask = s.isna().to_numpy()
-            vals = s.to_numpy(dtype=bool, na_value=False)
+            bools = s.to_numpy(dtype=bool, na_value=False)
             self.width_chars = 5
-            self._fmt = lambda sl, head, ctx: self._masked(vals[sl], mask[sl], head,
-                                                          lambda v, h: _bool_cells(v, h))
-        elif pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+            self._fill = self._masked(bools, mask, lambda sl, i, v: _put_bools(sl, i, v))
+        elif pd.api.types.is_integer_dtype(dtype):
             mask = s.isna().to_numpy()
-            np_dtype = dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype
-            vals = s.to_numpy(dtype=np_dtype, na_value=0) if mask.any() else s.to_numpy(dtype=np_dtype)
+            np_dtype = getattr(dtype, "numpy_dtype", dtype)
+            ints = s.to_numpy(dtype=np_dtype, na_value=0) if mask.any() else s.to_numpy(dtype=np_dtype)
             if (~mask).any():
-                v = vals[~mask]
+                v = ints[~mask]
                 self.width_chars = max(len(str(v.min())), len(str(v.max())))
-            self._fmt = lambda sl, head, ctx: self._masked(
-                vals[sl], mask[sl], head, lambda v, h: _num_cells(h, _int_text(v)))
+            self._fill = self._masked(ints, mask, lambda sl, i, v: _put_numbers(sl, i, _int_text(v)))
         elif pd.api.types.is_float_dtype(dtype):
-            np_dtype = dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype
-            vals = s.to_numpy(dtype=np_dtype, na_value=np.nan)
-            self.width_chars = _float_width(vals)
-            self._fmt = lambda sl, head, ctx: _float_cells(vals[sl], head)
+            np_dtype = getattr(dtype, "numpy_dtype", dtype)
+            floats = s.to_numpy(dtype=np_dtype, na_value=np.nan)
+            self.width_chars = _float_width(floats)
+            self._fill = lambda sl, slots, ctx: _put_floats(slots, None, floats[sl])
         elif pd.api.types.is_datetime64_any_dtype(dtype):
             if getattr(dtype, "tz", None) is not None:
-                s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-            vals = s.to_numpy()
-            if vals.dtype.kind != "M":
-                vals = vals.astype("datetime64[us]")
-            valid = ~np.isnat(vals)
-            us = vals[valid].astype("datetime64[us]").view("int64")
+                s = s.dt.tz_convert("UTC").dt.tz_localize(None)  # documented: UTC, naive
+            stamps = s.to_numpy()
+            if stamps.dtype.kind != "M":
+                stamps = stamps.astype("datetime64[us]")
+            valid = ~np.isnat(stamps)
+            us = stamps[valid].astype("datetime64[us]").view("int64")
             style = _datetime_style(us, styles) if valid.any() else styles.date
             self.width_chars = {styles.date: 10, styles.datetime: 19, styles.datetime_ms: 23}[style]
-            self._fmt = lambda sl, head, ctx: _datetime_cells(vals[sl], head, ctx, style)
-        elif isinstance(dtype, pd.StringDtype) or (kind in ("U", "S")):
+            self._fill = lambda sl, slots, ctx: _put_datetimes(slots, None, stamps[sl], ctx, style)
+        elif isinstance(dtype, pd.StringDtype) or kind in ("U", "S"):
             if kind == "S":
                 s = s.astype(object).map(lambda b: b.decode("utf-8", "replace"))
             strs = s.astype("str")
             mask = strs.isna().to_numpy()
-            lens = strs.str.len()
-            self.width_chars = float(lens.max()) if (~mask).any() else 0
-            def fmt(sl, head, ctx, strs=strs, mask=mask):
-                part = strs.iloc[sl]
-                m = mask[sl]
-                out = _empty_cells(len(head))
-                keep = np.flatnonzero(~m)
-                if len(keep):
-                    out[keep] = _str_cells(part.iloc[keep] if m.any() else part, head[keep], ctx, keep)
-                return out
-            self._fmt = fmt
-        else:  # object, timedelta, period, interval, ...
-            if kind in ("m",) or not (kind == "O" or kind is None):
-                vals = s.astype(object).to_numpy(dtype=object)
-            else:
-                vals = s.to_numpy(dtype=object)
+            self.width_chars = float(strs.str.len().max()) if (~mask).any() else 0
+
+            def fill(sl: slice, slots: _Slots, ctx: _Ctx) -> None:
+                part, m = strs.iloc[sl], mask[sl]
+                if not m.any():
+                    _put_strings(slots, None, part, ctx)
+                else:
+                    keep = np.flatnonzero(~m)
+                    _put_strings(slots, keep, part.iloc[keep], ctx)
+
+            self._fill = fill
+        else:  # object, timedelta, period, interval...: cell by cell type
+            objs = s.to_numpy(dtype=object) if kind == "O" else s.astype(object).to_numpy(dtype=object)
             try:
-                lens = pd.Series(vals, dtype=object).str.len()
+                lens = pd.Series(objs, dtype=object).str.len()  # strings only (approximate)
                 self.width_chars = float(lens.max()) if lens.notna().any() else 10
             except (AttributeError, TypeError):
                 self.width_chars = 10
-            self._fmt = lambda sl, head, ctx: _object_cells(vals[sl], head, ctx)
+            self._fill = lambda sl, slots, ctx: _put_objects(slots, objs[sl], ctx)
 
     @staticmethod
-    def _masked(vals: np.ndarray, mask: np.ndarray, head: np.ndarray,
-                fmt: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-        if not mask.any():
-            return fmt(vals, head)
-        out = _empty_cells(len(vals))
-        keep = ~mask
-        if keep.any():
-            out[keep] = fmt(vals[keep], head[keep])
-        return out
+    def _masked(values: np.ndarray, mask: np.ndarray,
+                put: Callable[[_Slots, np.ndarray | None, np.ndarray], None]
+                ) -> Callable[[slice, _Slots, _Ctx], None]:
+        def fill(sl: slice, slots: _Slots, ctx: _Ctx) -> None:
+            m = mask[sl]
+            if not m.any():
+                put(slots, None, values[sl])
+            else:
+                keep = np.flatnonzero(~m)
+                if len(keep):
+                    put(slots, keep, values[sl][keep])
+        return fill
 
-    def cells(self, sl: slice, rowstr: np.ndarray, ctx: _Ctx) -> np.ndarray:
+    def fill(self, sl: slice, grid: np.ndarray, j: int, rowstr: np.ndarray, ctx: _Ctx) -> None:
         ctx.column = self.name
-        head = self.head_prefix + rowstr
-        return self._fmt(sl, head, ctx)
+        self._fill(sl, _Slots(grid, j, self.prefix, rowstr), ctx)
 
     def width(self) -> float:
         header = len(self.name) + 2.5  # room for the autofilter button
@@ -897,7 +975,7 @@ def _float_width(vals: np.ndarray) -> float:
         scaled = finite * 10.0**decimals
         if np.all(np.abs(scaled - np.round(scaled)) < 1e-6 * np.maximum(1.0, np.abs(scaled))):
             return min(11, int_digits + (decimals + 1 if decimals else 0))
-    return 11
+    return 11  # General shows at most ~11 characters
 
 
 # --------------------------------------------------------------------------- sheet XML
@@ -928,14 +1006,13 @@ def _sheet_xml(df: pd.DataFrame, columns: list[_Column], ctx: _Ctx,
         parts.append("</cols>")
     parts.append("<sheetData>")
     if n_cols:
-        ctx.rows = np.array([1])
-        ctx.labels = None
-        head_cells = []
-        for col in columns:
-            ctx.column = col.name
-            head_cells.append(_str_cells(_obj([col.name]), _obj([f'<c r="{col.letter}1']), ctx,
-                                         style=styles.header)[0])
-        parts.append('<row r="1">' + "".join(head_cells) + "</row>")
+        ctx.rows, ctx.labels, ctx.column = np.array([1]), None, "(header)"
+        text, preserve = _escape_strings(_obj([c.name for c in columns]), ctx, None)
+        plain, pres = _str_mids(styles.header)
+        parts.append('<row r="1">')
+        for col, t, p in zip(columns, text, preserve):
+            parts.append(f"{col.prefix}1{pres if p else plain}{t}</t></is></c>")
+        parts.append("</row>")
     yield "".join(parts).encode("utf-8")
 
     if n_cols and n_rows:
@@ -943,16 +1020,17 @@ def _sheet_xml(df: pd.DataFrame, columns: list[_Column], ctx: _Ctx,
         index = df.index
         for lo in range(0, n_rows, chunk):
             hi = min(n_rows, lo + chunk)
-            sl = slice(lo, hi)
             rownums = np.arange(lo + 2, hi + 2)
             rowstr = _int_text(rownums)
-            ctx.rows = rownums
-            ctx.labels = index[lo:hi]
-            grid = np.empty((hi - lo, n_cols + 2), dtype=object)
-            grid[:, 0] = '<row r="' + rowstr + '">'
-            for j, col in enumerate(columns):
-                grid[:, j + 1] = col.cells(sl, rowstr, ctx)
+            ctx.rows, ctx.labels = rownums, index[lo:hi]
+            grid = np.empty((hi - lo, 4 + 5 * n_cols), dtype=object)
+            grid[...] = ""
+            grid[:, 0] = '<row r="'
+            grid[:, 1] = rowstr
+            grid[:, 2] = '">'
             grid[:, -1] = "</row>"
+            for j, col in enumerate(columns):
+                col.fill(slice(lo, hi), grid, j, rowstr, ctx)
             yield "".join(grid.ravel().tolist()).encode("utf-8")
 
     tail = ["</sheetData>"]
@@ -1222,19 +1300,87 @@ def _zipinfo(name: str, like: zipfile.ZipInfo | None = None) -> zipfile.ZipInfo:
     return zi
 
 
-def _write_package(zin: zipfile.ZipFile, zout: zipfile.ZipFile, pkg: _Package, plan: _Plan,
-                   sheet_chunks: Iterator[bytes], styles_xml: bytes, est_size: int) -> None:
+_ZIP_WRITER_ATTRS = ("fp", "start_dir", "filelist", "NameToInfo", "_writing", "_didModify", "_seekable")
+
+
+def _copy_raw(src: Any, info: zipfile.ZipInfo, zout: zipfile.ZipFile) -> bool:
+    """Copy a member's compressed bytes as they are (no inflate/deflate).
+
+    zipfile has no public API for this; it uses the same ZipFile attributes as
+    ZipFile.writestr. Returns False, having written nothing, when that is not possible
+    (then the caller recompresses)."""
+    if info.flag_bits & 0x1 or not all(hasattr(zout, a) for a in _ZIP_WRITER_ATTRS):
+        return False
+    if zout._writing or not zout._seekable:
+        return False
+    src.seek(info.header_offset)
+    fh = src.read(30)
+    if len(fh) != 30 or fh[:4] != b"PK\x03\x04":
+        return False
+    name_len, extra_len = struct.unpack("<HH", fh[26:30])
+    zi = _zipinfo(info.filename, info)
+    zi.CRC = info.CRC
+    zi.compress_size = info.compress_size
+    zi.file_size = info.file_size
+    zi.flag_bits = info.flag_bits & 0x06  # compression options only; sizes go in the header
+    fp = zout.fp
+    fp.seek(zout.start_dir)
+    zi.header_offset = fp.tell()
+    zout._didModify = True
+    fp.write(zi.FileHeader())
+    src.seek(info.header_offset + 30 + name_len + extra_len)
+    remaining = info.compress_size
+    while remaining:
+        buf = src.read(min(remaining, 1 << 20))
+        if not buf:
+            raise zipfile.BadZipFile(f"member {info.filename} is truncated")
+        fp.write(buf)
+        remaining -= len(buf)
+    zout.filelist.append(zi)
+    zout.NameToInfo[zi.filename] = zi
+    zout.start_dir = fp.tell()
+    return True
+
+
+def _write_pieces(dst: Any, pieces: Iterator[bytes]) -> None:
+    """Write `pieces` to `dst` in a second thread: deflate (which releases the GIL) runs
+    while the next piece of XML is generated."""
+    q: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            while (piece := q.get()) is not None:
+                dst.write(piece)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            errors.append(e)
+            while q.get() is not None:
+                pass
+
+    worker = threading.Thread(target=consume, name="filepipe-xlsx-deflate", daemon=True)
+    worker.start()
+    try:
+        for piece in pieces:
+            if errors:
+                break
+            q.put(piece)
+    finally:
+        q.put(None)
+        worker.join()
+    if errors:
+        raise errors[0]
+
+
+def _write_package(src: Any, zin: zipfile.ZipFile, zout: zipfile.ZipFile, pkg: _Package,
+                   plan: _Plan, sheet_chunks: Iterator[bytes], styles_xml: bytes,
+                   est_size: int) -> None:
     done: set[str] = set()
     replace = dict(plan.replace)
     replace[pkg.member(plan.styles_part)] = styles_xml
 
-    def write_sheet_part(like: zipfile.ZipInfo | None) -> None:
-        zi = _zipinfo(plan.sheet_part, None)
-        if like is not None:
-            zi.filename = like.filename
-        with zout.open(zi, "w", force_zip64=est_size > 1_500_000_000) as dst:
-            for piece in sheet_chunks:
-                dst.write(piece)
+    def write_sheet_part(name: str) -> None:
+        with zout.open(name, "w", force_zip64=est_size > 1_500_000_000) as dst:
+            _write_pieces(dst, sheet_chunks)
 
     for info in pkg.infos:
         lower = info.filename.lower()
@@ -1242,26 +1388,49 @@ def _write_package(zin: zipfile.ZipFile, zout: zipfile.ZipFile, pkg: _Package, p
             continue
         done.add(lower)
         if lower == plan.sheet_part.lower():
-            write_sheet_part(info)
+            write_sheet_part(info.filename)
         elif info.filename in replace:
             zi = _zipinfo(info.filename, info)
-            zi.file_size = 0
+            zi.compress_type = zipfile.ZIP_DEFLATED
             zout.writestr(zi, replace.pop(info.filename))
-        else:
+        elif not _copy_raw(src, info, zout):
             zi = _zipinfo(info.filename, info)
-            with zin.open(info) as src, zout.open(zi, "w") as dst:
-                while True:
-                    buf = src.read(1 << 20)
-                    if not buf:
-                        break
+            with zin.open(info) as f, zout.open(zi, "w") as dst:
+                while buf := f.read(1 << 20):
                     dst.write(buf)
     for name, data in replace.items():  # parts that did not exist (e.g. a new styles.xml)
         if name.lower() not in done:
             zout.writestr(_zipinfo(name), data)
             done.add(name.lower())
     if plan.sheet_part.lower() not in done:
-        write_sheet_part(None)
+        write_sheet_part(plan.sheet_part)
     zout.comment = zin.comment
+
+
+def _verify_zip(f: Any, expected: list[str]) -> None:
+    """Cheap structural check of the file just written: central directory and every local
+    header (no decompression)."""
+    f.seek(0)
+    with zipfile.ZipFile(f) as z:
+        names = z.namelist()
+        if names != expected:
+            raise RuntimeError(f"filepipe.xlsx wrote an unexpected member list: {names}")
+        for info in z.infolist():
+            z.open(info).close()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it elsewhere
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: str) -> None:
@@ -1301,11 +1470,8 @@ def write_sheet(path: str | os.PathLike, sheet: str, df: pd.DataFrame) -> None:
         raise SheetError(f"{path_s}: not a regular file")
 
     ctx = _Ctx(path_s, sheet, None)
-    if before is None:
-        zin = zipfile.ZipFile(io.BytesIO(_skeleton_workbook()))
-    else:
-        zin = zipfile.ZipFile(real)
-    with zin:
+    src = io.BytesIO(_skeleton_workbook()) if before is None else open(real, "rb")
+    with src, zipfile.ZipFile(src) as zin:
         pkg = _Package(zin, path_s)
         _check_shape(df, ctx)
         plan, styles = _plan(pkg, sheet, new_workbook=before is None, shape=df.shape)
@@ -1316,18 +1482,17 @@ def write_sheet(path: str | os.PathLike, sheet: str, df: pd.DataFrame) -> None:
 
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".~filepipe-", suffix=".xlsx")
         try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zout:
-                    _write_package(zin, zout, pkg, plan, chunks, styles.xml.encode("utf-8"),
-                                   est_size)
+            with os.fdopen(fd, "w+b") as f:
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED,
+                                     compresslevel=_SHEET_COMPRESS_LEVEL) as zout:
+                    _write_package(src, zin, zout, pkg, plan, chunks,
+                                   styles.xml.encode("utf-8"), est_size)
+                    expected = zout.namelist()
+                _verify_zip(f, expected)
                 f.flush()
                 os.fsync(f.fileno())
-            if before is not None:
-                os.chmod(tmp, _stat.S_IMODE(before.st_mode))
-            else:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)
+            mode = _stat.S_IMODE(before.st_mode) if before is not None else 0o666 & ~_umask()
+            os.chmod(tmp, mode)
             if before is not None:
                 now = os.stat(real)
                 if (now.st_size, now.st_mtime_ns, now.st_ino) != (
@@ -1390,6 +1555,6 @@ def read_sheet(path: str | os.PathLike, sheet: str | None = None) -> pd.DataFram
                 raise SheetError(f"{path_s}: sheet {sheet!r} not found; worksheets: {listed}")
             name = folded[0]
         try:
-            return xf.parse(name, keep_default_na=False, na_values=[""])
+            return pd.read_excel(xf, sheet_name=name, keep_default_na=False, na_values=[""])
         except pd.errors.EmptyDataError:
             return pd.DataFrame()

@@ -1,0 +1,313 @@
+"""FilepipeApp: a catalog and a pipeline bundled with their metadata index and lock.
+
+``pipeline.py`` defines ``app = FilepipeApp(catalog, pipeline)``; the CLI loads it with
+:func:`load_app`. Metadata lives in ``.filepipe/meta.sqlite`` beside the pipeline file
+unless ``meta=`` names another SQLAlchemy URL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import FilepipeError, PipelineError
+from .fileutil import _base_dir, base_dir
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .compute import DataStore, Pipeline, RunReport
+    from .steps.base import ComputeStep
+    from .table import DataTable
+
+STATE_DIR = ".filepipe"
+
+
+class PipelineLoadError(FilepipeError):
+    """The pipeline file or module cannot be loaded."""
+
+
+class LockedError(FilepipeError):
+    """Another filepipe process is writing to the same index."""
+
+
+@dataclass
+class StepPlan:
+    """What the next run of one step would do, and why."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    transform_keys: list[str]
+    pending: int
+    failed: int
+    reason: str
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SourcePlan:
+    """How a file source differs on disk from what the last sync saw (no file is read)."""
+
+    table: str
+    new: list[str]
+    changed: list[str]
+    missing: list[str]
+
+
+class FilepipeApp:
+    """A pipeline ready to run: ``FilepipeApp(catalog, pipeline, meta=None)``."""
+
+    def __init__(self, catalog: Catalog, pipeline: Pipeline, meta: str | None = None,
+                 root: str | os.PathLike | None = None) -> None:
+        self.catalog = catalog
+        self.pipeline = pipeline
+        self.root = Path(root).resolve() if root else (_base_dir.get() or Path.cwd())
+        self.meta_url = meta or f"sqlite:///{self.root / STATE_DIR / 'meta.sqlite'}"
+        self._ds: DataStore | None = None
+        self._steps: list[ComputeStep] | None = None
+
+    # --- wiring -------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def ds(self) -> DataStore:
+        if self._ds is None:
+            from .compute import DataStore
+
+            if self.meta_url.startswith("sqlite:///"):
+                Path(self.meta_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._ds = DataStore(self.meta_url)
+        return self._ds
+
+    @property
+    def steps(self) -> list[ComputeStep]:
+        if self._steps is None:
+            from .compute import build_compute
+
+            self._steps = build_compute(self.ds, self.catalog, self.pipeline)
+        return self._steps
+
+    def table(self, name: str) -> DataTable:
+        return self.catalog.get_datatable(self.ds, name)
+
+    def select_steps(self, names: Sequence[str] | None) -> list[ComputeStep]:
+        """The named steps (all when `names` is empty), in dependency order."""
+        if not names:
+            return self.steps
+        known = {s.name: s for s in self.steps}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise PipelineError(f"unknown step(s) {', '.join(unknown)}; the pipeline has: "
+                                f"{', '.join(known) or '(none)'}")
+        return [s for s in self.steps if s.name in names]
+
+    @contextmanager
+    def lock(self, wait: float = 0) -> Iterator[None]:
+        """Hold the writer lock of this index (``.filepipe/lock``).
+
+        `wait` seconds to wait for another writer; raises LockedError naming the holder.
+        """
+        from filelock import FileLock, Timeout
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "lock"
+        lock = FileLock(str(path) + ".lck", timeout=wait)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = path.read_text().strip() if path.exists() else "another process"
+            raise LockedError(f"another filepipe is already running on {self.root} "
+                              f"({holder}); wait for it to finish or stop it") from None
+        try:
+            path.write_text(f"pid {os.getpid()} on {os.uname().nodename}")
+            yield
+        finally:
+            lock.release()
+
+    # --- running ------------------------------------------------------------------------
+    def run(self, steps: Sequence[str] | None = None, full: bool = False,
+            report: RunReport | None = None, trigger: str = "run") -> RunReport:
+        """Sync the sources, then run what is stale (everything with `full`)."""
+        from .compute import RunReport, reset_step, run_steps
+
+        selected = self.select_steps(steps)
+        if full:
+            for s in selected:
+                reset_step(s)
+        return run_steps(self.ds, selected, report=report or RunReport(trigger=trigger))
+
+    def run_cycle(self, paths: set[str] | None = None, trigger: str = "watch") -> RunReport:
+        """Sync only the sources holding `paths` (all when None) and run the steps below them."""
+        from .compute import RunReport, run_steps
+        from .sync import sync_table
+
+        report = RunReport(trigger=trigger)
+        changed: set[str] = set()
+        for t in self.sources():
+            result = sync_table(t, report=report, paths=paths)
+            if result.changed is not None and len(result.changed):
+                changed.add(t.name)
+        steps = self.steps
+        if paths is not None:
+            steps = self.downstream(changed) + self._steps_with_failures()
+        return run_steps(self.ds, [s for s in self.steps if s in steps], report=report,
+                         sync_sources=False)
+
+    def downstream(self, tables: set[str]) -> list[ComputeStep]:
+        """Steps that read any of `tables`, directly or through other steps."""
+        reached, names = [], set(tables)
+        for s in self.steps:  # dependency order: one pass suffices
+            if any(t.name in names for t in s.inputs):
+                reached.append(s)
+                names.update(t.name for t in s.outputs)
+        return reached
+
+    def _steps_with_failures(self) -> list[ComputeStep]:
+        found = []
+        for s in self.steps:
+            meta = getattr(s, "meta", None)
+            if meta is not None and meta.ready:
+                with self.ds.meta.begin() as conn:
+                    if meta.counts(conn).get("failed"):
+                        found.append(s)
+        return found
+
+    def reset(self, step: str) -> None:
+        """Make `step` recompute every key on the next run."""
+        from .compute import reset_step
+
+        reset_step(self.select_steps([step])[0])
+
+    # --- inspecting ---------------------------------------------------------------------
+    def sources(self) -> list[DataTable]:
+        from .compute import source_tables
+
+        return [t for t in source_tables(self.steps) if t.is_file_backed]
+
+    def source_plan(self) -> list[SourcePlan]:
+        """File sources whose files differ from the last sync (fingerprints only)."""
+        from .sync import file_changes
+
+        plans = []
+        for t in self.sources():
+            found = file_changes(t)
+            if found:
+                plans.append(SourcePlan(t.name, found.new, found.changed, found.missing))
+        return plans
+
+    def step_plan(self) -> list[StepPlan]:
+        """Per step: keys pending, keys failed, and why it would run."""
+        from .steps.transform import BatchTransformStep
+
+        plans = []
+        for s in self.steps:
+            pending = failed = 0
+            errors: list[str] = []
+            reason = "runs every time (generator)"
+            keys: list[str] = []
+            if isinstance(s, BatchTransformStep):
+                keys = s.transform_keys
+                pending = s.pending_count()
+                with self.ds.meta.begin() as conn:
+                    failed = s.meta.counts(conn).get("failed", 0)
+                    if failed:
+                        errors = [str(e).splitlines()[0] for e in s.meta.errors(conn, 3)["error"]]
+                    version = s.meta.state(conn)[0]
+                if version is None:
+                    reason = "never ran"
+                elif version != s.code_version:
+                    reason = "code or parameters changed"
+                elif failed:
+                    reason = f"{failed} key(s) failed last time"
+                elif pending:
+                    reason = "inputs changed"
+                else:
+                    reason = "up to date"
+                if s.whole:
+                    reason += " (whole-table step: no key shared by inputs and outputs)"
+            plans.append(StepPlan(s.name, [t.name for t in s.inputs], [t.name for t in s.outputs],
+                                  keys, pending, failed, reason, errors))
+        return plans
+
+    def table_stats(self) -> list[dict[str, Any]]:
+        """Per table: rows, last change time, store, role."""
+        written = {t.name for s in self.steps for t in s.outputs}
+        read = {t.name for s in self.steps for t in s.inputs}
+        stats = []
+        for name in self.catalog:
+            t = self.table(name)
+            with self.ds.meta.begin() as conn:
+                rows = t.meta.count(conn)
+                last = t.meta.last_change_ts(conn)
+            role = "output" if name in written else ("source" if name in read else "unused")
+            stats.append({"table": name, "rows": rows, "last_change": last,
+                          "store": t.store.describe(), "role": role})
+        return stats
+
+    def watch_paths(self) -> list[Path]:
+        """Folders holding the pipeline's file sources."""
+        paths: list[Path] = []
+        for t in self.sources():
+            for p in t.store.watch_paths():
+                if p not in paths:
+                    paths.append(p)
+        return paths
+
+
+def load_app(spec: str | None = None) -> FilepipeApp:
+    """Load ``PATH_OR_MODULE[:ATTR]`` (default ``./pipeline.py:app``)."""
+    spec = spec or "pipeline.py"
+    target, _, attr = spec.partition(":") if not _is_windows_drive(spec) else (spec, "", "")
+    attr = attr or "app"
+    path = Path(target)
+    if path.suffix == ".py" or path.exists() or os.sep in target:
+        if not path.is_file():
+            raise PipelineLoadError(f"pipeline file not found: {path} "
+                                    "(give one with -p PATH, or run `filepipe init` to start one)")
+        module = _import_file(path.resolve())
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise PipelineLoadError(f"cannot import pipeline module {target!r}: {exc}") from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, FilepipeApp):
+        found = [k for k, v in vars(module).items() if isinstance(v, FilepipeApp)]
+        hint = f"; it has FilepipeApp(s): {', '.join(found)} (use -p {target}:{found[0]})" \
+            if found else "; define `app = FilepipeApp(catalog, pipeline)` in it"
+        raise PipelineLoadError(f"{target} has no FilepipeApp named {attr!r}{hint}")
+    return app
+
+
+def _import_file(path: Path) -> Any:
+    name = f"filepipe_pipeline_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        with base_dir(path.parent):
+            spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise PipelineLoadError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}") from exc
+    except FilepipeError:
+        raise
+    except Exception as exc:
+        raise PipelineLoadError(f"error while loading {path}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.path.remove(str(path.parent))
+    sys.modules[name] = module
+    return module
+
+
+def _is_windows_drive(spec: str) -> bool:
+    return len(spec) > 1 and spec[1] == ":" and spec[0].isalpha()

@@ -1,0 +1,646 @@
+"""A folder of files as a keyed table: one file per row, the keys in the path.
+
+``TableStoreFiledir("inbox/{order_id}.json")`` or
+``TableStoreFiledir("events/{user_id}/{event_id}.json", dtypes={"event_id": "int64"})``.
+
+Conventions (the same for sources and outputs):
+
+* The pattern's fixed prefix up to the last ``/`` before the first ``{`` is the *root*
+  folder (resolved like every store path); the rest is matched against the paths under
+  it. A field matches one path component or part of one (``[^/]+``); names starting
+  with ``.`` and the lock/temp/swap names of `fileutil.is_temp_name` (``~$x.json``,
+  ``.~lock.x#``, filepipe's own temp files) are never rows.
+* Key values parsed from the path are strings unless `dtypes` names a type for them.
+  The primary keys are the pattern's fields (default: in pattern order).
+* Adapters: ``json`` (the file holds one JSON object; its fields are the columns),
+  ``text`` (UTF-8 text in column ``text``), ``bytes`` (raw content in column ``data``).
+* The path is the authority on keys. A JSON object may also hold a field named like a
+  key; it is then dropped if it agrees with the path (``"order_id": 7`` in ``7.json``)
+  and the file is rejected, naming it, if it does not. Keys are not written into the
+  files filepipe writes.
+* JSON is written deterministically: the frame's column order (keys left out),
+  ``indent=2``, UTF-8 without ``\\u`` escapes, a final newline; NaN/None/NaT → ``null``,
+  datetimes/dates/times as ISO 8601 text, timedeltas as ISO 8601 durations, numpy
+  scalars and arrays as plain numbers and lists. Infinite floats and bytes cells are
+  refused (JSON cannot hold them; use the ``bytes`` adapter for binary content).
+  Such values do not come back with their type: ISO text reads back as a string unless
+  `dtypes` says otherwise.
+* Writes go straight to the files (one atomic write per changed row); a row whose
+  rendered content is byte-identical to the file on disk is not rewritten. Deleting a
+  row deletes its file and the folders below the root it leaves empty. Reads never
+  write anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FilepipeError
+from ..fileutil import FINGERPRINT_COLUMNS, atomic_write, is_temp_name, resolve_path
+from ..frames import check_keys
+from .base import TableStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+ADAPTERS = ("json", "text", "bytes")
+CONTENT_COLUMN = {"text": "text", "bytes": "data"}
+_FIELD = re.compile(r"\{([^{}]*)\}")
+_ANY = "[^/]+"
+
+
+class FiledirReadError(ValueError):
+    """A file could not be decoded (maybe half-written): sync retries, then reports it."""
+
+
+class TableStoreFiledir(TableStore):
+    """A folder where each file is one row and the path pattern names the keys."""
+
+    def __init__(self, pattern: str | os.PathLike, adapter: str = "json",
+                 primary_keys: Sequence[str] | None = None,
+                 dtypes: Mapping[str, Any] | None = None) -> None:
+        if adapter not in ADAPTERS:
+            raise ValueError(f"TableStoreFiledir({pattern!s}): unknown adapter {adapter!r}; "
+                             f"use one of {', '.join(ADAPTERS)}")
+        self.pattern = str(pattern)
+        self.adapter = adapter
+        self.dtypes = dict(dtypes or {})
+        root_text, rest, fields, segments, full, repeats = _compile(self.pattern)
+        self.fields = list(fields)
+        if primary_keys is None:
+            self.primary_keys = list(self.fields)
+        else:
+            self.primary_keys = list(primary_keys)
+            if sorted(self.primary_keys) != sorted(self.fields):
+                raise ValueError(
+                    f"TableStoreFiledir({self.pattern}): primary_keys {self.primary_keys} must "
+                    f"be exactly the pattern's fields {self.fields} (the path names each row)")
+        content = CONTENT_COLUMN.get(adapter)
+        if content is not None and content in self.fields:
+            raise ValueError(f"TableStoreFiledir({self.pattern}): a key cannot be named "
+                             f"{content!r}: the {adapter} adapter keeps the content there")
+        self.root: Path = resolve_path(root_text or ".")
+        self._root_str = str(self.root)
+        self._prefix = os.path.join(self._root_str, "")
+        self._rest = rest
+        self._segments = segments            # one compiled matcher per path component
+        self._full = full                    # the whole relative path, one group per field
+        self._group_fields = fields          # field of each capturing group
+        self._repeats = repeats               # a field used twice: check whole paths
+        self._columns_seen: list[str] = []    # columns of the rows read last (schema hint)
+        self._typed_keys = [k for k in self.primary_keys if k in self.dtypes]
+
+    # --- description ---------------------------------------------------------------------
+    def describe(self) -> str:
+        return os.path.join(self._root_str, self._rest)
+
+    def __repr__(self) -> str:
+        return (f"TableStoreFiledir({self.pattern!r}, adapter={self.adapter!r}, "
+                f"primary_keys={self.primary_keys})")
+
+    def watch_paths(self) -> list[Path]:
+        return [self.root]
+
+    def key_types(self) -> dict[str, sa.types.TypeEngine]:
+        """Keys come from file names: text, unless `dtypes` gives them a type."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        from ..frames import sql_type_for
+
+        return {k: sql_type_for(pd.Series([], dtype=self.dtypes[k])) if k in self.dtypes
+                else sa.String() for k in self.primary_keys}
+
+    def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
+        cols = list(self.primary_keys)
+        content = CONTENT_COLUMN.get(self.adapter)
+        if content is not None:
+            cols.append(content)
+        else:
+            cols += [c for c in self.dtypes if c not in cols]
+        return pd.DataFrame({c: pd.Series([], dtype=self._dtype_of(c)) for c in cols})
+
+    def _dtype_of(self, col: str) -> Any:
+        if col in self.dtypes:
+            return self.dtypes[col]
+        if col in self.primary_keys or (col == "text" and self.adapter == "text"):
+            return "str"
+        return object
+
+    # --- listing -------------------------------------------------------------------------
+    def _walk(self, stat: bool) -> tuple[list[str], list[os.stat_result]]:
+        """One scandir walk: paths (and stats) of the files the pattern matches.
+
+        Only folders whose names match the pattern's components at their depth are
+        entered; hidden and temp/lock names are skipped at every level.
+        """
+        paths: list[str] = []
+        stats: list[os.stat_result] = []
+        last = len(self._segments) - 1
+        full = self._full.fullmatch if self._repeats else None
+        prefix_len = len(self._prefix)
+        stack = [(self._root_str, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            try:
+                it = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            match = self._segments[depth].fullmatch
+            with it:
+                if depth < last:
+                    for entry in it:
+                        name = entry.name
+                        if name[0] == "." or not match(name) or is_temp_name(name):
+                            continue
+                        try:
+                            if entry.is_dir():
+                                stack.append((entry.path, depth + 1))
+                        except OSError:
+                            continue
+                    continue
+                for entry in it:
+                    name = entry.name
+                    if name[0] == "." or not match(name) or is_temp_name(name):
+                        continue
+                    path = entry.path
+                    if full is not None and not full(_rel(path, prefix_len)):
+                        continue
+                    try:
+                        if not entry.is_file():
+                            continue
+                        if stat:
+                            stats.append(entry.stat())
+                    except FileNotFoundError:  # deleted during the walk
+                        continue
+                    paths.append(path)
+        return paths, stats
+
+    def list_files(self) -> pd.DataFrame:
+        import numpy as np
+        import pandas as pd
+
+        paths, stats = self._walk(stat=True)
+        n = len(paths)
+        return pd.DataFrame({
+            "path": pd.Series(paths, dtype="str"),
+            "size": np.fromiter((s.st_size for s in stats), dtype=np.int64, count=n),
+            "mtime_ns": np.fromiter((s.st_mtime_ns for s in stats), dtype=np.int64, count=n),
+            "inode": np.fromiter((s.st_ino for s in stats), dtype=np.uint64, count=n)
+            .view(np.int64),
+        }, columns=FINGERPRINT_COLUMNS)
+
+    # --- reading -------------------------------------------------------------------------
+    def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+        result = {}
+        for p in paths:
+            p = str(p)
+            record = self._read_record(p)
+            result[p] = self._frame([record], [p]) if record is not None else self.empty()
+        return result
+
+    def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+        if idx is None:
+            paths = sorted(self._walk(stat=False)[0])
+        else:
+            missing = [k for k in self.primary_keys if k not in idx.columns]
+            if missing:
+                raise FilepipeError(f"{self.describe()}: keys to read lack column(s) {missing}")
+            if idx.empty:
+                return self._empty_like_rows()
+            paths = self._existing_paths(idx[self.primary_keys].drop_duplicates())
+        records, found = [], []
+        for p in paths:
+            record = self._read_record(p)
+            if record is not None:
+                records.append(record)
+                found.append(p)
+        df = self._frame(records, found)
+        check_keys(df, self.primary_keys, self.describe())
+        return df
+
+    def _empty_like_rows(self) -> pd.DataFrame:
+        """No rows, but the columns rows have (the engine asks this to learn the schema).
+
+        The columns of the rows this store read last; before any read, those of the
+        first file (one file opened, nothing written).
+        """
+        if not self._columns_seen and self.adapter == "json":
+            paths = sorted(self._walk(stat=False)[0])
+            for p in paths[:1]:
+                try:
+                    self._frame([r for r in [self._read_record(p)] if r is not None], [p])
+                except (FilepipeError, ValueError):
+                    pass  # a bad file: sync reports it
+        empty = self.empty()
+        extra = [c for c in self._columns_seen if c not in empty.columns]
+        if extra:
+            import pandas as pd
+
+            empty = empty.assign(**{c: pd.Series([], dtype=object) for c in extra})
+        return empty
+
+    def _keys_of(self, path: str) -> dict[str, str]:
+        """Key values (text) parsed from a path under the root."""
+        m = self._full.fullmatch(_rel(path, len(self._prefix))) \
+            if path.startswith(self._prefix) else None
+        if m is None:
+            raise FilepipeError(f"{self.describe()}: not a file of this folder pattern: {path}")
+        return dict(zip(self._group_fields, m.groups()))
+
+    def _read_record(self, path: str) -> dict[str, Any] | None:
+        """One row: keys from the path, content from the file (None if it vanished)."""
+        keys = self._keys_of(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        if self.adapter == "bytes":
+            return {**keys, "data": data}
+        if self.adapter == "text":
+            try:
+                return {**keys, "text": data.decode("utf-8")}
+            except UnicodeDecodeError as exc:
+                raise FiledirReadError(f"{path}: not UTF-8 text: {exc}") from exc
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise FiledirReadError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise FilepipeError(f"{path}: holds a JSON {_json_kind(obj)}, not an object; each "
+                                f"file of {self.describe()} must hold one JSON object (one row)")
+        for k, text in keys.items():
+            if k in obj:
+                value = obj.pop(k)
+                if not self._agrees(k, value, text):
+                    raise FilepipeError(
+                        f"{path}: field {k!r} = {value!r} inside the file disagrees with "
+                        f"{k}={text!r} in its path (the path names the row; fix or remove the field)")
+        return {**keys, **obj}
+
+    def _agrees(self, key: str, value: Any, text: str) -> bool:
+        """Does a key field inside a JSON file say the same as the path?"""
+        if value is None or (isinstance(value, str) and value == text):
+            return True
+        if isinstance(value, bool):
+            return str(value).lower() == text.lower()
+        if key in self.dtypes:
+            import pandas as pd
+
+            try:
+                return bool(pd.Series([text]).astype(self.dtypes[key]).iloc[0] == value)
+            except (TypeError, ValueError):
+                return False
+        if isinstance(value, (int, float)):
+            try:
+                return float(text) == float(value)
+            except ValueError:
+                return False
+        return False
+
+    def _frame(self, records: list[dict[str, Any]], paths: list[str]) -> pd.DataFrame:
+        """Rows from records, key columns first, `dtypes` applied (errors name the file)."""
+        import pandas as pd
+
+        if not records:
+            return self.empty()
+        df = pd.DataFrame.from_records(records)
+        self._columns_seen = list(df.columns)
+        text_cols = [k for k in self.primary_keys if k not in self.dtypes]
+        if self.adapter == "text":
+            text_cols.append("text")
+        for c in text_cols:  # pandas infers str already; cast only where it did not
+            if df[c].dtype != "str":
+                df[c] = df[c].astype("str")
+        for col, dtype in self.dtypes.items():
+            if col not in df.columns:
+                continue
+            try:
+                df[col] = df[col].astype(dtype)
+            except (TypeError, ValueError) as exc:
+                culprit = _first_bad(df[col], dtype, paths)
+                raise FilepipeError(f"{culprit}: column {col!r} cannot be read as {dtype}: "
+                                    f"{exc}") from exc
+        return df
+
+    # --- paths of keys -------------------------------------------------------------------
+    def _path_of(self, values: Sequence[Any]) -> str:
+        """The canonical path of one row's key values (in primary-key order)."""
+        texts = {}
+        for k, v in zip(self.primary_keys, values):
+            text = _key_text(v)
+            if (not text or "/" in text or os.sep in text or "\0" in text
+                    or text in (".", "..")):
+                raise FilepipeError(f"{self.describe()}: key {k}={v!r} cannot be part of a file "
+                                    "name (empty, '.', '..' or holds a path separator)")
+            texts[k] = text
+        rel = _FIELD.sub(lambda m: texts[m.group(1)], self._rest)
+        m = self._full.fullmatch(rel)
+        if m is None or any(texts[f] != g for f, g in zip(self._group_fields, m.groups())):
+            raise FilepipeError(f"{self.describe()}: keys {texts} give the path {rel!r}, which "
+                                "does not read back as the same keys")
+        if any(part[0] == "." or is_temp_name(part) for part in rel.split("/")):
+            raise FilepipeError(f"{self.describe()}: keys {texts} give the path {rel!r}, a hidden "
+                                "or temporary file name that this store ignores")
+        return os.path.join(self._root_str, *rel.split("/"))
+
+    def _paths_of(self, idx: pd.DataFrame) -> list[str]:
+        rows = idx[self.primary_keys].itertuples(index=False, name=None)
+        return [self._path_of(values) for values in rows]
+
+    def _existing_paths(self, idx: pd.DataFrame, keep_missing: bool = False) -> list[str]:
+        """Paths of the rows of `idx` that exist (all of them with `keep_missing`).
+
+        With typed keys a file may name a key non-canonically (``007.json`` for 7):
+        keys whose canonical path is absent are looked up in one listing of the folder.
+        """
+        paths = self._paths_of(idx)
+        exists = [os.path.isfile(p) for p in paths]
+        if not all(exists) and self._typed_keys:
+            by_key = self._index_by_key()
+            keys = list(idx[self.primary_keys].itertuples(index=False, name=None))
+            for i, ok in enumerate(exists):
+                if not ok:
+                    other = by_key.get(_norm_key(keys[i]))
+                    if other is not None:
+                        paths[i], exists[i] = other, True
+        return paths if keep_missing else [p for p, ok in zip(paths, exists) if ok]
+
+    def _index_by_key(self) -> dict[tuple, str]:
+        """Typed key tuple → path for every file of the folder (typed keys only)."""
+        import pandas as pd
+
+        paths = sorted(self._walk(stat=False)[0])
+        if not paths:
+            return {}
+        keys = pd.DataFrame.from_records([self._keys_of(p) for p in paths],
+                                         columns=self.primary_keys)
+        for k in self._typed_keys:
+            try:
+                keys[k] = keys[k].astype(self.dtypes[k])
+            except (TypeError, ValueError):
+                return {}  # a badly named file: reading it reports it
+        return {_norm_key(t): p for t, p in zip(keys.itertuples(index=False, name=None), paths)}
+
+    # --- writing -------------------------------------------------------------------------
+    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
+        if df.empty:
+            return
+        check_keys(df, self.primary_keys, self.describe())
+        payloads = self._render(df)
+        paths = self._existing_paths(df, keep_missing=True) if self._typed_keys \
+            else self._paths_of(df)
+        for path, payload in zip(paths, payloads):
+            if _same_bytes(path, payload):
+                continue
+            atomic_write(Path(path), lambda tmp, data=payload: tmp.write_bytes(data))
+
+    def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
+        if idx.empty:
+            return
+        folders = set()
+        for path in self._existing_paths(idx[self.primary_keys].drop_duplicates()):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            folders.add(os.path.dirname(path))
+        # remove the folders the pattern made that are now empty, deepest first
+        for folder in sorted(folders, key=len, reverse=True):
+            while folder.startswith(self._prefix) and folder != self._root_str:
+                try:
+                    os.rmdir(folder)
+                except OSError:  # not empty (or gone)
+                    break
+                folder = os.path.dirname(folder)
+
+    def _render(self, df: pd.DataFrame) -> list[bytes]:
+        """The file content of each row of `df`."""
+        content_cols = [c for c in df.columns if c not in self.primary_keys]
+        content = CONTENT_COLUMN.get(self.adapter)
+        if content is not None:
+            if content_cols != [content]:
+                raise FilepipeError(
+                    f"{self.describe()}: the {self.adapter} adapter stores exactly one column "
+                    f"{content!r} besides the keys; got {content_cols or '(none)'}")
+            values = df[content].to_numpy(dtype=object)
+            want = str if self.adapter == "text" else (bytes, bytearray, memoryview)
+            bad = [i for i, v in enumerate(values) if not isinstance(v, want)]
+            if bad:
+                v = values[bad[0]]
+                raise FilepipeError(
+                    f"{self.describe()}: column {content!r} must hold "
+                    f"{'str' if self.adapter == 'text' else 'bytes'} values; row "
+                    f"{dict(zip(self.primary_keys, df[self.primary_keys].iloc[bad[0]]))} "
+                    f"holds {type(v).__name__} {v!r:.40}")
+            if self.adapter == "text":
+                return [v.encode("utf-8", "surrogatepass") for v in values]
+            return [bytes(v) for v in values]
+        columns = {}
+        for c in content_cols:
+            try:
+                columns[c] = _json_column(df[c])
+            except (TypeError, ValueError) as exc:
+                raise FilepipeError(f"{self.describe()}: column {c!r} cannot be written as "
+                                    f"JSON: {exc}") from exc
+        names = [str(c) for c in content_cols]
+        out = []
+        for i in range(len(df)):
+            obj = {n: columns[c][i] for n, c in zip(names, content_cols)}
+            out.append((json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
+                        + "\n").encode("utf-8", "surrogatepass"))
+        return out
+
+
+# --- the pattern ---------------------------------------------------------------------------
+
+def _compile(pattern: str) -> tuple[str, str, list[str], list[re.Pattern], re.Pattern, bool]:
+    """(root text, relative pattern, fields (= groups), per-component matchers, full regex,
+    whether a field repeats)."""
+    norm = pattern.replace(os.sep, "/") if os.sep != "/" else pattern
+    where = f"TableStoreFiledir({pattern!r})"
+    first = norm.find("{")
+    if first < 0:
+        raise ValueError(f"{where}: the pattern names no key field; write it like "
+                         "'inbox/{order_id}.json'")
+    cut = norm.rfind("/", 0, first)
+    root_text = norm[:cut] if cut > 0 else ("/" if cut == 0 else "")
+    rest = norm[cut + 1:]
+    fields: list[str] = []
+    segments: list[re.Pattern] = []
+    full_parts: list[str] = []
+    seen: dict[str, int] = {}
+    repeats = False
+    for part in rest.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"{where}: empty, '.' or '..' path component after the first field")
+        seg, pos, prev_field = [], 0, False
+        for m in _FIELD.finditer(part):
+            literal = part[pos:m.start()]
+            _check_literal(literal, where)
+            name = m.group(1)
+            if not name or name != name.strip() or ":" in name or "!" in name:
+                raise ValueError(f"{where}: bad field {{{name}}}: write a column name, "
+                                 "like {order_id}")
+            if prev_field and not literal:
+                raise ValueError(f"{where}: fields {{{fields[-1] if fields else ''}}}{{{name}}} "
+                                 "touch: put a separator between them")
+            seg.append(re.escape(literal))
+            full_parts.append(re.escape(literal))
+            seg.append(_ANY)
+            if name in seen:
+                repeats = True
+                full_parts.append(f"(?:\\{seen[name]})")
+            else:
+                fields.append(name)
+                seen[name] = len(fields)
+                full_parts.append(f"({_ANY})")
+            pos, prev_field = m.end(), True
+        literal = part[pos:]
+        _check_literal(literal, where)
+        seg.append(re.escape(literal))
+        full_parts.append(re.escape(literal) + "/")
+        if part.startswith("."):
+            raise ValueError(f"{where}: hidden names (starting with '.') are ignored; "
+                             f"the component {part!r} would never match")
+        segments.append(re.compile("".join(seg), re.DOTALL))
+    full = re.compile("".join(full_parts)[:-1], re.DOTALL)
+    return root_text, rest, fields, segments, full, repeats
+
+
+def _check_literal(text: str, where: str) -> None:
+    if "{" in text or "}" in text:
+        raise ValueError(f"{where}: unbalanced brace in {text!r}")
+
+
+def _rel(path: str, prefix_len: int) -> str:
+    rel = path[prefix_len:]
+    return rel.replace(os.sep, "/") if os.sep != "/" else rel
+
+
+# --- values --------------------------------------------------------------------------------
+
+def _key_text(value: Any) -> str:
+    """A key value as it appears in a path."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, str):
+        return value
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return str(int(f)) if f.is_integer() else repr(f)
+    if isinstance(value, dt.datetime):
+        ts = pd.Timestamp(value)
+        return ts.strftime("%Y-%m-%d") if ts == ts.normalize() and ts.tz is None else ts.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _norm_key(values: tuple) -> tuple:
+    """Key tuple with numpy scalars as Python values (for dict lookups)."""
+    return tuple(v.item() if hasattr(v, "item") and not isinstance(v, str) else v for v in values)
+
+
+def _json_column(s: pd.Series) -> list[Any]:
+    """A column's values as JSON-ready Python objects (vectorised for plain dtypes)."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = s.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+        return s.to_numpy().tolist()
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        values = s.to_numpy()
+        if np.isinf(values).any():
+            raise ValueError("infinite values have no JSON form")
+        return [None if v != v else v for v in values.tolist()]
+    if isinstance(dtype, (np.dtype, pd.DatetimeTZDtype)) and dtype.kind in "mM":
+        return [None if v is pd.NaT else v.isoformat() for v in s]
+    return [_jsonable(v) for v in s.to_numpy(dtype=object)]
+
+
+def _jsonable(v: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if v is None or isinstance(v, (str, bool)):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, np.bool_):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if f != f:
+            return None
+        if f in (float("inf"), float("-inf")):
+            raise ValueError("infinite values have no JSON form")
+        return f
+    if v is pd.NaT or v is pd.NA:
+        return None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, (set, frozenset)):
+        return [_jsonable(x) for x in sorted(v, key=repr)]
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, (pd.Timedelta, dt.timedelta, np.timedelta64)):
+        return pd.Timedelta(v).isoformat()
+    if isinstance(v, np.datetime64):
+        return None if np.isnat(v) else pd.Timestamp(v).isoformat()
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        raise TypeError("bytes have no JSON form (use adapter='bytes' for binary files)")
+    raise TypeError(f"{type(v).__name__} value {v!r:.40} has no JSON form")
+
+
+def _json_kind(obj: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(obj), type(obj).__name__)
+
+
+def _first_bad(col: pd.Series, dtype: Any, paths: list[str]) -> str:
+    """Path of the first row whose value does not convert to `dtype`."""
+    import pandas as pd
+
+    for i, v in enumerate(col.tolist()):
+        try:
+            pd.Series([v], dtype=object).astype(dtype)
+        except (TypeError, ValueError):
+            return paths[i] if i < len(paths) else "?"
+    return paths[0] if len(paths) == 1 else "(one of the files)"
+
+
+def _same_bytes(path: str, payload: bytes) -> bool:
+    """Does the file at `path` hold exactly `payload`? (size first, then content)."""
+    try:
+        if os.stat(path).st_size != len(payload):
+            return False
+        with open(path, "rb") as f:
+            return f.read() == payload
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return False

@@ -1,0 +1,548 @@
+"""Parquet as a keyed table: one file, or a hive-style partitioned dataset.
+
+``TableStoreParquet("data/sales.parquet", primary_keys=["id"])`` keeps the table in one
+file (a `FileStore`: read once while its fingerprint holds, written atomically in
+`flush()`).
+
+``TableStoreParquet("data/sales", primary_keys=["region", "id"], partition_cols=["region"])``
+keeps it in a directory ``region=EU/part-0.parquet``, ``region=US/part-0.parquet``... Each
+file is handled by the same single-file machinery (`_PartitionFile`), so a partition is
+read only when its fingerprint changed and `flush()` rewrites only the partitions that
+changed; a partition left without rows loses its file and its empty folders.
+
+Partition values are taken from the path (URL-quoted, ``__HIVE_DEFAULT_PARTITION__`` for
+null). Files filepipe writes record the Arrow type of each partition column in their
+footer, so values come back with the type they were written with (ints stay ints, dates
+stay dates) and row hashes match on re-read. For files written by other tools the value
+is a string unless the file itself holds the column, or `dtypes` names a type for it.
+
+Writes are deterministic: the same rows in the same order give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+from ..errors import FilepipeError, MissingColumnsError
+from ..fileutil import FINGERPRINT_COLUMNS, atomic_write, is_temp_name, resolve_path
+from ..frames import check_keys
+from .base import TableStore
+from .files import FileStore, _align
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+NULL_SEGMENT = "__HIVE_DEFAULT_PARTITION__"
+PART_FILE = "part-0.parquet"
+_PARTITION_META = b"filepipe.partition_types"
+
+
+class TableStoreParquet(TableStore):
+    """A keyed table in a Parquet file, or in a partitioned dataset when `partition_cols` is given.
+
+    `path` is the ``.parquet`` file, or the dataset's directory. `dtypes` (column → pandas
+    dtype) fixes types the files do not carry (e.g. partition values of datasets written by
+    other tools, which otherwise read as strings).
+
+    The constructor returns the single-file or the dataset implementation; both are
+    instances of `TableStoreParquet`.
+    """
+
+    primary_keys: list[str]
+    partition_cols: list[str]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> TableStoreParquet:
+        if cls is TableStoreParquet:
+            partition_cols = kwargs.get("partition_cols", args[2] if len(args) > 2 else None)
+            cls = _ParquetDataset if partition_cols else _ParquetFile
+        return super().__new__(cls)
+
+    def __repr__(self) -> str:
+        extra = f", partition_cols={self.partition_cols}" if self.partition_cols else ""
+        return (f"TableStoreParquet({str(self.path)!r}, primary_keys={self.primary_keys}"
+                f"{extra})")
+
+
+# --- the single file ---------------------------------------------------------------------
+
+class _ParquetFile(FileStore, TableStoreParquet):
+    """One Parquet file holding the whole table."""
+
+    def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
+                 partition_cols: Sequence[str] | None = None,
+                 dtypes: Mapping[str, Any] | None = None) -> None:
+        FileStore.__init__(self, path, primary_keys, dtypes)
+        self.partition_cols = []
+
+    def read_file(self, path: Path) -> pd.DataFrame:
+        return _to_pandas(_read_table(path))
+
+    def write_file(self, df: pd.DataFrame) -> None:
+        _write_table(self.path, _from_pandas(df, self.describe()))
+
+
+# --- the partitioned dataset -------------------------------------------------------------
+
+class _PartitionFile(_ParquetFile):
+    """One file of a dataset: its rows plus the partition columns its path names."""
+
+    def __init__(self, dataset: _ParquetDataset, path: Path) -> None:
+        FileStore.__init__(self, path, dataset.primary_keys, dataset.dtypes)
+        self.partition_cols = dataset.partition_cols
+        self.dataset = dataset
+
+    def empty(self) -> pd.DataFrame:
+        return self.dataset.empty()
+
+    def read_file(self, path: Path) -> pd.DataFrame:
+        import pyarrow as pa
+
+        segments = self.dataset.segments_of(path)
+        table = _read_table(path)
+        types = _partition_types(table.schema.metadata)
+        n = table.num_rows
+        for col, raw in zip(self.partition_cols, segments):
+            typ = types.get(col)
+            if col in table.column_names:  # written by a tool that keeps it in the file
+                typ = typ or table.schema.field(col).type
+                table = table.drop_columns([col])
+            value = _parse_segment(raw, typ or pa.string(), str(path), col)
+            table = table.append_column(col, pa.repeat(value, n))
+        return _to_pandas(table)
+
+    def write_file(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        pcols = self.partition_cols
+        table = _from_pandas(df.drop(columns=pcols), self.describe())
+        types = pa.schema([pa.field(c, _arrow_type(df[c], self.describe())) for c in pcols])
+        meta = dict(table.schema.metadata or {})
+        meta[_PARTITION_META] = base64.b64encode(types.serialize().to_pybytes())
+        _write_table(self.path, table.replace_schema_metadata(meta))
+
+    def remove_keys(self, idx: pd.DataFrame) -> None:
+        """Drop the rows of `idx` held here; the file becomes dirty only if one was."""
+        if idx.empty:
+            return
+        before = self.frame()
+        if before.empty:
+            return
+        after = self._without(idx)
+        if len(after) != len(before):
+            self._frame, self._dirty = after, True
+
+    def flush(self) -> None:
+        if not self._dirty or self._frame is None:
+            return
+        if len(self._frame):
+            super().flush()
+            return
+        self.path.unlink(missing_ok=True)
+        _prune_empty_dirs(self.path.parent, self.dataset.path)
+        self._dirty, self._loaded_fp = False, None
+
+    @property
+    def is_dirty(self) -> bool:
+        return self._dirty
+
+
+class _ParquetDataset(TableStoreParquet):
+    """A hive-style dataset ``col=value/.../part-0.parquet``, one `_PartitionFile` per file."""
+
+    def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
+                 partition_cols: Sequence[str] | None = None,
+                 dtypes: Mapping[str, Any] | None = None) -> None:
+        if not primary_keys:
+            raise ValueError(f"TableStoreParquet({path!s}): primary_keys must name at least one column")
+        if isinstance(partition_cols, str):
+            partition_cols = [partition_cols]
+        if not partition_cols or len(set(partition_cols)) != len(partition_cols):
+            raise ValueError(f"TableStoreParquet({path!s}): partition_cols must name distinct columns")
+        self.path: Path = resolve_path(path)
+        self.primary_keys = list(primary_keys)
+        self.partition_cols = list(partition_cols)
+        self.dtypes = dict(dtypes or {})
+        self._files: dict[Path, _PartitionFile] = {}
+        # the partition columns that are keys: a key then lives in exactly one partition
+        self._keyed = [c for c in self.partition_cols if c in self.primary_keys]
+        self._disjoint = len(self._keyed) == len(self.partition_cols)
+
+    # --- description ---------------------------------------------------------------------
+    def describe(self) -> str:
+        return f"{self.path}/ (parquet dataset by {', '.join(self.partition_cols)})"
+
+    def watch_paths(self) -> list[Path]:
+        return [self.path]
+
+    def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
+        cols = list(dict.fromkeys(self.primary_keys + self.partition_cols + list(self.dtypes)))
+        return pd.DataFrame({c: pd.Series([], dtype=self.dtypes.get(c, object)) for c in cols})
+
+    # --- layout --------------------------------------------------------------------------
+    def segments_of(self, path: Path) -> list[str | None]:
+        """Raw partition values (unquoted; None for null) of a file of the dataset."""
+        try:
+            parts = Path(path).relative_to(self.path).parts[:-1]
+        except ValueError:
+            raise FilepipeError(f"{path} is not inside {self.describe()}") from None
+        layout = "/".join(f"{c}=..." for c in self.partition_cols)
+        if len(parts) != len(self.partition_cols):
+            raise FilepipeError(f"{path}: not in a partition folder of {self.describe()} "
+                                f"(expected {layout}/file.parquet)")
+        values = []
+        for col, part in zip(self.partition_cols, parts):
+            raw = _segment_value(part, col)
+            if raw is False:
+                raise FilepipeError(f"{path}: folder {part!r} should be {col}=<value> "
+                                    f"(expected {layout}/file.parquet)")
+            values.append(raw)
+        return values
+
+    def _dir_for(self, values: Iterable[str | None]) -> Path:
+        return self.path.joinpath(*(f"{c}={_quote(v)}" for c, v in zip(self.partition_cols, values)))
+
+    def _walk(self, filters: _Filters | None = None) -> list[tuple[str, os.stat_result]]:
+        """Parquet files under the directory (one scandir walk), pruned by `filters`."""
+        found: list[tuple[str, os.stat_result]] = []
+        depth = len(self.partition_cols)
+
+        def visit(folder: str, level: int, values: tuple) -> None:
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            for entry in entries:
+                name = entry.name
+                col = self.partition_cols[level] if level < depth else None
+                raw = _segment_value(name, col) if col is not None else False
+                if raw is False and (name.startswith((".", "_")) or is_temp_name(name)):
+                    continue
+                try:
+                    if entry.is_dir():
+                        if filters is not None and raw is not False and \
+                                not filters.level_ok(col, raw):
+                            continue
+                        visit(entry.path, level + 1, values + (raw,))
+                    elif name.endswith(".parquet") and entry.is_file():
+                        if filters is not None and level == depth and not filters.leaf_ok(values):
+                            continue
+                        found.append((entry.path, entry.stat()))
+                except FileNotFoundError:  # removed while we looked
+                    continue
+
+        visit(str(self.path), 0, ())
+        found.sort()
+        return found
+
+    def _filters(self, idx: pd.DataFrame | None) -> _Filters | None:
+        if idx is None or not self._keyed:
+            return None
+        try:
+            return _Filters(self.partition_cols, idx[self._keyed].drop_duplicates())
+        except Exception:  # noqa: BLE001 - odd key values: read everything instead
+            return None
+
+    def _file(self, path: Path | str) -> _PartitionFile:
+        path = Path(path)
+        store = self._files.get(path)
+        if store is None:
+            store = self._files[path] = _PartitionFile(self, path)
+        return store
+
+    def _paths(self, idx: pd.DataFrame | None = None) -> list[Path]:
+        """Files that may hold the keys of `idx` (all when None): on disk or buffered."""
+        filters = self._filters(idx)
+        on_disk = [Path(p) for p, _ in self._walk(filters)]
+        if filters is None:  # a full listing: forget files that are gone
+            present = set(on_disk)
+            for p in [p for p, s in self._files.items() if p not in present and not s.is_dirty]:
+                del self._files[p]
+        pending = [p for p, s in self._files.items() if s.is_dirty and not p.exists()
+                   and (filters is None or filters.leaf_ok(tuple(self.segments_of(p))))]
+        return sorted(set(on_disk) | set(pending))
+
+    # --- reading -------------------------------------------------------------------------
+    def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+        keys = self.primary_keys
+        if idx is None:
+            paths = self._paths()
+            frames = [self._file(p).frame() for p in paths]
+            df = _concat(frames)
+            if df is None:
+                return self.empty()
+            if len(frames) > 1 and not (self._disjoint and
+                                        len({p.parent for p in paths}) == len(paths)):
+                check_keys(df, keys, self.describe())  # a key in two files
+            return df
+        wanted = idx[keys].drop_duplicates()
+        paths = self._paths(wanted) if len(wanted) else []
+        parts = []
+        for p in paths:
+            frame = self._file(p).frame()
+            if len(frame):
+                parts.append(frame.merge(_align(wanted, frame, keys), on=keys))
+        df = _concat(parts)
+        return df if df is not None else self._columns_only()
+
+    def _columns_only(self) -> pd.DataFrame:
+        """No rows, but the table's columns (those of any file) when there is one."""
+        for p in self._paths():
+            frame = self._file(p).frame()
+            if len(frame.columns):
+                return frame.iloc[0:0].copy()
+        return self.empty()
+
+    # --- writing -------------------------------------------------------------------------
+    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
+        import numpy as np
+
+        if df.empty:
+            return
+        missing = [c for c in self.partition_cols + self.primary_keys if c not in df.columns]
+        if missing:
+            raise MissingColumnsError(f"{self.describe()}: rows lack column(s) "
+                                      f"{', '.join(map(repr, missing))}")
+        df = df.reset_index(drop=True)
+        keys = self.primary_keys
+        folders, which = np.unique(np.asarray(self._target_dirs(df), dtype=object),
+                                   return_inverse=True)
+        targets = [self._target_file(Path(f)) for f in folders]
+        # a key lives in one file: take it out of every other file that may hold it
+        for path in self._paths(df[keys]):
+            if self._disjoint:  # only other files of the same partition can hold the key
+                others = [j for j, t in enumerate(targets) if t != path and t.parent == path.parent]
+            else:
+                others = [j for j, t in enumerate(targets) if t != path]
+            if others:
+                mask = np.isin(which, others)
+                if mask.any():
+                    self._file(path).remove_keys(df.loc[mask, keys])
+        for j, target in enumerate(targets):
+            self._file(target).upsert_rows(df[which == j])
+
+    def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
+        if idx.empty:
+            return
+        wanted = idx[self.primary_keys].drop_duplicates()
+        for path in self._paths(wanted):
+            self._file(path).remove_keys(wanted)
+
+    def flush(self) -> None:
+        for path in sorted(self._files):
+            store = self._files[path]
+            if store.is_dirty:
+                store.flush()
+                if not path.exists():
+                    del self._files[path]
+
+    def discard(self) -> None:
+        """Forget buffered changes and cached partitions."""
+        self._files.clear()
+
+    def _target_dirs(self, df: pd.DataFrame) -> list[str]:
+        """The partition folder of each row of `df`."""
+        segments = [_format_column(df[c], self.describe()) for c in self.partition_cols]
+        root = str(self.path)
+        quoted = {}  # few distinct values: quote each once
+        return [os.path.join(root, *(quoted.get((c, v)) or quoted.setdefault((c, v), f"{c}={_quote(v)}")
+                                     for c, v in zip(self.partition_cols, vals)))
+                for vals in zip(*segments)]
+
+    def _target_file(self, folder: Path) -> Path:
+        """The file new rows of a partition go to: its only file, else part-0.parquet."""
+        existing = [p for p in self._files if p.parent == folder and self._files[p].is_dirty]
+        try:
+            existing += [Path(e.path) for e in os.scandir(folder)
+                         if e.name.endswith(".parquet") and not e.name.startswith((".", "_"))
+                         and not is_temp_name(e.name)]
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        existing = sorted(set(existing))
+        if len(existing) == 1 or (existing and folder / PART_FILE not in existing):
+            return existing[0]
+        return folder / PART_FILE
+
+    # --- files ---------------------------------------------------------------------------
+    def list_files(self) -> pd.DataFrame:
+        import pandas as pd
+
+        rows = [(p, st.st_size, st.st_mtime_ns, st.st_ino) for p, st in self._walk()]
+        return pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype(
+            {"size": "int64", "mtime_ns": "int64", "inode": "int64"})
+
+    def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+        result = {}
+        for p in paths:
+            path = Path(p)
+            if not path.is_relative_to(self.path):
+                raise ValueError(f"{self.describe()}: not this store's file: {p}")
+            store = self._file(path)
+            if path.exists():
+                result[p] = store.read_files([str(path)])[str(path)]
+            else:
+                result[p] = self.empty()
+                if not store.is_dirty:
+                    self._files.pop(path, None)
+        return result
+
+
+# --- partition values --------------------------------------------------------------------
+
+class _Filters:
+    """Which partition folders can hold the keys of an index (for pruned reads)."""
+
+    def __init__(self, partition_cols: list[str], keyed: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        self.partition_cols = partition_cols
+        self.columns = list(keyed.columns)
+        self.types = {c: pa.Array.from_pandas(keyed[c]).type for c in self.columns}
+        self.values = {c: set(pa.Array.from_pandas(keyed[c]).to_pylist()) for c in self.columns}
+        tuples = pa.Table.from_pandas(keyed, preserve_index=False).to_pylist()
+        self.tuples = {tuple(r[c] for c in self.columns) for r in tuples}
+
+    def _value(self, col: str, raw: str | None) -> Any:
+        return _parse_cached(raw, self.types[col])
+
+    def level_ok(self, col: str | None, raw: str | None) -> bool:
+        if col not in self.values:
+            return True
+        try:
+            return self._value(col, raw) in self.values[col]
+        except Exception:  # noqa: BLE001 - not a value of the key's type: no key lives here
+            return False
+
+    def leaf_ok(self, raws: tuple) -> bool:
+        if len(raws) != len(self.partition_cols) or any(r is False for r in raws):
+            return True  # a misplaced file: read it (and report it)
+        given = dict(zip(self.partition_cols, raws))
+        try:
+            return tuple(self._value(c, given[c]) for c in self.columns) in self.tuples
+        except Exception:  # noqa: BLE001
+            return False
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(raw: str | None, typ: pa.DataType) -> Any:
+    return _parse_segment(raw, typ, "", "").as_py()
+
+
+def _segment_value(name: str, col: str | None) -> str | None | bool:
+    """The unquoted value of a folder name ``col=value`` (None for null); False if not one."""
+    if col is None or not name.startswith(f"{col}="):
+        return False
+    raw = unquote(name[len(col) + 1:])
+    return None if raw == NULL_SEGMENT else raw
+
+
+def _quote(value: str | None) -> str:
+    return NULL_SEGMENT if value is None else quote(value, safe="")
+
+
+def _parse_segment(raw: str | None, typ: pa.DataType, where: str, col: str) -> pa.Scalar:
+    import pyarrow as pa
+
+    if raw is None or pa.types.is_null(typ):
+        return pa.scalar(None, typ)
+    try:
+        return pa.array([raw], pa.string()).cast(typ)[0]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise FilepipeError(f"{where}: partition value {col}={raw!r} is not a {typ}: {exc}") from exc
+
+
+def _arrow_type(series: pd.Series, where: str) -> pa.DataType:
+    import pyarrow as pa
+
+    try:
+        return pa.Array.from_pandas(series).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise FilepipeError(f"{where}: partition column {series.name!r}: {exc}") from exc
+
+
+def _format_column(series: pd.Series, where: str) -> list[str | None]:
+    """Partition values as the text that names their folders (None for null)."""
+    import pyarrow as pa
+
+    array = pa.Array.from_pandas(series) if len(series) else pa.array([], pa.string())
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    try:
+        text = array if pa.types.is_null(array.type) else array.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise FilepipeError(f"{where}: cannot partition by column {series.name!r} "
+                            f"of type {array.type}: {exc}") from exc
+    return text.to_pylist()
+
+
+def _partition_types(metadata: Mapping[bytes, bytes] | None) -> dict[str, pa.DataType]:
+    import pyarrow as pa
+
+    blob = (metadata or {}).get(_PARTITION_META)
+    if not blob:
+        return {}
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(blob)))
+    except Exception:  # noqa: BLE001 - damaged or foreign: fall back to strings
+        return {}
+    return {f.name: f.type for f in schema}
+
+
+def _prune_empty_dirs(folder: Path, root: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `root` while they are empty."""
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone)
+            if folder.exists():
+                return
+        folder = folder.parent
+
+
+# --- Arrow <-> pandas, files ---------------------------------------------------------------
+
+def _read_table(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as f:
+        return f.read()
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas()
+
+
+def _from_pandas(df: pd.DataFrame, where: str) -> pa.Table:
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise FilepipeError(f"{where}: cannot write rows as Parquet: {exc}") from exc
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    """Write atomically with fixed options: identical tables give identical bytes."""
+    import pyarrow.parquet as pq
+
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
+    import pandas as pd
+
+    nonempty = [f for f in frames if len(f)]
+    if not nonempty:
+        return frames[0].iloc[0:0].copy() if frames else None
+    if len(nonempty) == 1:
+        return nonempty[0].copy()  # the frame a partition caches: callers may modify theirs
+    return pd.concat(nonempty, ignore_index=True)
