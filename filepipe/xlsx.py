@@ -360,8 +360,9 @@ class _Package:
                                            (body_start + t.start(), body_start + t.end()),
                                            t.group(0)))
         # prefix bound to the relationships namespace on the root element
+        root_tag = re.search(r"<" + p + r"workbook\b[^>]*>", self.wb_xml)
         rm = re.search(r'xmlns:([A-Za-z_][\w.\-]*)\s*=\s*["\']' + re.escape(_NS_R) + r'["\']',
-                       self.wb_xml)
+                       root_tag.group(0) if root_tag else "")
         self.r_prefix = rm.group(1) if rm else None
 
     def find_sheet(self, name: str) -> _SheetEntry | None:
@@ -1056,6 +1057,11 @@ def _check_shape(df: pd.DataFrame, ctx: _Ctx) -> None:
     if n_cols > MAX_COLS:
         raise SheetError(f"{ctx.path}: sheet {ctx.sheet!r}: {n_cols:,} columns do not fit in an "
                          f"Excel sheet ({MAX_COLS:,} columns)")
+    for i, name in enumerate(df.columns):
+        if len(str(name)) > MAX_CELL_CHARS:
+            raise SheetError(f"{ctx.path}: sheet {ctx.sheet!r}, row 1 (header), column {i + 1}: "
+                             f"name of {len(str(name)):,} characters; an Excel cell holds at most "
+                             f"{MAX_CELL_CHARS:,}")
 
 
 def _prepare_columns(df: pd.DataFrame, ctx: _Ctx) -> list[_Column]:
@@ -1155,7 +1161,6 @@ class _Plan:
         self.replace: dict[str, bytes] = {}  # member (exact name) -> new bytes
         self.delete: set[str] = set()  # lower-case names
         self.sheet_part = ""
-        self.sheet_is_new = False
         self.tab_selected = False
         self.styles_part = ""
 
@@ -1182,7 +1187,8 @@ def _plan(pkg: _Package, sheet: str, new_workbook: bool,
         plan.sheet_part = part
         plan.tab_selected = _tab_selected(pkg, part)
         if entry.name != sheet:  # same sheet for Excel (names are case-insensitive): rename
-            tag = re.sub(r'\bname\s*=\s*("[^"]*"|\'[^\']*\')', f'name="{_attr(sheet)}"', entry.tag, count=1)
+            tag = re.sub(r'(?<![\w:.-])name\s*=\s*("[^"]*"|\'[^\']*\')', f'name="{_attr(sheet)}"',
+                         entry.tag, count=1)
             s, e = entry.span
             wb_xml = wb_xml[:s] + tag + wb_xml[e:]
         if (ct.content_type(part) or "") != _CT_WORKSHEET:
@@ -1191,7 +1197,6 @@ def _plan(pkg: _Package, sheet: str, new_workbook: bool,
         if pkg.has(sheet_rels):
             plan.delete.add(sheet_rels.lower())
     else:
-        plan.sheet_is_new = True
         plan.tab_selected = not pkg.sheets
         wb_dir = posixpath.dirname(pkg.wb_part)
         overrides = {a.get("PartName", "").lower() for k, a in ct.items if k == "Override"}

@@ -112,9 +112,8 @@ def test_round_trip_of_mixed_dtypes(in_tmp: Path) -> None:
     back = store_frame(store)
     expected = MIXED.sort_values("id", ignore_index=True)
     assert list(back.columns) == list(MIXED.columns)
-    assert back["name"].tolist()[:2] == ["北京", None] or back["name"].isna().tolist() == \
-        expected["name"].isna().tolist()
-    assert back["name"].dropna().tolist() == expected["name"].dropna().tolist()
+    assert back["name"].isna().tolist() == [False, True, False, False]
+    assert back["name"].dropna().tolist() == ["北京", "Zoë 😀", "a < b & c"]
     assert back["qty"].tolist() == expected["qty"].tolist()
     np.testing.assert_array_equal(back["price"].to_numpy(), expected["price"].to_numpy())
     assert back["day"].tolist() == expected["day"].tolist()
@@ -599,3 +598,71 @@ def test_engine_noop_run_does_not_open_or_rewrite(ds, in_tmp: Path, monkeypatch)
         assert report.ok and report.tables == {} and not report.changed
     assert opened == []
     assert (mtime(src), mtime(out), out.read_bytes()) == before
+
+
+# --- known problems outside this store (see the xfail reasons) ----------------------------
+
+def shared_book_pipeline(ds, book: Path, func):
+    make_workbook(book, {"Orders": order_rows(5)})
+    catalog = Catalog({"orders": Table(TableStoreExcel(book, "Orders", ["order_id"])),
+                       "out": Table(TableStoreExcel(book, "Out", ["order_id"]))})
+    return build_compute(ds, catalog, Pipeline([BatchTransform(func, ["orders"], ["out"])]))
+
+
+@pytest.mark.xfail(strict=True, reason="engine: DataTable.store_chunk hashes the step's frame, "
+                   "not what the store keeps (TableStoreExcel.normalize); a workbook change "
+                   "then looks like a hand edit of the output (see report)")
+def test_values_excel_cannot_keep_are_no_false_conflict(ds, in_tmp: Path) -> None:
+    def with_odd_values(orders: pd.DataFrame) -> pd.DataFrame:
+        return orders.assign(blank="", day=dt.date(2024, 1, 2),
+                             at=pd.Timestamp("2024-01-01 10:00:00.123456"))[
+            ["order_id", "blank", "day", "at"]]
+    book = in_tmp / "book.xlsx"
+    steps = shared_book_pipeline(ds, book, with_odd_values)
+    assert run_steps(ds, steps).ok
+    edit_workbook(book, set_cell("Orders", "C2", 99.0))  # the input sheet, not the output
+    report = run_steps(ds, steps)
+    assert report.backups == {}
+
+
+@pytest.mark.xfail(strict=True, reason="engine: sync.rebuild_output deletes only the keys in "
+                   "the meta; a row added by hand to the output survives the rebuild")
+def test_rebuild_drops_rows_added_by_hand(ds, in_tmp: Path) -> None:
+    src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(5)})
+    out = in_tmp / "doubled.xlsx"
+    steps = per_row_pipeline(ds, src, out)
+    assert run_steps(ds, steps).ok
+    edit_workbook(out, lambda wb: wb["Doubled"].append([99, "zz", 1.0]))
+    report = run_steps(ds, steps)
+    assert list(report.backups) == ["doubled"]
+    assert 99 not in set(read_sheet(out, "Doubled")["order_id"])
+
+
+@pytest.mark.xfail(strict=True, reason="engine: sync.rebuild_output loads the hand-edited "
+                   "output to delete its rows; a deleted key column (or a duplicate key) "
+                   "raises out of run_steps")
+@pytest.mark.parametrize("damage", ["drop_key_column", "duplicate_key"])
+def test_output_broken_by_hand_is_backed_up_and_rebuilt(ds, in_tmp: Path, damage: str) -> None:
+    src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(5)})
+    out = in_tmp / "doubled.xlsx"
+    steps = per_row_pipeline(ds, src, out)
+    assert run_steps(ds, steps).ok
+    computed = read_sheet(out, "Doubled")
+    edit_workbook(out, {"drop_key_column": lambda wb: wb["Doubled"].delete_cols(1),
+                        "duplicate_key": lambda wb: wb["Doubled"].append([1, "x", 0.0])}[damage])
+    report = run_steps(ds, steps)
+    assert list(report.backups) == ["doubled"]
+    pd.testing.assert_frame_equal(read_sheet(out, "Doubled"), computed)
+
+
+@pytest.mark.xfail(strict=True, reason="engine: sync_table does not catch the key coercion "
+                   "error when a numeric key column gets a text key; run_steps raises "
+                   "ValueError instead of reporting the file")
+def test_text_typed_into_a_numeric_key_column_is_reported(ds, in_tmp: Path) -> None:
+    src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(5)})
+    steps = per_row_pipeline(ds, src, in_tmp / "doubled.xlsx")
+    assert run_steps(ds, steps).ok
+    edit_workbook(src, set_cell("Orders", "A3", "X-2"))
+    report = run_steps(ds, steps)
+    assert list(report.source_errors) == [str(src)]
+    assert "order_id" in report.source_errors[str(src)]

@@ -454,3 +454,20 @@ def test_engine_file_source_half_written(ds, in_tmp: Path,  # noqa: ANN001
     age(src)
     report = run_steps(ds, steps)
     assert report.ok and not report.changed and stats(outs) == before
+
+
+def test_engine_hand_edited_output_partition_is_backed_up_and_rebuilt(ds, in_tmp: Path) -> None:  # noqa: ANN001
+    write_source(in_tmp / "src.parquet", source_frame())
+    steps = engine(ds, TableStoreParquet("src.parquet", ["id"]), out_store())
+    run_steps(ds, steps)
+    us = in_tmp / "out/region=US/part-0.parquet"
+    edited = pq.read_table(us).to_pandas()
+    edited.loc[0, "v2"] = -1.0
+    pq.write_table(pa.Table.from_pandas(edited, preserve_index=False), us)
+    report = run_steps(ds, steps)
+    assert "out" in report.backups
+    backups = sorted((in_tmp / "out").rglob("*.bak.parquet"))
+    assert backups and all(str(b) not in out_store().list_files()["path"].tolist() for b in backups)
+    got = out_store().read_rows()
+    assert sorted(got["v2"].tolist()) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert not run_steps(ds, steps).changed

@@ -5,8 +5,6 @@ Website events (user_id, event_id, event JSON) go into `events`; one step derive
 Run the API with: ``uvicorn examples.seed_events.pipeline:app`` (needs the `api` extra).
 """
 
-from __future__ import annotations
-
 import json
 import os
 
@@ -32,7 +30,7 @@ ip_schema = [
 ]
 
 
-def parse_clicks_ip_step(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_clicks_ip_step(df: pd.DataFrame):
     res = []
     res_ips = []
     for user_id, grp in df.groupby("user_id"):
@@ -80,12 +78,14 @@ def store_event(catalog, ds, steps, user_id: str, event_id: str, event: dict) ->
 def make_app(db_url: str = "sqlite:///store.sqlite"):
     """The tutorial's FastAPI app (requires `pip install filepipe[api]`)."""
     from fastapi import FastAPI
-    from pydantic import BaseModel
+    from pydantic import BaseModel, ConfigDict
 
     catalog, ds, steps = make_pipeline(db_url)
     app = FastAPI()
 
     class UpdateDataRequest(BaseModel):
+        # the tutorial posts numbers for these string fields (pydantic 1 coerced them)
+        model_config = ConfigDict(coerce_numbers_to_str=True)
         user_id: str
         event_id: str
         event: dict

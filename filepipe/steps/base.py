@@ -67,3 +67,13 @@ def flush_once(tables: list[DataTable]) -> Iterator[None]:
         for t in tables:
             stack.enter_context(t.deferred_flush())
         yield
+
+
+def tables(ds: DataStore, catalog: Catalog, step: str, names: list[str]) -> list[DataTable]:
+    """The DataTables `names` of a step; an unknown name is reported with the step's name."""
+    from ..errors import UnknownTableError
+
+    try:
+        return [catalog.get_datatable(ds, n) for n in names]
+    except UnknownTableError as exc:
+        raise UnknownTableError(f"step {step!r}: {exc}") from None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StepOutputError
 from ..frames import empty_frame
 from ..types import ChangeList, concat_index
-from .base import ComputeStep, PipelineStep, error_text, flush_once
+from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,8 +40,8 @@ class BatchGenerate(PipelineStep):
         return self.name or getattr(self.func, "__name__", "generate")
 
     def build(self, ds: DataStore, catalog: Catalog, name: str) -> BatchGenerateStep:
-        return BatchGenerateStep(ds, name, self.func,
-                                 [catalog.get_datatable(ds, n) for n in self.outputs], self.kwargs)
+        return BatchGenerateStep(ds, name, self.func, tables(ds, catalog, name, self.outputs),
+                                 self.kwargs)
 
 
 class BatchGenerateStep(ComputeStep):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import MissingColumnsError, PipelineError, StepOutputError
 from ..frames import check_keys, empty_frame
 from ..types import ChangeList
-from .base import ComputeStep, PipelineStep, error_text, flush_once
+from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,9 +47,8 @@ class BatchTransform(PipelineStep):
 
     def build(self, ds: DataStore, catalog: Catalog, name: str) -> BatchTransformStep:
         return BatchTransformStep(
-            ds, name, self.func,
-            [catalog.get_datatable(ds, n) for n in self.inputs],
-            [catalog.get_datatable(ds, n) for n in self.outputs],
+            ds, name, self.func, tables(ds, catalog, name, self.inputs),
+            tables(ds, catalog, name, self.outputs),
             transform_keys=self.transform_keys, chunk_size=self.chunk_size, kwargs=self.kwargs)
 
 

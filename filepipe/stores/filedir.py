@@ -149,6 +149,7 @@ class TableStoreFiledir(TableStore):
         last = len(self._segments) - 1
         full = self._full.fullmatch if self._repeats else None
         prefix_len = len(self._prefix)
+        temp, add_path, add_stat = is_temp_name, paths.append, stats.append
         stack = [(self._root_str, 0)]
         while stack:
             folder, depth = stack.pop()
@@ -169,9 +170,9 @@ class TableStoreFiledir(TableStore):
                         except OSError:
                             continue
                     continue
-                for entry in it:
+                for entry in it:  # the hot loop: one regex, one stat per file
                     name = entry.name
-                    if name[0] == "." or not match(name) or is_temp_name(name):
+                    if name[0] == "." or not match(name) or temp(name):
                         continue
                     path = entry.path
                     if full is not None and not full(_rel(path, prefix_len)):
@@ -180,10 +181,10 @@ class TableStoreFiledir(TableStore):
                         if not entry.is_file():
                             continue
                         if stat:
-                            stats.append(entry.stat())
+                            add_stat(entry.stat())
                     except FileNotFoundError:  # deleted during the walk
                         continue
-                    paths.append(path)
+                    add_path(path)
         return paths, stats
 
     def list_files(self) -> pd.DataFrame:

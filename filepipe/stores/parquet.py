@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 NULL_SEGMENT = "__HIVE_DEFAULT_PARTITION__"
 PART_FILE = "part-0.parquet"
+BACKUP_SUFFIX = ".bak.parquet"  # fileutil.backup_path: part-0.<time>.bak.parquet
 _PARTITION_META = b"filepipe.partition_types"
 
 
@@ -86,7 +87,7 @@ class _ParquetFile(FileStore, TableStoreParquet):
         return _to_pandas(_read_table(path))
 
     def write_file(self, df: pd.DataFrame) -> None:
-        _write_table(self.path, _from_pandas(df, self.describe()))
+        _write_table(self.path, _from_pandas(_by_key(df, self.primary_keys), self.describe()))
 
 
 # --- the partitioned dataset -------------------------------------------------------------
@@ -122,7 +123,7 @@ class _PartitionFile(_ParquetFile):
         import pyarrow as pa
 
         pcols = self.partition_cols
-        table = _from_pandas(df.drop(columns=pcols), self.describe())
+        table = _from_pandas(_by_key(df, self.primary_keys).drop(columns=pcols), self.describe())
         types = pa.schema([pa.field(c, _arrow_type(df[c], self.describe())) for c in pcols])
         meta = dict(table.schema.metadata or {})
         meta[_PARTITION_META] = base64.b64encode(types.serialize().to_pybytes())
@@ -233,7 +234,7 @@ class _ParquetDataset(TableStoreParquet):
                                 not filters.level_ok(col, raw):
                             continue
                         visit(entry.path, level + 1, values + (raw,))
-                    elif name.endswith(".parquet") and entry.is_file():
+                    elif _is_data_file(name) and entry.is_file():
                         if filters is not None and level == depth and not filters.leaf_ok(values):
                             continue
                         found.append((entry.path, entry.stat()))
@@ -362,9 +363,7 @@ class _ParquetDataset(TableStoreParquet):
         """The file new rows of a partition go to: its only file, else part-0.parquet."""
         existing = [p for p in self._files if p.parent == folder and self._files[p].is_dirty]
         try:
-            existing += [Path(e.path) for e in os.scandir(folder)
-                         if e.name.endswith(".parquet") and not e.name.startswith((".", "_"))
-                         and not is_temp_name(e.name)]
+            existing += [Path(e.path) for e in os.scandir(folder) if _is_data_file(e.name)]
         except (FileNotFoundError, NotADirectoryError):
             pass
         existing = sorted(set(existing))
@@ -430,6 +429,12 @@ class _Filters:
             return tuple(self._value(c, given[c]) for c in self.columns) in self.tuples
         except Exception:  # noqa: BLE001
             return False
+
+
+def _is_data_file(name: str) -> bool:
+    """A Parquet file of the dataset: not hidden, temp, or a backup filepipe made."""
+    return (name.endswith(".parquet") and not name.endswith(BACKUP_SUFFIX)
+            and not name.startswith((".", "_")) and not is_temp_name(name))
 
 
 @lru_cache(maxsize=4096)
@@ -519,6 +524,18 @@ def _read_table(path: Path) -> pa.Table:
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas()
+
+
+def _by_key(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows in key order, so equal tables give equal files whatever order rows came in."""
+    if len(df) < 2:
+        return df
+    try:
+        if len(keys) == 1 and df[keys[0]].is_monotonic_increasing:
+            return df
+        return df.sort_values(keys, kind="stable", ignore_index=True)
+    except TypeError:  # keys of mixed types do not sort: keep the order they have
+        return df
 
 
 def _from_pandas(df: pd.DataFrame, where: str) -> pa.Table:

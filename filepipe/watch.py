@@ -1,0 +1,594 @@
+"""The watch daemon (DESIGN §6): file events → filter → debounce → one incremental cycle.
+
+``watch(app)`` starts a watchdog observer on the folders of the pipeline's file sources,
+runs a catch-up full sync, then loops: events are filtered (lock, temp and swap files,
+``.filepipe/``, and the writes filepipe itself just made to its outputs), collected by a
+:class:`Debouncer` (a quiet period after the last event, capped by a maximum delay so an
+event storm cannot starve cycles), and each due batch of paths becomes one
+``app.run_cycle(paths)``: only the sources holding those files are synced and only the
+steps below them run. Every cycle logs one line. A full sync runs every `rescan_every`
+seconds (and after an inotify overflow or a dead observer) to catch missed events.
+Nothing a cycle raises stops the daemon; SIGINT/SIGTERM or `stop.set()` end it cleanly
+after the current cycle.
+
+The small pieces (:class:`Debouncer`, :class:`PathFilter`, :class:`OutputWrites`) hold the
+logic and are tested on their own; :class:`Watcher` wires them to threads and the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .fileutil import is_temp_name
+
+if TYPE_CHECKING:
+    from .app import FilepipeApp
+    from .compute import RunReport
+
+log = logging.getLogger("filepipe")
+
+#: Quiet period (seconds) after the last file event before a cycle starts. Measured with
+#: benchmarks/bench_watch.py: Excel/LibreOffice-style saves put all their events within
+#: ~100 ms (one cycle at 0.3 s), and a single edit reaches the output in debounce + one
+#: cycle. See the module's report in the PR for the figures.
+DEFAULT_DEBOUNCE = 0.3
+MIN_MAX_DELAY = 2.0          # the default cap on total delay is max(5 × debounce, this)
+HEALTH_EVERY = 5.0           # seconds between checks that the observer threads are alive
+RETRY_FIRST, RETRY_MAX = 2.0, 60.0   # backoff before a full sync retries a cycle that raised
+MAX_NAMES = 3                # file names shown in a cycle's log line
+
+
+# --- debouncing -------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """Paths that changed (in arrival order) and whether a full sync is wanted instead."""
+
+    paths: list[str] = field(default_factory=list)
+    full: bool = False
+    first: float = 0.0
+    events: int = 0
+
+
+class Debouncer:
+    """Collects changed paths; a batch is due after `quiet` seconds without an event, or
+    `max_delay` seconds after the first pending event, whichever comes first.
+
+    Not thread-safe by itself (the :class:`Watcher` holds a lock around it); `clock`
+    is injectable for tests. ``add(None)`` asks for a full sync.
+    """
+
+    def __init__(self, quiet: float, max_delay: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if quiet < 0:
+            raise ValueError("quiet period must be >= 0")
+        self.quiet = quiet
+        self.max_delay = default_max_delay(quiet) if max_delay is None else max(max_delay, quiet)
+        self.clock = clock
+        self._paths: dict[str, None] = {}
+        self._full = False
+        self._first: float | None = None
+        self._last: float | None = None
+        self._events = 0
+
+    def add(self, path: str | None, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        if path is None:
+            self._full = True
+        else:
+            self._paths[path] = None
+        if self._first is None:
+            self._first = now
+        self._last = now
+        self._events += 1
+
+    @property
+    def pending(self) -> bool:
+        return self._first is not None
+
+    def due_in(self, now: float | None = None) -> float | None:
+        """Seconds until the pending batch is due (0 when due); None when nothing is pending."""
+        if self._first is None or self._last is None:
+            return None
+        now = self.clock() if now is None else now
+        due_at = min(self._last + self.quiet, self._first + self.max_delay)
+        return max(0.0, due_at - now)
+
+    def pop(self, now: float | None = None) -> Batch | None:
+        """The pending batch if it is due (and forget it), else None."""
+        wait = self.due_in(now)
+        if wait is None or wait > 0:
+            return None
+        batch = Batch(list(self._paths), self._full, self._first or 0.0, self._events)
+        self._paths, self._full, self._first, self._last, self._events = {}, False, None, None, 0
+        return batch
+
+
+def default_max_delay(debounce: float) -> float:
+    return max(5 * debounce, MIN_MAX_DELAY)
+
+
+# --- filtering --------------------------------------------------------------------------
+
+class PathFilter:
+    """Which event paths can matter: not lock/temp/swap files, nothing under `ignore_dirs`
+    (``.filepipe/``), not the metadata database files (`ignore_files` and their
+    ``-journal``/``-wal``/``-shm`` siblings)."""
+
+    def __init__(self, ignore_dirs: Iterable[str | os.PathLike] = (),
+                 ignore_files: Iterable[str | os.PathLike] = ()) -> None:
+        self.dirs = [_norm(d) for d in ignore_dirs]
+        self.files = [_norm(f) for f in ignore_files]
+
+    def accepts(self, path: str) -> bool:
+        if is_temp_name(os.path.basename(path)):
+            return False
+        norm = _norm(path)
+        if any(norm == d or norm.startswith(d + os.sep) for d in self.dirs):
+            return False
+        return not any(norm.startswith(f) and norm[len(f):] in ("", "-journal", "-wal", "-shm")
+                       for f in self.files)
+
+    def accepts_dir(self, path: str) -> bool:
+        norm = _norm(path)
+        return not any(norm == d or norm.startswith(d + os.sep) for d in self.dirs)
+
+
+def _norm(path: str | os.PathLike) -> str:
+    return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
+Fingerprint = tuple[int, int, int]
+
+
+def fingerprint(path: str) -> Fingerprint | None:
+    """(size, mtime_ns, inode) of `path`, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class OutputWrites:
+    """Remembers the fingerprints of the output files filepipe itself wrote.
+
+    Take a :meth:`snapshot` before and after a cycle and :meth:`remember` the files whose
+    fingerprint the cycle changed; an event for a path whose current fingerprint equals
+    the remembered one came from filepipe's own write and :meth:`is_own` says so.
+    """
+
+    def __init__(self, list_outputs: Callable[[], dict[str, Fingerprint]]) -> None:
+        self._list = list_outputs
+        self._mine: dict[str, Fingerprint] = {}
+
+    def snapshot(self) -> dict[str, Fingerprint]:
+        try:
+            return {_norm(p): fp for p, fp in self._list().items()}
+        except Exception as exc:  # noqa: BLE001 - a broken output store must not stop watching
+            log.debug("cannot list output files: %s", exc)
+            return {}
+
+    def remember(self, before: dict[str, Fingerprint], after: dict[str, Fingerprint]) -> None:
+        for path, fp in after.items():
+            if before.get(path) != fp:
+                self._mine[path] = fp
+        for path in list(self._mine):
+            if path not in after and path in before:  # the cycle deleted it
+                del self._mine[path]
+
+    def is_own(self, path: str) -> bool:
+        mine = self._mine.get(_norm(path))
+        return mine is not None and fingerprint(path) == mine
+
+
+def output_fingerprints(app: FilepipeApp) -> dict[str, Fingerprint]:
+    """Current fingerprints of the files of every table a step writes (file-backed stores)."""
+    found: dict[str, Fingerprint] = {}
+    seen: set[str] = set()
+    for step in app.steps:
+        for t in step.outputs:
+            if t.name in seen:
+                continue
+            seen.add(t.name)
+            try:
+                listed = t.store.list_files()
+            except Exception as exc:  # noqa: BLE001
+                log.debug("cannot list files of output %s: %s", t.name, exc)
+                continue
+            if listed is None:
+                continue
+            for p, size, mtime, ino in zip(listed["path"], listed["size"], listed["mtime_ns"],
+                                           listed["inode"]):
+                found[str(p)] = (int(size), int(mtime), int(ino))
+    return found
+
+
+# --- which folders -----------------------------------------------------------------------
+
+@dataclass
+class WatchTarget:
+    path: Path          # the folder scheduled (recursively)
+    wanted: list[Path]  # the source folders it stands for
+    missing: bool       # True when `wanted` does not exist yet and a parent is watched
+
+
+def watch_targets(paths: Iterable[Path]) -> list[WatchTarget]:
+    """Folders to schedule: each source folder, or its nearest existing parent when it does
+    not exist yet; folders inside another scheduled folder are dropped (watches are
+    recursive). Paths keep their spelling so event paths match the stores' paths."""
+    chosen: list[WatchTarget] = []
+    for wanted in paths:
+        p, missing = Path(wanted), False
+        while not p.is_dir() and p != p.parent:
+            p, missing = p.parent, True
+        for t in chosen:
+            if t.path == p or _inside(p, t.path):
+                t.wanted.append(Path(wanted))
+                t.missing = t.missing or missing
+                break
+        else:
+            inner = [t for t in chosen if _inside(t.path, p)]
+            chosen = [t for t in chosen if t not in inner]
+            chosen.append(WatchTarget(p, [Path(wanted)] + [w for t in inner for w in t.wanted],
+                                      missing or any(t.missing for t in inner)))
+    return chosen
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    """`child` strictly below `parent`, by spelling (so event paths keep the same prefix)."""
+    c, p = str(child), str(parent).rstrip(os.sep)
+    return c.startswith(p + os.sep)
+
+
+# --- the daemon --------------------------------------------------------------------------
+
+_FILE_EVENTS = ("created", "modified", "moved", "deleted", "closed")
+
+
+def _event_classes() -> list[type]:
+    from watchdog import events as ev
+
+    return [ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileMovedEvent, ev.FileDeletedEvent,
+            ev.FileClosedEvent, ev.DirMovedEvent, ev.DirDeletedEvent]
+
+
+def _handler(watcher: Watcher) -> Any:
+    """A watchdog handler feeding every event to `watcher.on_event` (which filters)."""
+    from watchdog.events import FileSystemEventHandler
+
+    class Handler(FileSystemEventHandler):
+        def dispatch(self, event: Any) -> None:  # the observer thread calls this
+            try:
+                watcher.on_event(event)
+            except Exception:  # noqa: BLE001 - never let the observer thread die on us
+                log.exception("error while handling %r", event)
+
+    return Handler()
+
+
+class _OverflowLog(logging.Handler):
+    """Turns watchdog's 'Inotify queue overflowed' warnings into a full-sync request."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__(logging.WARNING)
+        self.watcher = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.watcher.request_full("inotify queue overflowed")
+
+
+class Watcher:
+    """The daemon's state; :func:`watch` builds one and calls :meth:`run`."""
+
+    def __init__(self, app: FilepipeApp, debounce: float = DEFAULT_DEBOUNCE, poll: bool = False,
+                 rescan_every: float | None = 300.0, echo: Callable[[str], Any] = print,
+                 max_delay: float | None = None, stop: threading.Event | None = None,
+                 on_cycle: Callable[[RunReport], Any] | None = None) -> None:
+        self.app = app
+        self.poll = poll
+        self.rescan_every = rescan_every if rescan_every and rescan_every > 0 else None
+        self.echo = _flushing(echo)
+        self.stop = stop if stop is not None else threading.Event()
+        self.on_cycle = on_cycle
+        self.debouncer = Debouncer(debounce, max_delay)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        ignore_files = []
+        if app.meta_url.startswith("sqlite:///"):
+            ignore_files.append(app.meta_url[len("sqlite:///"):])
+        self.filter = PathFilter([app.state_dir], ignore_files)
+        self.outputs = OutputWrites(lambda: output_fingerprints(app))
+        self.observer: Any = None
+        self.targets: list[WatchTarget] = []
+        self.cycles = 0
+        self._retry_at: float | None = None
+        self._backoff = RETRY_FIRST
+        self._full_reason: str | None = None
+        self._signals = 0
+
+    # --- events (observer thread) -------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        kind = event.event_type
+        if kind not in _FILE_EVENTS:
+            return
+        if event.is_directory:
+            # a folder moved or deleted as a whole: its files get no events of their own
+            if kind in ("moved", "deleted") and self.filter.accepts_dir(os.fsdecode(event.src_path)):
+                self.request_full(None)
+            return
+        paths = [os.fsdecode(event.src_path)]
+        if kind == "moved" and event.dest_path:
+            paths.append(os.fsdecode(event.dest_path))
+        accepted = [p for p in paths if self.filter.accepts(p)]
+        if accepted:
+            with self._lock:
+                for p in accepted:
+                    self.debouncer.add(p)
+            self._wake.set()
+
+    def request_full(self, reason: str | None) -> None:
+        with self._lock:
+            self.debouncer.add(None)
+            if reason:
+                self._full_reason = reason
+        self._wake.set()
+
+    # --- observer -----------------------------------------------------------------------
+    def start_observer(self) -> None:
+        if self.poll:
+            from watchdog.observers.polling import PollingObserver as observer_class
+        else:
+            from watchdog.observers import Observer as observer_class
+        observer = observer_class()
+        handler = _handler(self)
+        classes = _event_classes()
+        for t in self.targets:
+            observer.schedule(handler, str(t.path), recursive=True, event_filter=classes)
+        observer.start()
+        self.observer = observer
+
+    def stop_observer(self) -> None:
+        observer, self.observer = self.observer, None
+        if observer is None:
+            return
+        try:
+            observer.stop()
+            observer.join(timeout=5)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("error while stopping the observer: %s", exc)
+
+    def observer_alive(self) -> bool:
+        obs = self.observer
+        return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters)
+
+    # --- cycles (main thread) -----------------------------------------------------------
+    def cycle(self, paths: set[str] | None, label: str) -> RunReport | None:
+        """One `run_cycle`, logged in one line (plus one per failure); never raises."""
+        before = self.outputs.snapshot()
+        t0 = time.perf_counter()
+        try:
+            report = self.app.run_cycle(paths)
+        except Exception as exc:  # noqa: BLE001 - a bad cycle must not kill the daemon
+            ms = (time.perf_counter() - t0) * 1000
+            self._retry_at = time.monotonic() + self._backoff
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.echo(f"{_now()} | {label} | cycle failed after {ms:.0f} ms: "
+                      f"{type(exc).__name__}: {msg} (full sync again in {self._backoff:g} s)")
+            self._backoff = min(self._backoff * 2, RETRY_MAX)
+            self.outputs.remember(before, self.outputs.snapshot())
+            return None
+        ms = (time.perf_counter() - t0) * 1000
+        self.outputs.remember(before, self.outputs.snapshot())
+        if paths is None:  # everything is synced again: no retry pending
+            self._retry_at, self._backoff = None, RETRY_FIRST
+        self.cycles += 1
+        for line in format_cycle(report, label, ms):
+            self.echo(line)
+        if self.on_cycle is not None:
+            try:
+                self.on_cycle(report)
+            except Exception as exc:  # noqa: BLE001
+                self.echo(f"{_now()} | on_cycle callback failed: {type(exc).__name__}: {exc}")
+        return report
+
+    def run_batch(self, batch: Batch) -> None:
+        paths = [p for p in batch.paths if not self.outputs.is_own(p)]
+        if batch.full:
+            reason, self._full_reason = self._full_reason, None
+            self.cycle(None, f"full sync ({reason or 'a folder moved or was deleted'})")
+        elif paths:
+            self.cycle(set(paths), describe_paths(paths))
+
+    # --- main loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        self.targets = watch_targets(self.app.watch_paths())
+        self._announce()
+        restore = self._install_signals()
+        overflow = _OverflowLog(self)
+        wd_log = logging.getLogger("watchdog.observers.inotify_c")
+        wd_log.addHandler(overflow)
+        waker = threading.Thread(target=self._wake_on_stop, name="filepipe-watch-stop",
+                                 daemon=True)
+        waker.start()
+        try:
+            self.start_observer()
+            self.cycle(None, "startup: full sync")
+            self._loop()
+        finally:
+            self.stop_observer()
+            wd_log.removeHandler(overflow)
+            restore()
+            self.stop.set()  # releases the waker thread; watch() has returned for good
+            self.echo(f"{_now()} | stopped after {self.cycles} cycle(s)")
+
+    def _loop(self) -> None:
+        next_rescan = time.monotonic() + self.rescan_every if self.rescan_every else None
+        next_health = time.monotonic() + HEALTH_EVERY
+        while not self.stop.is_set():
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                batch = self.debouncer.pop(now)
+                due_in = self.debouncer.due_in(now)
+            if batch is not None:
+                self.run_batch(batch)
+                continue
+            if next_rescan is not None and now >= next_rescan:
+                self.cycle(None, "periodic full sync")
+                next_rescan = time.monotonic() + self.rescan_every
+                continue
+            if self._retry_at is not None and now >= self._retry_at:
+                self._retry_at = None
+                self.cycle(None, "retry: full sync")
+                continue
+            if now >= next_health:
+                next_health = now + HEALTH_EVERY
+                if not self.observer_alive():
+                    self.echo(f"{_now()} | the file observer stopped; restarting it")
+                    self.stop_observer()
+                    try:
+                        self.targets = watch_targets(self.app.watch_paths())
+                        self.start_observer()
+                    except Exception as exc:  # noqa: BLE001
+                        self.echo(f"{_now()} | cannot restart the observer: "
+                                  f"{type(exc).__name__}: {exc} (retrying)")
+                    self.request_full("the observer was restarted")
+                    continue
+            waits = [next_health - now]
+            if due_in is not None:
+                waits.append(due_in)
+            if next_rescan is not None:
+                waits.append(next_rescan - now)
+            if self._retry_at is not None:
+                waits.append(self._retry_at - now)
+            self._wake.wait(max(0.0, min(waits)))
+
+    def _wake_on_stop(self) -> None:
+        self.stop.wait()
+        self._wake.set()
+
+    def _announce(self) -> None:
+        kind = "polling" if self.poll else "OS file events"
+        names = ", ".join(t.name for t in self.app.sources()) or "(none)"
+        if not self.targets:
+            self.echo(f"{_now()} | no file source to watch (sources: {names}); "
+                      "periodic full syncs only")
+        for t in self.targets:
+            self.echo(f"{_now()} | watching {t.path} (recursive, {kind})")
+            if t.missing:
+                gone = ", ".join(str(w) for w in t.wanted if not Path(w).is_dir())
+                self.echo(f"{_now()} |   {gone} does not exist yet: watching its nearest "
+                          f"existing parent {t.path} instead")
+        rescan = f"full sync every {self.rescan_every:g} s" if self.rescan_every \
+            else "no periodic full sync"
+        self.echo(f"{_now()} | sources: {names}; debounce {self.debouncer.quiet:g} s "
+                  f"(at most {self.debouncer.max_delay:g} s), {rescan}; Ctrl-C to stop")
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self._signals += 1
+            if self._signals > 1 and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):
+                pass
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                try:
+                    signal.signal(sig, old)
+                except (ValueError, OSError, TypeError):
+                    pass
+
+        return restore
+
+
+def watch(app: FilepipeApp, debounce: float = DEFAULT_DEBOUNCE, poll: bool = False,
+          rescan_every: float | None = 300.0, echo: Callable[[str], Any] = print,
+          max_delay: float | None = None, stop: threading.Event | None = None,
+          on_cycle: Callable[[RunReport], Any] | None = None) -> None:
+    """Keep the pipeline up to date while files under its sources change.
+
+    `debounce`: quiet period (s) after the last event before a cycle; `max_delay`: cap on
+    the wait since the first pending event (default ``max(5 × debounce, 2 s)``); `poll`:
+    PollingObserver (network drives); `rescan_every`: seconds between full syncs (None or
+    0: never). Returns after SIGINT/SIGTERM (handled when called in the main thread) or
+    `stop.set()`, once the current cycle has finished; `stop` is set on return.
+    `on_cycle(report)` is called after each successful cycle.
+    """
+    Watcher(app, debounce=debounce, poll=poll, rescan_every=rescan_every, echo=echo,
+            max_delay=max_delay, stop=stop, on_cycle=on_cycle).run()
+
+
+# --- log lines ---------------------------------------------------------------------------
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe_paths(paths: list[str]) -> str:
+    names = [os.path.basename(p) for p in paths[:MAX_NAMES]]
+    more = f" +{len(paths) - MAX_NAMES} more" if len(paths) > MAX_NAMES else ""
+    return f"{len(paths)} file(s) changed: {', '.join(names)}{more}"
+
+
+def format_cycle(report: RunReport, label: str, ms: float) -> list[str]:
+    """One summary line for a cycle, then one line per failure, backup or missing file."""
+    stamp = _now()
+    tables = [f"{name} +{c['added']} ~{c['updated']} -{c['deleted']}"
+              for name, c in report.tables.items() if any(c.values())]
+    steps = []
+    for name, s in report.steps.items():
+        done = s.processed if s.keys is None else s.keys
+        part = f"{name} {done} key(s)"
+        if s.failed:
+            part += f" ({s.failed} FAILED)"
+        steps.append(part)
+    parts = [label, "rows: " + (", ".join(tables) if tables else "no change")]
+    if steps:
+        parts.append("steps: " + ", ".join(steps))
+    problems = len(report.source_errors) + sum(1 for s in report.steps.values() if s.failed)
+    if problems:
+        parts.append(f"{problems} problem(s)")
+    parts.append(f"{ms:.0f} ms")
+    lines = [f"{stamp} | " + " | ".join(parts)]
+    for path, err in report.source_errors.items():
+        lines.append(f"{stamp} |   UNREADABLE {path}: {_first_line(err)}")
+    for name, s in report.steps.items():
+        for err in s.errors[:1]:
+            lines.append(f"{stamp} |   FAILED step {name} ({s.failed} key(s)): {_first_line(err)}")
+    for path in report.missing_files:
+        lines.append(f"{stamp} |   MISSING {path}: its rows were deleted")
+    for table, backup in report.backups.items():
+        lines.append(f"{stamp} |   CHANGED BY HAND: output {table} was edited outside "
+                     f"filepipe; kept a copy as {backup} and rebuilt it")
+    return lines
+
+
+def _first_line(text: str) -> str:
+    text = str(text).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _flushing(echo: Callable[[str], Any]) -> Callable[[str], Any]:
+    if echo is print:
+        return lambda line: print(line, flush=True)
+    return echo
