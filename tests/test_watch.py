@@ -125,7 +125,8 @@ class Daemon:
 
     def __enter__(self) -> Daemon:
         self.thread.start()
-        self.wait_for(lambda: len(self.reports) >= 1, "the startup full sync")
+        self.wait_for(lambda: any("startup: full sync" in ln for ln in self.lines),
+                      "the startup full sync")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -355,9 +356,8 @@ def test_broken_source_is_reported_and_the_daemon_recovers(project: Path, app: F
         assert any("FAILED step summarize" in ln and "ValueError: negative amount for" in ln
                    for ln in d.lines)
         write_orders(src, [(1, "a", 10), (2, "b", 8)])                   # fixed
-        d.wait_for(lambda: totals(out) == {"a": 10, "b": 8}, "the recovery")
+        d.wait_for(lambda: totals(out) == {"a": 10, "b": 8} and d.reports[-1].ok, "the recovery")
         assert d.thread.is_alive()
-        assert d.reports[-1].ok
 
 
 def test_a_cycle_that_raises_does_not_kill_the_daemon(project: Path, app: FilepipeApp,

@@ -96,6 +96,7 @@ class TableStoreFiledir(TableStore):
         self._group_fields = fields          # field of each capturing group
         self._repeats = repeats               # a field used twice: check whole paths
         self._columns_seen: list[str] = []    # columns of the rows read last (schema hint)
+        self._names_ok: set[str] = set()      # last-component names known to match
         self._typed_keys = [k for k in self.primary_keys if k in self.dtypes]
 
     # --- description ---------------------------------------------------------------------
@@ -150,6 +151,10 @@ class TableStoreFiledir(TableStore):
         full = self._full.fullmatch if self._repeats else None
         prefix_len = len(self._prefix)
         temp, add_path, add_stat = is_temp_name, paths.append, stats.append
+        known = self._names_ok  # file names already checked against the pattern
+        if len(known) > 1_000_000:
+            known.clear()
+        add_known = known.add
         stack = [(self._root_str, 0)]
         while stack:
             folder, depth = stack.pop()
@@ -170,10 +175,12 @@ class TableStoreFiledir(TableStore):
                         except OSError:
                             continue
                     continue
-                for entry in it:  # the hot loop: one regex, one stat per file
+                for entry in it:  # the hot loop: one set lookup and one stat per file
                     name = entry.name
-                    if name[0] == "." or not match(name) or temp(name):
-                        continue
+                    if name not in known:
+                        if name[0] == "." or not match(name) or temp(name):
+                            continue
+                        add_known(name)
                     path = entry.path
                     if full is not None and not full(_rel(path, prefix_len)):
                         continue
