@@ -98,10 +98,19 @@ class DataTable:
         return found if include_deleted else found[found["delete_ts"].isna()]
 
     def known_columns(self) -> list[str] | None:
-        """The table's columns, or None while it is empty and its schema unknown."""
+        """The table's columns, or None while they cannot be known (no data, no meta).
+
+        Columns tracked in the meta count too, so a source whose file vanished or is
+        unreadable still knows the columns its steps group by.
+        """
         import pandas as pd
 
-        columns = list(self.store.read_rows(pd.DataFrame(columns=self.primary_keys)).columns)
+        columns = list(self.primary_keys) + list(self.meta.tracked)
+        try:
+            found = self.store.read_rows(pd.DataFrame(columns=self.primary_keys)).columns
+            columns += [c for c in found if c not in columns]
+        except Exception:  # noqa: BLE001 - an unreadable source is reported by its sync
+            pass
         if set(columns) <= set(self.primary_keys) and self.count() == 0:
             return None
         return columns

@@ -540,7 +540,10 @@ class _Styles:
         p = self.p
         if fonts:
             base = fonts[0]
-            if re.search(r"<" + re.escape(p) + r"b\b", base):
+            b_el = re.search(r"<" + re.escape(p) + r"b\b[^>]*/>", base)
+            if b_el and re.search(r'val\s*=\s*["\'](0|false)["\']', b_el.group(0)):
+                bold = base[:b_el.start()] + f"<{p}b/>" + base[b_el.end():]
+            elif b_el:
                 bold = base
             elif base.endswith("/>"):
                 bold = base[:-2].rstrip() + f"><{p}b/></{p}font>"

@@ -275,7 +275,9 @@ class BatchTransformStep(ComputeStep):
                 batch = pending.iloc[start:start + self.chunk_size].reset_index(drop=True)
                 try:
                     frames = self._read_batch(batch)
-                    result = self._call(frames)
+                    # every input row under these keys is gone: so must their outputs be
+                    result = self._call(frames) if any(len(f) for f in frames) else \
+                        tuple(empty_frame(o.primary_keys) for o in self.outputs)
                     self._write_batch(batch, result, done_seq, changes, report)
                 except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
                     text = error_text(exc)

@@ -10,8 +10,11 @@ Conventions (the same for sources and outputs):
   it. A field matches one path component or part of one (``[^/]+``); names starting
   with ``.`` and the lock/temp/swap names of `fileutil.is_temp_name` (``~$x.json``,
   ``.~lock.x#``, filepipe's own temp files) are never rows.
-* Key values parsed from the path are strings unless `dtypes` names a type for them.
-  The primary keys are the pattern's fields (default: in pattern order).
+* Key values parsed from the path are strings unless `dtypes` names a type for them
+  (``{"order_id": "int64"}``; `dtypes` also casts content columns). Typed keys are
+  written canonically (``7.json``); a file named otherwise (``007.json``) is still found
+  for key 7, through one listing of the folder. The primary keys are the pattern's
+  fields (default: in pattern order).
 * Adapters: ``json`` (the file holds one JSON object; its fields are the columns),
   ``text`` (UTF-8 text in column ``text``), ``bytes`` (raw content in column ``data``).
 * The path is the authority on keys. A JSON object may also hold a field named like a
@@ -23,8 +26,12 @@ Conventions (the same for sources and outputs):
   datetimes/dates/times as ISO 8601 text, timedeltas as ISO 8601 durations, numpy
   scalars and arrays as plain numbers and lists. Infinite floats and bytes cells are
   refused (JSON cannot hold them; use the ``bytes`` adapter for binary content).
-  Such values do not come back with their type: ISO text reads back as a string unless
-  `dtypes` says otherwise.
+  Dates and times read back as strings unless `dtypes` says otherwise.
+* A missing root folder is an empty table. A folder that cannot be listed
+  (permissions) raises rather than making its rows vanish. A file that cannot be
+  decoded raises `FiledirReadError` naming it (a ValueError: the sync retries it, since
+  it may be half-written, then reports it); reading all rows raises too, so no step ever
+  computes silently without that row.
 * Writes go straight to the files (one atomic write per changed row); a row whose
   rendered content is byte-identical to the file on disk is not rewritten. Deleting a
   row deletes its file and the folders below the root it leaves empty. Reads never
@@ -160,8 +167,10 @@ class TableStoreFiledir(TableStore):
             folder, depth = stack.pop()
             try:
                 it = os.scandir(folder)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
+            except (FileNotFoundError, NotADirectoryError):  # no folder: no rows
                 continue
+            # PermissionError and other OS errors propagate: rows must not vanish because
+            # a folder could not be listed for a moment
             match = self._segments[depth].fullmatch
             with it:
                 if depth < last:
@@ -226,7 +235,7 @@ class TableStoreFiledir(TableStore):
                 raise FilepipeError(f"{self.describe()}: keys to read lack column(s) {missing}")
             if idx.empty:
                 return self._empty_like_rows()
-            paths = self._existing_paths(idx[self.primary_keys].drop_duplicates())
+            paths = self._paths_for(idx[self.primary_keys].drop_duplicates())
         records, found = [], []
         for p in paths:
             record = self._read_record(p)
@@ -367,23 +376,21 @@ class TableStoreFiledir(TableStore):
         rows = idx[self.primary_keys].itertuples(index=False, name=None)
         return [self._path_of(values) for values in rows]
 
-    def _existing_paths(self, idx: pd.DataFrame, keep_missing: bool = False) -> list[str]:
-        """Paths of the rows of `idx` that exist (all of them with `keep_missing`).
+    def _paths_for(self, idx: pd.DataFrame) -> list[str]:
+        """The path of each row of `idx` (absent files included: callers skip them).
 
         With typed keys a file may name a key non-canonically (``007.json`` for 7):
         keys whose canonical path is absent are looked up in one listing of the folder.
         """
         paths = self._paths_of(idx)
-        exists = [os.path.isfile(p) for p in paths]
-        if not all(exists) and self._typed_keys:
-            by_key = self._index_by_key()
-            keys = list(idx[self.primary_keys].itertuples(index=False, name=None))
-            for i, ok in enumerate(exists):
-                if not ok:
-                    other = by_key.get(_norm_key(keys[i]))
-                    if other is not None:
-                        paths[i], exists[i] = other, True
-        return paths if keep_missing else [p for p, ok in zip(paths, exists) if ok]
+        if self._typed_keys:
+            absent = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
+            if absent:
+                by_key = self._index_by_key()
+                keys = list(idx[self.primary_keys].itertuples(index=False, name=None))
+                for i in absent:
+                    paths[i] = by_key.get(_norm_key(keys[i]), paths[i])
+        return paths
 
     def _index_by_key(self) -> dict[tuple, str]:
         """Typed key tuple → path for every file of the folder (typed keys only)."""
@@ -407,8 +414,7 @@ class TableStoreFiledir(TableStore):
             return
         check_keys(df, self.primary_keys, self.describe())
         payloads = self._render(df)
-        paths = self._existing_paths(df, keep_missing=True) if self._typed_keys \
-            else self._paths_of(df)
+        paths = self._paths_for(df)
         for path, payload in zip(paths, payloads):
             if _same_bytes(path, payload):
                 continue
@@ -418,7 +424,7 @@ class TableStoreFiledir(TableStore):
         if idx.empty:
             return
         folders = set()
-        for path in self._existing_paths(idx[self.primary_keys].drop_duplicates()):
+        for path in self._paths_for(idx[self.primary_keys].drop_duplicates()):
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -37,6 +37,7 @@ from .base import TableStore
 from .files import FileStore, _align
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
 
@@ -123,7 +124,8 @@ class _PartitionFile(_ParquetFile):
         import pyarrow as pa
 
         pcols = self.partition_cols
-        table = _from_pandas(_by_key(df, self.primary_keys).drop(columns=pcols), self.describe())
+        keys = [k for k in self.primary_keys if k not in pcols] or self.primary_keys
+        table = _from_pandas(_by_key(df, keys).drop(columns=pcols), self.describe())
         types = pa.schema([pa.field(c, _arrow_type(df[c], self.describe())) for c in pcols])
         meta = dict(table.schema.metadata or {})
         meta[_PARTITION_META] = base64.b64encode(types.serialize().to_pybytes())
@@ -315,21 +317,15 @@ class _ParquetDataset(TableStoreParquet):
                                       f"{', '.join(map(repr, missing))}")
         df = df.reset_index(drop=True)
         keys = self.primary_keys
-        folders, which = np.unique(np.asarray(self._target_dirs(df), dtype=object),
-                                   return_inverse=True)
-        targets = [self._target_file(Path(f)) for f in folders]
+        rows_of = self._rows_by_target(df)  # target file -> row positions
         # a key lives in one file: take it out of every other file that may hold it
         for path in self._paths(df[keys]):
-            if self._disjoint:  # only other files of the same partition can hold the key
-                others = [j for j, t in enumerate(targets) if t != path and t.parent == path.parent]
-            else:
-                others = [j for j, t in enumerate(targets) if t != path]
-            if others:
-                mask = np.isin(which, others)
-                if mask.any():
-                    self._file(path).remove_keys(df.loc[mask, keys])
-        for j, target in enumerate(targets):
-            self._file(target).upsert_rows(df[which == j])
+            others = [r for t, r in rows_of.items() if t != path
+                      and (not self._disjoint or t.parent == path.parent)]
+            if others:  # (partitioned by keys, only the partition's other files can hold it)
+                self._file(path).remove_keys(df.iloc[np.sort(np.concatenate(others))][keys])
+        for target, rows in rows_of.items():
+            self._file(target).upsert_rows(df.iloc[rows])
 
     def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
         if idx.empty:
@@ -350,14 +346,21 @@ class _ParquetDataset(TableStoreParquet):
         """Forget buffered changes and cached partitions."""
         self._files.clear()
 
-    def _target_dirs(self, df: pd.DataFrame) -> list[str]:
-        """The partition folder of each row of `df`."""
-        segments = [_format_column(df[c], self.describe()) for c in self.partition_cols]
-        root = str(self.path)
-        quoted = {}  # few distinct values: quote each once
-        return [os.path.join(root, *(quoted.get((c, v)) or quoted.setdefault((c, v), f"{c}={_quote(v)}")
-                                     for c, v in zip(self.partition_cols, vals)))
-                for vals in zip(*segments)]
+    def _rows_by_target(self, df: pd.DataFrame) -> dict[Path, np.ndarray]:
+        """Row positions of `df` per file they go to (one group per partition value)."""
+        import numpy as np
+
+        codes = df.groupby(self.partition_cols, dropna=False, sort=False,
+                           observed=True).ngroup().to_numpy()
+        order = np.argsort(codes, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+        firsts = df.iloc[[g[0] for g in groups]]
+        segments = [_format_column(firsts[c], self.describe()) for c in self.partition_cols]
+        rows_of: dict[Path, list[np.ndarray]] = {}
+        for values, rows in zip(zip(*segments), groups):
+            rows_of.setdefault(self._target_file(self._dir_for(values)), []).append(rows)
+        return {t: np.sort(np.concatenate(r)) if len(r) > 1 else r[0]
+                for t, r in sorted(rows_of.items())}
 
     def _target_file(self, folder: Path) -> Path:
         """The file new rows of a partition go to: its only file, else part-0.parquet."""
@@ -542,7 +545,8 @@ def _from_pandas(df: pd.DataFrame, where: str) -> pa.Table:
     import pyarrow as pa
 
     try:
-        return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+        return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False,
+                                    nthreads=None if len(df) > 100_000 else 1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise FilepipeError(f"{where}: cannot write rows as Parquet: {exc}") from exc
 
