@@ -90,6 +90,9 @@ def bench_single_file(tmp: Path, df: pd.DataFrame, repeat: int) -> None:
     print(f"store write_file (sorted, atomic)     : {ms(t_w)}   {path.stat().st_size / 1e6:.1f} MB")
     age(path)
 
+    t_read, _ = timed(lambda: TableStoreParquet(path, ["id"]).read_files([str(path)]))
+    print(f"store read_files (read + key check)   : {ms(t_read)}   (the store's share of a sync)")
+
     ds = DataStore(DBConn(f"sqlite:///{tmp}/meta_file.sqlite"))
     table = Catalog({"src": Table(TableStoreParquet(path, ["id"]))}).get_datatable(ds, "src")
     t_first, first = timed(lambda: sync_table(table))

@@ -304,23 +304,23 @@ def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[s
            table: sa.Table | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    result = conn.exec_driver_sql(sql, tuple(params))
-    rows = result.fetchall()
+    rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
+    data = list(zip(*rows)) if rows else [() for _ in columns]
     if table is not None:
         procs = [table.c[c].type._cached_result_processor(conn.dialect, None)
                  if c in table.c else None for c in columns]
-        if any(procs):
-            rows = [tuple(v if p is None or v is None else p(v) for v, p in zip(r, procs))
-                    for r in rows]
-    data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
-    df = pd.DataFrame(data, columns=list(columns))
-    if table is not None:
-        df = _typed(df, table)
-    return df
+        data = [col if p is None else [None if v is None else p(v) for v in col]
+                for col, p in zip(data, procs)]
+    df = pd.DataFrame({c: pd.Series(list(col), dtype=object) if not rows else list(col)
+                       for c, col in zip(columns, data)}, columns=list(columns))
+    return _typed(df, table) if table is not None else df
 
 
 def _typed(df: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
-    """Give integer/float/datetime columns proper dtypes (they arrive as Python objects)."""
+    """Give columns the dtypes of their SQL types (they arrive as Python objects).
+
+    Empty results get typed columns too: an empty String column must merge with strings.
+    """
     import pandas as pd
 
     from .frames import python_kind
@@ -338,4 +338,6 @@ def _typed(df: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
             df[c] = pd.to_datetime(s)
         elif kind == "bool" and s.notna().all():
             df[c] = s.astype(bool)
+        elif kind == "str" and not len(s):
+            df[c] = s.astype("str")
     return df

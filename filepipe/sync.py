@@ -183,14 +183,14 @@ def _stat(path: str) -> tuple | None:
 def _register_files(conn: sa.Connection, table: DataTable, listed: pd.DataFrame,
                     now_ns: int) -> dict[str, int]:
     """Record fingerprints of the files just read; returns path → file_id."""
-    from .sql import upsert
+    from .sql import select_where_in, upsert
 
     files = table.ds.meta.files
     if listed.empty:
         return {}
     rows = listed.assign(table_name=table.name, synced_ns=now_ns, state="synced")
     upsert(conn, files, rows, ["table_name", "path"])
-    found = stored_fingerprints(conn, table)
+    found = select_where_in(conn, files, ["path", "file_id"], rows, ["table_name", "path"])
     return dict(zip(found["path"], found["file_id"].astype(int)))
 
 
@@ -232,11 +232,12 @@ def _check_unique_across_files(table: DataTable, data: pd.DataFrame, ids: dict[s
 
 # --- outputs ---------------------------------------------------------------------------
 
-def mark_output(table: DataTable, state: str) -> None:
+def mark_output(table: DataTable, state: str, before: pd.DataFrame | None = None) -> None:
     """Record an output file's state: 'dirty' before buffered writes, 'clean' after flush.
 
     A clean record also stores the fingerprint the flush left, so a later edit by
-    someone else shows as a mismatch.
+    someone else shows as a mismatch. `before` holds the fingerprints the files had
+    before the flush (see `_follow_own_write`).
     """
     from .sql import upsert
 
@@ -244,6 +245,8 @@ def mark_output(table: DataTable, state: str) -> None:
     if listed is None:
         return
     with table.ds.meta.begin() as conn:
+        if before is not None:
+            _follow_own_write(conn, table, before, listed)
         if state == "dirty":
             stored = stored_fingerprints(conn, table)
             rows = stored.drop(columns=["file_id"]) if len(stored) else \
@@ -254,6 +257,28 @@ def mark_output(table: DataTable, state: str) -> None:
             upsert(conn, table.ds.meta.files,
                    listed.assign(table_name=table.name, synced_ns=time.time_ns(), state="clean"),
                    ["table_name", "path"])
+            stored = stored_fingerprints(conn, table)
+            _forget_files(conn, table, sorted(set(stored["path"]) - set(listed["path"])))
+
+
+def _follow_own_write(conn: sa.Connection, table: DataTable, before: pd.DataFrame,
+                      after: pd.DataFrame) -> None:
+    """Other tables in the files filepipe just rewrote (sheets of one workbook) were not
+    touched by the write: where their record matched the file before it, it now matches
+    the file after it, so the next sync does not re-read them.
+    """
+    from .sql import placeholders, qualified
+
+    moved = before.merge(after, on="path", suffixes=("", "_new"))
+    moved = moved[(moved["size"] != moved["size_new"]) | (moved["mtime_ns"] != moved["mtime_ns_new"])
+                  | (moved["inode"] != moved["inode_new"])]
+    ph = placeholders(conn, 5)
+    for r in moved.itertuples(index=False):  # one row per rewritten file, not per data row
+        conn.exec_driver_sql(
+            f"UPDATE {qualified(conn, table.ds.meta.files)} SET size = {ph[0]}, mtime_ns = {ph[1]}, inode = {ph[2]} "
+            f"WHERE path = {ph[3]} AND table_name != {ph[4]} AND size = {int(r.size)} "
+            f"AND mtime_ns = {int(r.mtime_ns)} AND inode = {int(r.inode)}",
+            (int(r.size_new), int(r.mtime_ns_new), int(r.inode_new), r.path, table.name))
 
 
 def check_output(table: DataTable) -> str | None:
@@ -278,15 +303,35 @@ def check_output(table: DataTable) -> str | None:
     if _content_matches(table):
         mark_output(table, "clean")
         return None
-    backup = None
-    existing = [Path(p) for p in listed["path"]]
-    for p in existing:
-        backup = backup_path(p)
-        shutil.copy2(p, backup)
-        log.warning("%s was changed outside filepipe since it was written; kept a copy as %s "
-                    "and rebuilding it", p, backup.name)
+    edited = both.loc[both["size"].notna() & ~(
+        (both["size"] == both["size_old"]) & (both["mtime_ns"] == both["mtime_ns_old"])
+        & (both["inode"] == both["inode_old"])), "path"].tolist() or listed["path"].tolist()
+    backup = _backup(table, [Path(p) for p in edited])
+    log.warning("output %s was changed outside filepipe since it was written; kept a copy as "
+                "%s and rebuilding it", table.store.describe(), backup)
     rebuild_output(table)
-    return str(backup) if backup else "(missing)"
+    return backup
+
+
+def _backup(table: DataTable, paths: list[Path]) -> str:
+    """Copy edited output files aside; returns where they went.
+
+    A single-file output gets a timestamped copy beside it; files of a folder output go
+    to a timestamped sibling folder, where the store's own pattern cannot pick them up.
+    """
+    from .stores.files import FileStore
+
+    if isinstance(table.store, FileStore) and len(paths) == 1:
+        target = backup_path(paths[0])
+        shutil.copy2(paths[0], target)
+        return str(target)
+    root = table.store.watch_paths()[0]
+    folder = backup_path(root)
+    for p in paths:
+        dest = folder / p.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest)
+    return str(folder)
 
 
 def _content_matches(table: DataTable) -> bool:

@@ -276,13 +276,16 @@ class DataTable:
     def _flush(self) -> None:
         from .sync import mark_output
 
+        before = self.store.list_files() if self.is_file_backed else None
         self.store.flush()
-        if self.is_file_backed:
-            mark_output(self, "clean")
+        if before is not None:
+            mark_output(self, "clean", before=before)
 
     @property
     def is_file_backed(self) -> bool:
-        return self.store.list_files() is not None
+        from .stores.base import TableStore
+
+        return type(self.store).list_files is not TableStore.list_files
 
 
 

@@ -5,8 +5,10 @@ package directly instead of loading and saving the whole workbook:
 
 * every zip member is copied unchanged (same uncompressed bytes), except
   - the target sheet's XML part (replaced, or added as a new part),
-  - ``xl/workbook.xml`` (a new ``<sheet>`` entry; ``fullCalcOnLoad="1"`` so that formulas
-    elsewhere that refer to the rewritten sheet are recalculated when the file is opened),
+  - ``xl/workbook.xml``: a new ``<sheet>`` entry; the hidden name ``_xlnm._FilterDatabase``
+    of the sheet's autofilter (LibreOffice shows no autofilter without it); and
+    ``fullCalcOnLoad="1"`` so that formulas elsewhere that refer to the rewritten sheet are
+    recalculated when the file is opened (Excel then asks to save on close),
   - ``xl/_rels/workbook.xml.rels`` and ``[Content_Types].xml`` (new part, dropped parts),
   - ``xl/styles.xml`` (a bold font and four cell formats are appended once, then reused);
 * ``xl/calcChain.xml`` is deleted (it may list cells of the replaced sheet; Excel rebuilds it);
@@ -39,7 +41,8 @@ Cell conventions (see :func:`write_sheet`):
 * dict/list/tuple cells are compact JSON; anything else is ``str(value)``.
 
 Reading uses pandas' calamine engine; only empty cells are missing values (strings such as
-``"NA"`` or ``"null"`` stay strings).
+``"NA"`` or ``"null"`` stay strings; an empty string reads back as missing). Rows at the end
+whose cells are all missing are not in the sheet, so they do not come back.
 
 ``zipfile.BadZipFile`` / calamine errors from half-written or corrupt files are not wrapped:
 callers retry those.

@@ -10,7 +10,7 @@ After every run:
   pipeline on a fresh metadata index with fresh tables and compares;
 * the live row meta of every table lists exactly the table's rows;
 * a second `run_steps` processes zero keys, calls no function and writes nothing (the
-  steps' high-water marks aside: BUG-1 in test_scenarios.py).
+  steps' high-water marks aside: BUG-1 in test_scenarios.py), and no step has keys pending.
 
 The pipeline:
 
@@ -33,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from pandas.testing import assert_frame_equal
 from sqlalchemy import Column, Integer, String
 
-from filepipe import (BatchTransform, Catalog, ChangeList, DataStore, DBConn, Pipeline, Table,
-                      build_compute, run_steps, run_steps_changelist)
+from filepipe import (BatchTransform, Catalog, ChangeList, DataStore, DBConn, Pipeline,
+                      RunReport, Table, build_compute, run_steps, run_steps_changelist)
 from filepipe.stores import TableStoreDB, TableStoreMemory
 
 # --- the pipeline's functions (each separable by its transform keys) ----------------------
@@ -73,7 +74,7 @@ def enrich(orders: pd.DataFrame, customers: pd.DataFrame) -> tuple[pd.DataFrame,
     region = dict(zip(customers["customer"], customers["region"]))
     order_region = pd.DataFrame({
         "order_id": orders["order_id"].astype("int64"),
-        "customer": orders["customer"].astype(str),
+        "customer": orders["customer"],
         "region": [region.get(c, "?") for c in orders["customer"]],
     })
     names = sorted(set(orders["customer"]) | set(customers["customer"]))
@@ -88,7 +89,7 @@ def enrich(orders: pd.DataFrame, customers: pd.DataFrame) -> tuple[pd.DataFrame,
 
 def pairs(lists: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
     m = lists.merge(customers, how="cross")
-    return pd.DataFrame({"id": m["id"].astype("int64"), "customer": m["customer"].astype(str),
+    return pd.DataFrame({"id": m["id"].astype("int64"), "customer": m["customer"],
                          "tag": [f"{r}:{len(parse(i))}" for r, i in zip(m["region"], m["items"])]})
 
 
@@ -96,27 +97,32 @@ def parse(items: str) -> list[int]:
     return [int(x) for x in str(items).split(",") if x]
 
 
-SCHEMAS: dict[str, list[Column]] = {
-    "lists": [Column("id", Integer, primary_key=True), Column("items", String)],
-    "orders": [Column("order_id", Integer, primary_key=True), Column("customer", String),
-               Column("amount", Integer)],
-    "customers": [Column("customer", String, primary_key=True), Column("region", String)],
-    "items": [Column("id", Integer, primary_key=True), Column("pos", Integer, primary_key=True),
-              Column("value", Integer)],
-    "packed": [Column("id", Integer, primary_key=True), Column("total", Integer),
-               Column("n", Integer)],
-    "stats": [Column("bucket", String, primary_key=True), Column("count", Integer),
-              Column("total", Integer)],
-    "totals": [Column("customer", String, primary_key=True), Column("total", Integer),
-               Column("n", Integer)],
-    # (keyed by order_id alone, the first write fails forever: BUG-3 in test_scenarios.py)
-    "order_region": [Column("order_id", Integer, primary_key=True),
-                     Column("customer", String, primary_key=True), Column("region", String)],
-    "customer_orders": [Column("customer", String, primary_key=True), Column("region", String),
-                        Column("n", Integer)],
-    "pairs": [Column("id", Integer, primary_key=True), Column("customer", String, primary_key=True),
-              Column("tag", String)],
-}
+def schemas(customer_type: Any) -> dict[str, list[Column]]:
+    """Table schemas; `customer_type` is the SQL type of the customer column (Integer or String)."""
+    cust = customer_type
+    return {
+        "lists": [Column("id", Integer, primary_key=True), Column("items", String)],
+        "orders": [Column("order_id", Integer, primary_key=True), Column("customer", cust),
+                   Column("amount", Integer)],
+        "customers": [Column("customer", cust, primary_key=True), Column("region", String)],
+        "items": [Column("id", Integer, primary_key=True), Column("pos", Integer, primary_key=True),
+                  Column("value", Integer)],
+        "packed": [Column("id", Integer, primary_key=True), Column("total", Integer),
+                   Column("n", Integer)],
+        "stats": [Column("bucket", String, primary_key=True), Column("count", Integer),
+                  Column("total", Integer)],
+        "totals": [Column("customer", cust, primary_key=True), Column("total", Integer),
+                   Column("n", Integer)],
+        # (keyed by order_id alone, the first write fails forever: BUG-3 in test_scenarios.py)
+        "order_region": [Column("order_id", Integer, primary_key=True),
+                         Column("customer", cust, primary_key=True), Column("region", String)],
+        "customer_orders": [Column("customer", cust, primary_key=True), Column("region", String),
+                            Column("n", Integer)],
+        "pairs": [Column("id", Integer, primary_key=True), Column("customer", cust, primary_key=True),
+                  Column("tag", String)],
+    }
+
+
 INPUTS = ["lists", "orders", "customers"]
 OUTPUTS = ["items", "packed", "stats", "totals", "order_region", "customer_orders", "pairs"]
 STEP_FUNCS = {f.__name__: f for f in (explode, pack, stats, totals, enrich, pairs)}
@@ -125,11 +131,11 @@ STEP_FUNCS = {f.__name__: f for f in (explode, pack, stats, totals, enrich, pair
 class World:
     """One pipeline on its own SQLite index (and, for kind "db", its tables in the same file)."""
 
-    def __init__(self, folder: str, kind: str, chunk_size: int) -> None:
+    def __init__(self, folder: str, kind: str, chunk_size: int, customer_type: Any) -> None:
         self.dbconn = DBConn(f"sqlite:///{Path(folder) / 'meta.sqlite'}")
         self.ds = DataStore(self.dbconn)
         tables = {}
-        for name, cols in SCHEMAS.items():
+        for name, cols in schemas(customer_type).items():
             if kind == "db":
                 store = TableStoreDB(name, self.dbconn, cols)
             else:
@@ -223,163 +229,174 @@ def db_snapshot(dbconn: DBConn, skip: tuple[str, ...] = ("fp_step_inputs",)) -> 
                 for n in sorted(names) if n not in skip}
 
 
-# --- strategies --------------------------------------------------------------------------
+# --- the state machine ------------------------------------------------------------------
 
 IDS = st.integers(0, 5)
-CUSTOMERS = st.sampled_from(["A", "B", "C", "D"])
 ITEMS = st.lists(st.integers(0, 3), max_size=3).map(lambda xs: ",".join(map(str, xs)))
 LIST_ROWS = st.dictionaries(IDS, ITEMS, min_size=1, max_size=4)
-ORDER_ROWS = st.dictionaries(IDS, st.tuples(CUSTOMERS, st.integers(0, 3)), min_size=1, max_size=4)
-CUSTOMER_ROWS = st.dictionaries(CUSTOMERS, st.sampled_from(["N", "S"]), min_size=1, max_size=3)
 TABLES = st.sampled_from(INPUTS)
+INT_CUSTOMERS = [1, 2, 3, 4]
+STR_CUSTOMERS = ["A", "B", "C", "D"]
 
 
-class IncrementalMachine(RuleBasedStateMachine):
-    kind = "db"
+def make_machine(kind: str, customer_type: Any, names: list) -> type[RuleBasedStateMachine]:
+    """The state machine for one store kind and one type of the customer column."""
+    customers = st.sampled_from(names)
+    order_rows = st.dictionaries(IDS, st.tuples(customers, st.integers(0, 3)),
+                                 min_size=1, max_size=4)
+    customer_rows = st.dictionaries(customers, st.sampled_from(["N", "S"]), min_size=1, max_size=3)
 
-    @initialize(chunk_size=st.sampled_from([1, 2, 1000]))
-    def setup(self, chunk_size: int) -> None:
-        self.tmp = tempfile.TemporaryDirectory()
-        self.chunk_size = chunk_size
-        self.world = World(self.tmp.name, self.kind, chunk_size)
-        self.model: dict[str, dict] = {"lists": {}, "orders": {}, "customers": {}}
-        self.pending = ChangeList()
-        # one row in each input and a full run, so every step has recorded its state
-        # (a step only ever run by run_steps_changelist recomputes everything on the next
-        # full run: BUG-2 in test_scenarios.py)
-        self._store("lists", {0: "1,2"})
-        self._store("orders", {0: ("A", 1)})
-        self._store("customers", {"A": "N"})
-        self._run_full()
+    class Machine(RuleBasedStateMachine):
+        @initialize(chunk_size=st.sampled_from([1, 2, 1000]))
+        def setup(self, chunk_size: int) -> None:
+            self.tmp = tempfile.TemporaryDirectory()
+            self.world = World(self.tmp.name, kind, chunk_size, customer_type)
+            self.model: dict[str, dict] = {"lists": {}, "orders": {}, "customers": {}}
+            self.pending = ChangeList()
+            # one row in each input and a full run, so every step has recorded its state
+            # (a step only ever run by run_steps_changelist recomputes everything on the
+            # next full run: BUG-2 in test_scenarios.py)
+            self._store("lists", {0: "1,2"})
+            self._store("orders", {0: (names[0], 1)})
+            self._store("customers", {names[0]: "N"})
+            self._run_full()
 
-    def teardown(self) -> None:
-        world = getattr(self, "world", None)
-        if world is not None:
-            world.close()
-            self.tmp.cleanup()
+        def teardown(self) -> None:
+            world = getattr(self, "world", None)
+            if world is not None:
+                world.close()
+                self.tmp.cleanup()
 
-    # --- writes to the inputs -------------------------------------------------------------
-    def _frame(self, table: str, rows: dict) -> pd.DataFrame:
-        model = {"lists": {}, "orders": {}, "customers": {}}
-        model[table] = rows
-        return input_frames(model)[table]
-
-    def _store(self, table: str, rows: dict, processed: list | None = None) -> None:
-        df = self._frame(table, rows)
-        key = self.world.dt(table).primary_keys[0]
-        pidx = pd.DataFrame({key: processed}) if processed is not None else None
-        changed = self.world.dt(table).store_chunk(df, processed_idx=pidx)
-        before = dict(self.model[table])
-        if processed is not None:
-            for k in processed:
+        # --- writes to the inputs ---------------------------------------------------------
+        def _store(self, table: str, rows: dict, processed: list | None = None) -> None:
+            model: dict[str, dict] = {"lists": {}, "orders": {}, "customers": {}}
+            model[table] = rows
+            df = input_frames(model)[table]
+            dt = self.world.dt(table)
+            key = dt.primary_keys[0]
+            pidx = pd.DataFrame({key: processed}) if processed is not None else None
+            changed = dt.store_chunk(df, processed_idx=pidx)
+            before = dict(self.model[table])
+            for k in processed or []:
                 self.model[table].pop(k, None)
-        self.model[table].update(rows)
-        expected = {k for k in set(before) | set(self.model[table])
-                    if before.get(k) != self.model[table].get(k)}
-        assert set(changed[key].tolist()) == expected, (table, changed, expected)
-        self.pending.append(table, changed)
+            self.model[table].update(rows)
+            expected = {k for k in set(before) | set(self.model[table])
+                        if before.get(k) != self.model[table].get(k)}
+            assert set(changed[key].tolist()) == expected, (table, changed, expected)
+            self.pending.append(table, changed)
 
-    @rule(rows=LIST_ROWS)
-    def put_lists(self, rows: dict) -> None:
-        self._store("lists", rows)
+        @rule(rows=LIST_ROWS)
+        def put_lists(self, rows: dict) -> None:
+            self._store("lists", rows)
 
-    @rule(rows=ORDER_ROWS)
-    def put_orders(self, rows: dict) -> None:
-        self._store("orders", rows)
+        @rule(rows=order_rows)
+        def put_orders(self, rows: dict) -> None:
+            self._store("orders", rows)
 
-    @rule(rows=CUSTOMER_ROWS)
-    def put_customers(self, rows: dict) -> None:
-        self._store("customers", rows)
+        @rule(rows=customer_rows)
+        def put_customers(self, rows: dict) -> None:
+            self._store("customers", rows)
 
-    @rule(rows=ORDER_ROWS, processed=st.lists(IDS, max_size=6, unique=True))
-    def replace_orders(self, rows: dict, processed: list) -> None:
-        """store_chunk with processed_idx: the processed keys not re-emitted are deleted."""
-        self._store("orders", rows, processed=processed)
+        @rule(rows=order_rows, processed=st.lists(IDS, max_size=6, unique=True))
+        def replace_orders(self, rows: dict, processed: list) -> None:
+            """store_chunk with processed_idx: processed keys not re-emitted are deleted."""
+            self._store("orders", rows, processed=processed)
 
-    @rule(table=TABLES, data=st.data())
-    def delete_rows(self, table: str, data: st.DataObject) -> None:
-        existing = sorted(self.model[table])
-        keys_st = CUSTOMERS if table == "customers" else IDS
-        picked = data.draw(st.lists(st.sampled_from(existing) if existing else keys_st,
-                                    min_size=1, max_size=3, unique=True)
-                           | st.lists(keys_st, min_size=1, max_size=2, unique=True))
-        key = self.world.dt(table).primary_keys[0]
-        changed = self.world.dt(table).delete_by_idx(pd.DataFrame({key: picked}))
-        expected = {k for k in picked if k in self.model[table]}
-        assert set(changed[key].tolist()) == expected, (table, changed, expected)
-        for k in picked:
-            self.model[table].pop(k, None)
-        self.pending.append(table, changed)
+        @rule(table=TABLES, data=st.data())
+        def delete_rows(self, table: str, data: st.DataObject) -> None:
+            existing = sorted(self.model[table])
+            keys_st = customers if table == "customers" else IDS
+            present = st.lists(st.sampled_from(existing), min_size=1, max_size=3, unique=True) \
+                if existing else st.nothing()
+            picked = data.draw(present | st.lists(keys_st, min_size=1, max_size=2, unique=True))
+            dt = self.world.dt(table)
+            key = dt.primary_keys[0]
+            changed = dt.delete_by_idx(pd.DataFrame({key: picked}))
+            expected = {k for k in picked if k in self.model[table]}
+            assert set(changed[key].tolist()) == expected, (table, changed, expected)
+            for k in picked:
+                self.model[table].pop(k, None)
+            self.pending.append(table, changed)
 
-    # --- runs -----------------------------------------------------------------------------
-    def _run_full(self) -> None:
-        report = run_steps(self.world.ds, self.world.steps)
-        assert report.ok, report.summary()
-        self.pending = ChangeList()
-        self._check()
+        # --- runs -------------------------------------------------------------------------
+        def _run_full(self) -> None:
+            report = run_steps(self.world.ds, self.world.steps)
+            assert report.ok, report.summary()
+            self.pending = ChangeList()
+            self._check()
 
-    @rule()
-    def run_full(self) -> None:
-        self._run_full()
+        @rule()
+        def run_full(self) -> None:
+            self._run_full()
 
-    @rule()
-    def run_changelist(self) -> None:
-        run_steps_changelist(self.world.ds, self.world.steps, self.pending)
-        self.pending = ChangeList()
-        self._check()
+        @rule()
+        def run_changelist(self) -> None:
+            report = RunReport(trigger="changelist")
+            run_steps_changelist(self.world.ds, self.world.steps, self.pending, report=report)
+            assert report.ok, report.summary()
+            self.pending = ChangeList()
+            self._check()
 
-    @rule()
-    def compare_with_fresh_pipeline(self) -> None:
-        """The same pipeline on a fresh index and fresh tables, fed the current inputs."""
-        self._run_full()
-        with tempfile.TemporaryDirectory() as folder:
-            fresh = World(folder, self.kind, 1000)
-            try:
+        @rule()
+        def compare_with_fresh_pipeline(self) -> None:
+            """The same pipeline on a fresh index and fresh tables, fed the current inputs."""
+            self._run_full()
+            with tempfile.TemporaryDirectory() as folder:
+                fresh = World(folder, kind, 1000, customer_type)
+                try:
+                    for name, df in input_frames(self.model).items():
+                        if len(df):
+                            fresh.dt(name).store_chunk(df)
+                    assert run_steps(fresh.ds, fresh.steps).ok
+                    for name in OUTPUTS:
+                        assert_table(self.world.dt(name), fresh.dt(name).get_data())
+                finally:
+                    fresh.close()
+
+        def _check(self) -> None:
+            expected = expected_outputs(self.model)
+            for name in INPUTS + OUTPUTS:
+                assert_table(self.world.dt(name), expected[name])
+                assert_meta_matches_rows(self.world.dt(name))
+            # a second run finds nothing to do, calls nothing and writes nothing
+            self.world.calls.clear()
+            before = db_snapshot(self.world.dbconn)
+            data_before = {n: self.world.dt(n).get_data() for n in OUTPUTS} if kind != "db" else {}
+            report = run_steps(self.world.ds, self.world.steps)
+            assert all(s.processed == 0 for s in report.steps.values()), report.summary()
+            assert self.world.calls == []
+            assert not report.changed and report.ok
+            assert db_snapshot(self.world.dbconn) == before
+            for n, df in data_before.items():
+                assert_frame_equal(self.world.dt(n).get_data(), df)
+            for step in self.world.steps:
+                assert step.pending_count() == 0, step.name
+
+        @invariant()
+        def inputs_match_model(self) -> None:
+            if hasattr(self, "world"):
                 for name, df in input_frames(self.model).items():
-                    if len(df):
-                        fresh.dt(name).store_chunk(df)
-                assert run_steps(fresh.ds, fresh.steps).ok
-                for name in OUTPUTS:
-                    assert_table(self.world.dt(name), fresh.dt(name).get_data())
-            finally:
-                fresh.close()
+                    assert_table(self.world.dt(name), df)
 
-    def _check(self) -> None:
-        expected = expected_outputs(self.model)
-        for name in INPUTS + OUTPUTS:
-            assert_table(self.world.dt(name), expected[name])
-            assert_meta_matches_rows(self.world.dt(name))
-        # a second run finds nothing to do, calls nothing and writes nothing
-        self.world.calls.clear()
-        before = db_snapshot(self.world.dbconn)
-        data_before = {n: self.world.dt(n).get_data() for n in OUTPUTS} if self.kind != "db" else {}
-        report = run_steps(self.world.ds, self.world.steps)
-        assert all(s.processed == 0 for s in report.steps.values()), report.summary()
-        assert self.world.calls == []
-        assert not report.changed and report.ok
-        assert db_snapshot(self.world.dbconn) == before
-        for n, df in data_before.items():
-            assert_frame_equal(self.world.dt(n).get_data(), df)
-        for step in self.world.steps:
-            assert step.pending_count() == 0, step.name
-
-    @invariant()
-    def inputs_match_model(self) -> None:
-        if hasattr(self, "world"):
-            for name, df in input_frames(self.model).items():
-                assert_table(self.world.dt(name), df)
+    Machine.__name__ = Machine.__qualname__ = f"Incremental_{kind}_{customer_type.__name__}"
+    return Machine
 
 
-SETTINGS = settings(max_examples=40, stateful_step_count=15, deadline=None,
+SETTINGS = settings(max_examples=40, stateful_step_count=15, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
-IncrementalMachine.TestCase.settings = SETTINGS
-TestIncrementalDB = IncrementalMachine.TestCase
+TestIncrementalDB = make_machine("db", Integer, INT_CUSTOMERS).TestCase
+TestIncrementalDB.settings = SETTINGS
 
+TestIncrementalMemory = make_machine("memory", Integer, INT_CUSTOMERS).TestCase
+TestIncrementalMemory.settings = settings(SETTINGS, max_examples=15)
 
-class IncrementalMemoryMachine(IncrementalMachine):
-    kind = "memory"
-
-
-IncrementalMemoryMachine.TestCase.settings = settings(SETTINGS, max_examples=15)
-TestIncrementalMemory = IncrementalMemoryMachine.TestCase
+# String customer keys: a new customer in orders with no customers row (or a deleted
+# customer) makes `enrich` fail forever (BUG-5 in test_scenarios.py). Derandomized and not
+# shrunk, so it fails the same quick way on every run.
+TestIncrementalDBStringKeys = make_machine("db", String, STR_CUSTOMERS).TestCase
+TestIncrementalDBStringKeys.settings = settings(SETTINGS, max_examples=20, derandomize=True,
+                                                phases=[Phase.generate])
+TestIncrementalDBStringKeys = pytest.mark.xfail(
+    strict=True, reason="BUG-5: String-keyed input with no rows under a key: merge on str and "
+                        "float64")(TestIncrementalDBStringKeys)

@@ -279,31 +279,39 @@ def test_s03_partial_change_two_inputs(ds: DataStore) -> None:
 # --- 4. delete input rows ---------------------------------------------------------------------
 
 
+BUG5 = pytest.mark.xfail(strict=True, reason="BUG-5: with a String primary key, a key with no input "
+                         "rows left fails forever: empty SQL results come back float64 and the "
+                         "merge in BatchTransformStep._read_batch raises 'merge on str and float64'")
+
+
+@pytest.mark.parametrize("key_type", ["int", pytest.param("str", marks=BUG5)])
 @pytest.mark.parametrize("kind", KINDS)
-def test_s04_delete_input_rows(ds: DataStore, kind: str) -> None:
+def test_s04_delete_input_rows(ds: DataStore, kind: str, key_type: str) -> None:
     env = Env(ds, kind)
-    src = env.table("src", int_pk(), Column("a", Integer))
-    out = env.table("out", int_pk(), Column("a", Integer))
+    key = Column("id", Integer if key_type == "int" else String, primary_key=True)
+    src = env.table("src", key, Column("a", Integer))
+    out = env.table("out", key, Column("a", Integer))
     rec = Recorder()
     steps = env.build(BatchTransform(rec.wrap(identity), inputs=["src"], outputs=["out"]))
-    data = frame({"id": range(10), "a": range(10)})
+    ids = list(range(10)) if key_type == "int" else [f"k{i}" for i in range(10)]
+    data = frame({"id": ids, "a": range(10)})
     src.store_chunk(data)
     run_steps(ds, steps)
     before = meta_by_key(out)
 
     changed = src.store_chunk(data.head(5), processed_idx=data[["id"]])
-    assert ids_of(changed) == {5, 6, 7, 8, 9}
+    assert ids_of(changed) == set(ids[5:])
     assert_rows(src, data.head(5))
     rec.reset()
     report = run_steps(ds, steps)
-    assert report.ok
-    assert rec.seen("id") <= {5, 6, 7, 8, 9}  # nothing of the untouched keys 0..4 is recomputed
+    assert report.ok, report.summary()
+    assert rec.seen("id") <= set(ids[5:])  # nothing of the untouched keys is recomputed
     assert_rows(out, data.head(5))
     after = meta_by_key(out)
-    for i in range(5):
+    for i in ids[:5]:
         assert after[i] == before[i]
-    for i in range(5, 10):
-        assert not pd.isna(after[i]["delete_ts"]), after[i]
+    for i in ids[5:]:
+        assert after[i]["delete_ts"] is not None, after[i]
     assert steps[0].pending_count() == 0
 
 
@@ -778,6 +786,21 @@ def test_s13_code_change(ds: DataStore, dbconn: DBConn) -> None:
     assert_rows(env2.dt("out"), data.assign(b=data["a"] * 2))
 
 
+@pytest.mark.xfail(strict=True, reason="BUG-4: a run that recomputes every key (code change) only "
+                   "visits live input keys, so outputs of input rows deleted since the last run "
+                   "are never deleted")
+def test_s13_code_change_with_deleted_input(ds: DataStore) -> None:
+    env = Env(ds)
+    src = env.table("src", int_pk(), Column("a", Integer))
+    out = env.table("out", int_pk(), Column("a", Integer), Column("b", Integer))
+    src.store_chunk(frame({"id": [1, 2, 3], "a": [1, 2, 3]}))
+    run_steps(ds, env.build(BatchTransform(code_v1, inputs=["src"], outputs=["out"], name="step")))
+    src.delete_by_idx(frame({"id": [2]}))
+    steps = env.build(BatchTransform(code_v2, inputs=["src"], outputs=["out"], name="step"))
+    assert run_steps(ds, steps).ok
+    assert_rows(out, frame({"id": [1, 3], "a": [1, 3], "b": [3, 9]}))  # id 2's output is stale
+
+
 # --- 14. rows in last-change order -------------------------------------------------------------
 
 
@@ -982,6 +1005,28 @@ def test_s17_group_by_non_key(ds: DataStore, kind: str) -> None:
     assert_rows(tot, expected())
     assert_rows(tot, frame({"customer": ["B", "D"], "total": [63, 1]}))
     assert processed(run_steps(ds, steps)) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="BUG-3: an output whose primary key lacks the non-key "
+                   "transform key (orders -> order_copy(order_id; customer)) fails forever with "
+                   "KeyError 'customer': its row meta has no tracked column before the first write")
+def test_s17_group_by_output_keyed_by_other_column(ds: DataStore) -> None:
+    """Group by customer, but the output stays keyed by order_id (e.g. orders enriched per customer)."""
+    env = Env(ds)
+    orders = env.table("orders", int_pk("order_id"), Column("customer", String),
+                       Column("amount", Integer))
+    copy = env.table("order_copy", int_pk("order_id"), Column("customer", String),
+                     Column("amount", Integer))
+    steps = env.build(BatchTransform(identity, inputs=["orders"], outputs=["order_copy"],
+                                     transform_keys=["customer"]))
+    data = frame({"order_id": [1, 2], "customer": ["A", "B"], "amount": [1, 2]})
+    orders.store_chunk(data)
+    report = run_steps(ds, steps)
+    assert report.ok, report.steps["identity"].errors
+    assert_rows(copy, data)
+    orders.store_chunk(frame({"order_id": [1], "customer": ["B"], "amount": [1]}))  # moves A -> B
+    assert run_steps(ds, steps).ok
+    assert_rows(copy, orders.get_data())
 
 
 @pytest.mark.parametrize("kind", KINDS)

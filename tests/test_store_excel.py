@@ -10,6 +10,7 @@ import datetime as dt
 import posixpath
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def edit_workbook(path: Path, edit, aged: bool = True) -> None:
         age(path)
 
 
-def set_cell(sheet: str, cell: str, value) -> callable:
+def set_cell(sheet: str, cell: str, value) -> Callable[[openpyxl.Workbook], None]:
     def edit(wb):
         wb[sheet][cell] = value
     return edit
@@ -389,7 +390,8 @@ def test_engine_ten_thousand_rows_edit_resave_delete(ds, in_tmp: Path) -> None:
     assert len(ids) == 9_999 and 10 not in set(ids) and 11 in set(ids)
 
 
-@pytest.mark.parametrize("damage", ["rename_sheet", "drop_key_column", "duplicate_key"])
+@pytest.mark.parametrize("damage", ["rename_sheet", "drop_key_column", "duplicate_key",
+                                    "empty_key"])
 def test_engine_bad_source_is_reported_and_loses_nothing(ds, in_tmp: Path, damage: str) -> None:
     src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(50)})
     out = in_tmp / "doubled.xlsx"
@@ -404,6 +406,7 @@ def test_engine_bad_source_is_reported_and_loses_nothing(ds, in_tmp: Path, damag
         "rename_sheet": lambda wb: setattr(wb["Orders"], "title", "Orders (old)"),
         "drop_key_column": lambda wb: wb["Orders"].delete_cols(1),
         "duplicate_key": lambda wb: wb["Orders"].cell(row=3, column=1, value=1),
+        "empty_key": set_cell("Orders", "A3", None),
     }[damage]
     edit_workbook(src, edit)
     report = run_steps(ds, steps)
@@ -412,7 +415,7 @@ def test_engine_bad_source_is_reported_and_loses_nothing(ds, in_tmp: Path, damag
     msg = report.source_errors[str(src)]
     assert "orders.xlsx" in msg
     assert {"rename_sheet": "'Orders (old)'", "drop_key_column": "'order_id'",
-            "duplicate_key": "order_id=1"}[damage] in msg
+            "duplicate_key": "order_id=1", "empty_key": "'c002'"}[damage] in msg
     if damage != "rename_sheet":
         assert "orders.xlsx[Orders]" in msg
     assert report.tables == {}
@@ -522,6 +525,44 @@ def test_engine_output_with_another_sheet_edited_is_no_conflict(ds, in_tmp: Path
     before = mtime(out)
     report = run_steps(ds, steps)
     assert report.backups == {} and mtime(out) == before
+
+    # the output sheet is rewritten: the user's sheet stays
+    notes = sheet_part_bytes(out, "My notes")
+    edit_workbook(src, set_cell("Orders", "C2", 50.0))
+    report = run_steps(ds, steps)
+    assert report.tables["doubled"] == {"added": 0, "updated": 1, "deleted": 0}
+    assert mtime(out) != before and read_sheet(out, "Doubled")["double"][0] == 100.0
+    assert sheet_part_bytes(out, "My notes") == notes
+    assert sheet_names(out) == ["Doubled", "My notes"]
+
+
+def test_engine_two_output_sheets_of_one_workbook(ds, in_tmp: Path) -> None:
+    """One step writing two sheets of one workbook: each write changes the file the other
+    output's fingerprint was taken of; that must not look like an edit by hand."""
+    src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(30)})
+
+    def split(orders: pd.DataFrame):
+        small = orders[orders["amount"] < 3]
+        return double(small), double(orders.drop(small.index))
+    catalog = Catalog({
+        "orders": Table(TableStoreExcel(src, "Orders", ["order_id"])),
+        "small": Table(TableStoreExcel("report.xlsx", "Small", ["order_id"])),
+        "large": Table(TableStoreExcel("report.xlsx", "Large", ["order_id"])),
+    })
+    steps = build_compute(ds, catalog, Pipeline([
+        BatchTransform(split, ["orders"], ["small", "large"])]))
+    report = run_steps(ds, steps)
+    assert report.ok and report.tables["small"]["added"] + report.tables["large"]["added"] == 30
+    for _ in range(2):
+        report = run_steps(ds, steps)
+        assert report.backups == {} and report.tables == {}
+    edit_workbook(src, set_cell("Orders", "C21", 0.0))  # order 20 (5.0) moves to small
+    report = run_steps(ds, steps)
+    assert report.backups == {}
+    assert report.tables["small"] == {"added": 1, "updated": 0, "deleted": 0}
+    assert report.tables["large"] == {"added": 0, "updated": 0, "deleted": 1}
+    assert 20 in set(read_sheet(in_tmp / "report.xlsx", "Small")["order_id"])
+    assert 20 not in set(read_sheet(in_tmp / "report.xlsx", "Large")["order_id"])
 
 
 def test_engine_half_written_source_is_retried_then_reported(ds, in_tmp: Path,

@@ -88,7 +88,11 @@ def test_pattern_gives_root_keys_and_description(in_tmp: Path) -> None:
     assert TableStoreFiledir("data/order_{id}.json").root == in_tmp / "data"
     assert TableStoreFiledir("{id}.txt", adapter="text").root == in_tmp
     assert TableStoreFiledir(str(in_tmp / "abs" / "{id}.json")).root == in_tmp / "abs"
-    assert TableStoreFiledir("e/{a}/{b}.json", primary_keys=["b", "a"]).primary_keys == ["b", "a"]
+    swapped = TableStoreFiledir("e/{a}/{b}.json", primary_keys=["b", "a"])
+    assert swapped.primary_keys == ["b", "a"]
+    swapped.upsert_rows(pd.DataFrame({"a": ["x"], "b": ["y"], "v": [1]}))
+    assert json.loads((in_tmp / "e" / "x" / "y.json").read_text()) == {"v": 1}
+    assert swapped.read_rows().columns.tolist() == ["b", "a", "v"]
     assert s.list_files() is not None  # file-backed even before the folder exists
 
 
@@ -313,7 +317,8 @@ def test_read_by_keys_opens_only_those_files(in_tmp: Path, monkeypatch: pytest.M
     got = s.read_rows(pd.DataFrame({"user": ["u1", "u3", "u9", "u1"], "k": ["2", "4", "0", "2"],
                                     "extra": [1, 2, 3, 4]}))
     assert sorted(got["v"]) == [12, 34]
-    assert sorted(spy.opened) == [str(in_tmp / "inbox/u1/2.json"), str(in_tmp / "inbox/u3/4.json")]
+    # only the files of the keys asked for are tried (u9/0.json does not exist)
+    assert sorted(spy.opened) == [str(in_tmp / f"inbox/{rel}.json") for rel in ("u1/2", "u3/4", "u9/0")]
     assert s.read_rows(pd.DataFrame({"user": [], "k": []})).columns.tolist()[:2] == ["user", "k"]
 
 
@@ -496,11 +501,6 @@ def test_folder_source_changes_propagate_by_one_key(ds, in_tmp: Path, orders_pip
     assert r.ok and r.tables == {} and r.source_errors == {} and calls == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: when the last input row of a string key is deleted, the step's batch "
-    "fails with 'You are trying to merge on str and float64 columns' (sql._fetch gives an "
-    "empty String column float64 dtype; steps/transform._read_batch merges on it), so "
-    "the output row is never deleted; repro: /tmp/repro_delete_strkey.py"))
 def test_folder_source_deleting_a_file_deletes_one_key(ds, in_tmp: Path,  # noqa: ANN001
                                                        orders_pipeline) -> None:  # noqa: ANN001
     store, catalog, steps = orders_pipeline
@@ -614,10 +614,6 @@ def test_folder_as_step_output(ds, in_tmp: Path) -> None:  # noqa: ANN001
     assert catalog.catalog["big"].store.read_rows()["order_id"].tolist() == ["5", "7", "9"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug (sync.mark_output): fingerprints of output files the step deleted stay in "
-    "fp_files, so every later run sees a mismatch in check_output and re-reads the whole "
-    "output folder (_content_matches)"))
 def test_no_op_after_output_deletion_opens_no_output_file(
         ds, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     for i in range(10):
@@ -631,3 +627,16 @@ def test_no_op_after_output_deletion_opens_no_output_file(
     r = run_steps(ds, steps)
     assert r.tables == {}
     assert spy.opened == []
+
+
+def test_hand_edited_output_file_backup_does_not_become_a_row(ds, in_tmp: Path) -> None:  # noqa: ANN001
+    for i in range(6, 9):
+        write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
+    catalog, steps = _output_pipeline(ds, in_tmp)
+    run_steps(ds, steps)
+    edited = in_tmp / "out" / "c" / "7.json"
+    edited.write_text(json.dumps({"amount": 700}))
+    r = run_steps(ds, steps)
+    assert r.backups  # the edit was noticed and the output rebuilt
+    assert json.loads(edited.read_text()) == {"amount": 7}
+    assert sorted(catalog.catalog["big"].store.read_rows()["order_id"]) == ["6", "7", "8"]

@@ -266,6 +266,16 @@ def test_dataset_partition_not_in_keys_moves_rows(tmp_path: Path) -> None:
     got = by_key(TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"]).read_rows(), ["id"])
     assert got[["id", "region", "v"]].values.tolist() == [[1, "US", 10], [2, "US", 2]]
     assert len(store.read_rows(pd.DataFrame({"id": [1]}))) == 1  # any partition may hold it
+    # an update that stays in its partition rewrites only that partition
+    store.upsert_rows(pd.DataFrame({"id": [3, 4], "region": ["EU", "JP"], "v": [3, 4]}))
+    store.flush()
+    before = stats(parquet_files(tmp_path / "t"))
+    store = TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"])
+    store.upsert_rows(pd.DataFrame({"id": [4], "region": ["JP"], "v": [40]}))
+    store.delete_rows(pd.DataFrame({"id": [99]}))
+    store.flush()
+    after = stats(parquet_files(tmp_path / "t"))
+    assert {p for p in after if after[p] != before.get(p)} == {tmp_path / "t/region=JP/part-0.parquet"}
 
 
 def test_dataset_listing_ignores_temp_and_hidden_files(tmp_path: Path) -> None:
@@ -377,8 +387,6 @@ def test_engine_file_source_to_dataset_output(ds, in_tmp: Path) -> None:  # noqa
     assert stats(kept) == {p: before[p] for p in kept}
 
 
-@pytest.mark.xfail(strict=True, reason="sync.mark_output('clean') never forgets the fingerprint of an "
-                   "output file that vanished, so check_output re-reads the whole output every run")
 def test_engine_noop_after_partition_removed_reads_nothing(ds, in_tmp: Path,  # noqa: ANN001
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     write_source(in_tmp / "src.parquet", source_frame())
@@ -465,9 +473,12 @@ def test_engine_hand_edited_output_partition_is_backed_up_and_rebuilt(ds, in_tmp
     edited.loc[0, "v2"] = -1.0
     pq.write_table(pa.Table.from_pandas(edited, preserve_index=False), us)
     report = run_steps(ds, steps)
-    assert "out" in report.backups
-    backups = sorted((in_tmp / "out").rglob("*.bak.parquet"))
-    assert backups and all(str(b) not in out_store().list_files()["path"].tolist() for b in backups)
+    # only the edited partition is copied, into a sibling folder the dataset never reads
+    backup = Path(report.backups["out"])
+    assert backup.parent == in_tmp and backup.name.startswith("out.") and backup.name.endswith(".bak")
+    copied = sorted(p.relative_to(backup) for p in backup.rglob("*.parquet"))
+    assert copied == [Path("region=US/part-0.parquet")]
+    assert pq.read_table(backup / copied[0]).to_pandas().loc[0, "v2"] == -1.0
     got = out_store().read_rows()
     assert sorted(got["v2"].tolist()) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
     assert not run_steps(ds, steps).changed

@@ -178,6 +178,10 @@ def test_round_trip_openpyxl_and_layout(tmp_path: Path) -> None:
     assert all(ws.cell(1, c).font.b for c in range(1, df.shape[1] + 1))
     assert not ws["A2"].font.b
     assert ws.auto_filter.ref == f"A1:F{len(df) + 1}"
+    # LibreOffice shows an autofilter only with this hidden name
+    wb_xml = members(path)["xl/workbook.xml"].decode()
+    assert (f'<definedName name="_xlnm._FilterDatabase" localSheetId="0" hidden="1">'
+            f"'Data'!$A$1:$F${len(df) + 1}</definedName>") in wb_xml
     widths = {letter: ws.column_dimensions[letter].width for letter in "ABCDEF"}
     assert all(w and w > 0 for w in widths.values())
     assert widths["A"] > widths["F"]  # "  leading spaces" is longer than "FALSE"
@@ -277,6 +281,10 @@ def test_other_sheets_kept_byte_for_byte(tmp_path: Path) -> None:
 
     # order kept, Out replaced in the middle
     assert sheet_names(path) == ["Notes", "Out", "Tail"]
+    # one autofilter name for Out (a duplicate makes Excel repair the file), for the new range
+    wb_xml = after["xl/workbook.xml"].decode()
+    assert wb_xml.count("_xlnm._FilterDatabase") == 1
+    assert ('localSheetId="1" hidden="1">\'Out\'!$A$1:$C$2</definedName>') in wb_xml
     assert part_of(path, "Out") == out_part
     # Notes: its sheet XML, its drawing and its chart are byte-identical
     assert after[notes_part] == before[notes_part]
@@ -324,6 +332,36 @@ def test_unchanged_members_are_copied_without_recompressing(tmp_path: Path) -> N
     notes = part_of(path, "Notes")
     assert after[notes] == before[notes]
     assert after["xl/theme/theme1.xml"] == before["xl/theme/theme1.xml"]
+
+
+def test_members_with_data_descriptors_are_copied(tmp_path: Path) -> None:
+    """Streaming zip writers (e.g. Apache POI's SXSSF) put sizes after the data (flag bit 3)."""
+    import io
+
+    class NoSeek(io.RawIOBase):
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return self.f.write(b)
+
+    path = tmp_path / "dd.xlsx"
+    notes_workbook(path)
+    src = members(path)
+    with open(path, "wb") as raw, zipfile.ZipFile(NoSeek(raw), "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in src.items():
+            z.writestr(name, data)
+    with zipfile.ZipFile(path) as z:
+        assert all(i.flag_bits & 0x08 for i in z.infolist())
+    write_sheet(path, "Out", mixed_frame())
+    assert_well_formed(path)
+    after = members(path)
+    notes = part_of(path, "Notes")
+    assert after[notes] == src[notes]
+    assert read_sheet(path, "Out")["int"].tolist() == mixed_frame()["int"].tolist()
 
 
 def test_prefixed_spreadsheetml_is_edited_in_its_own_prefix(tmp_path: Path) -> None:
@@ -392,6 +430,8 @@ def test_new_sheet_goes_last_and_replace_is_case_insensitive(tmp_path: Path) -> 
     notes_workbook(path)
     write_sheet(path, "New", pd.DataFrame({"a": [1]}))
     assert sheet_names(path) == ["Notes", "Out", "Tail", "New"]
+    with zipfile.ZipFile(path) as z:  # two selected tabs would open as a sheet group in Excel
+        assert b"tabSelected" not in z.read(part_of(path, "New"))
     write_sheet(path, "out", pd.DataFrame({"b": [2]}))  # Excel: same sheet as "Out"
     assert sheet_names(path) == ["Notes", "out", "Tail", "New"]
     assert read_sheet(path, "out")["b"].tolist() == [2]
@@ -607,6 +647,17 @@ def test_read_first_sheet_and_strings_that_look_missing(tmp_path: Path) -> None:
     back = read_sheet(path)
     assert back["s"].tolist()[:4] == ["NA", "null", "None", "nan"]
     assert pd.isna(back["s"][4]) and pd.isna(back["s"][5])  # an empty string is an empty cell
+
+
+def test_half_written_workbook_is_reported_not_overwritten(tmp_path: Path) -> None:
+    """A workbook another program is still saving is not a zip yet: the caller retries."""
+    path = tmp_path / "book.xlsx"
+    write_sheet(path, "A", pd.DataFrame({"a": [1]}))
+    half = path.read_bytes()[:200]
+    path.write_bytes(half)
+    with pytest.raises(zipfile.BadZipFile):
+        write_sheet(path, "A", pd.DataFrame({"a": [2]}))
+    assert path.read_bytes() == half and no_temp_files(tmp_path)
 
 
 def test_too_many_rows_is_refused_before_writing(tmp_path: Path) -> None:

@@ -105,6 +105,7 @@ class TableStoreFiledir(TableStore):
         self._columns_seen: list[str] = []    # columns of the rows read last (schema hint)
         self._names_ok: set[str] = set()      # last-component names known to match
         self._typed_keys = [k for k in self.primary_keys if k in self.dtypes]
+        self._fields_in_key_order = self.fields == self.primary_keys
 
     # --- description ---------------------------------------------------------------------
     def describe(self) -> str:
@@ -273,7 +274,8 @@ class TableStoreFiledir(TableStore):
             if path.startswith(self._prefix) else None
         if m is None:
             raise FilepipeError(f"{self.describe()}: not a file of this folder pattern: {path}")
-        return dict(zip(self._group_fields, m.groups()))
+        keys = dict(zip(self._group_fields, m.groups()))
+        return keys if self._fields_in_key_order else {k: keys[k] for k in self.primary_keys}
 
     def _read_record(self, path: str) -> dict[str, Any] | None:
         """One row: keys from the path, content from the file (None if it vanished)."""

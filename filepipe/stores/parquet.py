@@ -16,13 +16,13 @@ footer, so values come back with the type they were written with (ints stay ints
 stay dates) and row hashes match on re-read. For files written by other tools the value
 is a string unless the file itself holds the column, or `dtypes` names a type for it.
 
-Writes are deterministic: the same rows in the same order give byte-identical files.
+Writes are deterministic: rows are written in key order, so the same rows give
+byte-identical files whatever order they were upserted in.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -224,9 +224,9 @@ class _ParquetDataset(TableStoreParquet):
                 entries = list(os.scandir(folder))
             except (FileNotFoundError, NotADirectoryError):
                 return
+            col = self.partition_cols[level] if level < depth else None
             for entry in entries:
                 name = entry.name
-                col = self.partition_cols[level] if level < depth else None
                 raw = _segment_value(name, col) if col is not None else False
                 if raw is False and (name.startswith((".", "_")) or is_temp_name(name)):
                     continue
