@@ -95,7 +95,8 @@ class Project:
                 settle = time.monotonic() + quiet
                 while time.monotonic() < settle:
                     self.cond.wait(settle - time.monotonic())
-                if n == len(self.cycles) and not self.watcher.debouncer.pending:
+                if n == len(self.cycles) and not self.watcher.debouncer.pending \
+                        and not self.watcher.busy:
                     return
         raise SystemExit("the daemon never went idle")
 

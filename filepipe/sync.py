@@ -117,7 +117,7 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     frames, read_ok = [], []
     for path in found.to_read:
         try:
-            frames.append((path, _read_stable(table, path)))
+            frames.append((path, _typed_keys(table, path, _read_stable(table, path))))
             read_ok.append(path)
         except Exception as exc:  # noqa: BLE001 - report the file, go on with the rest
             result.errors[path] = f"{type(exc).__name__}: {exc}"
@@ -149,6 +149,24 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     if result.missing and report is not None:
         report.missing_files.extend(result.missing)
     return result
+
+
+def _typed_keys(table: DataTable, path: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Key and tracked columns cast to the table's types; a value that does not fit
+    (text typed into a numeric key column) is an error naming the file and column."""
+    if not table.meta.exists or df.empty:
+        return df
+    for column, sa_type in table.meta.column_types().items():
+        if column not in df.columns:
+            continue
+        try:
+            table.meta.coerce(df[[column]])
+        except (TypeError, ValueError) as exc:
+            raise FilepipeError(
+                f"{path}: column {column!r} holds a value that is not a "
+                f"{sa_type.python_type.__name__} like the rest of that column ({exc}); "
+                "fix the cell") from None
+    return table.meta.coerce(df)
 
 
 def _read_stable(table: DataTable, path: str) -> pd.DataFrame:
@@ -358,10 +376,13 @@ def _content_matches(table: DataTable) -> bool:
 
 
 def rebuild_output(table: DataTable) -> None:
-    """Delete every row of an output (soft deletes propagate); its producer re-adds them."""
+    """Empty an output for its producer to rebuild: its rows are deleted (soft deletes in
+    the meta, so steps reading it see the change) without reading the file, which may be
+    the broken one someone left behind.
+    """
+    table.store.clear()
     if table.meta.exists:
         live = table.get_metadata()[table.primary_keys]
         if len(live):
-            table.delete_by_idx(live)
-        else:
-            mark_output(table, "clean")
+            table.store_chunk(live.iloc[0:0], processed_idx=live, write_store=False)
+    table._flush()

@@ -144,6 +144,8 @@ class DataTable:
         absent = [c for c in tracked if c not in df.columns]
         if absent and not df.empty:
             raise MissingColumnsError(f"{where}: rows lack column(s) {absent} used as transform keys")
+        if write_store:
+            df = self.store.normalize(df)
         df = self.meta.coerce(df).reset_index(drop=True)
         now = time.time() if now is None else now
         keys = self.primary_keys

@@ -312,6 +312,7 @@ class Watcher:
         self.observer: Any = None
         self.targets: list[WatchTarget] = []
         self.cycles = 0
+        self.busy = False            # a cycle is running (for tests and benchmarks)
         self._retry_at: float | None = None
         self._backoff = RETRY_FIRST
         self._full_reason: str | None = None
@@ -375,6 +376,13 @@ class Watcher:
     # --- cycles (main thread) -----------------------------------------------------------
     def cycle(self, paths: set[str] | None, label: str) -> RunReport | None:
         """One `run_cycle`, logged in one line (plus one per failure); never raises."""
+        self.busy = True
+        try:
+            return self._cycle(paths, label)
+        finally:
+            self.busy = False
+
+    def _cycle(self, paths: set[str] | None, label: str) -> RunReport | None:
         before = self.outputs.snapshot()
         t0 = time.perf_counter()
         try:
@@ -441,8 +449,12 @@ class Watcher:
             with self._lock:
                 batch = self.debouncer.pop(now)
                 due_in = self.debouncer.due_in(now)
+                self.busy = batch is not None   # set under the lock that popped the batch
             if batch is not None:
-                self.run_batch(batch)
+                try:
+                    self.run_batch(batch)
+                finally:
+                    self.busy = False
                 continue
             if next_rescan is not None and now >= next_rescan:
                 self.cycle(None, "periodic full sync")

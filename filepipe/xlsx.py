@@ -1546,13 +1546,20 @@ def sheet_names(path: str | os.PathLike) -> list[str]:
 def read_sheet(path: str | os.PathLike, sheet: str | None = None) -> pd.DataFrame:
     """Read one sheet (the first worksheet when None) with the calamine engine.
 
-    The first row gives the column names. Only empty cells are missing values; cells with
-    a date format come back as datetimes. A sheet name that matches only case-insensitively
-    is accepted, as in Excel.
+    The first row gives the column names (an empty one becomes ``"Unnamed: i"``, a repeated
+    one ``"name.1"``, as pandas does). Cell types are kept as the file stores them: text
+    stays text even when it looks like a number ("01234" is not 1234); numbers are ints when
+    integral, else floats; cells with a date format come back as datetimes; only empty cells
+    are missing. Column dtypes follow from the values as in ``pd.Series(list)``, except
+    that a numeric column with an empty cell is float64 and an all-empty one float64 NaN.
+    A sheet name that matches only case-insensitively is accepted, as in Excel.
     """
+    from python_calamine import CalamineWorkbook, SheetTypeEnum
+
     path_s = os.fspath(path)
-    with pd.ExcelFile(path_s, engine="calamine") as xf:
-        names = list(xf.sheet_names)
+    wb = CalamineWorkbook.from_path(path_s)
+    try:
+        names = [m.name for m in wb.sheets_metadata if m.typ == SheetTypeEnum.WorkSheet]
         if sheet is None:
             if not names:
                 raise SheetError(f"{path_s}: the workbook has no worksheet")
@@ -1565,7 +1572,74 @@ def read_sheet(path: str | os.PathLike, sheet: str | None = None) -> pd.DataFram
                 listed = ", ".join(repr(n) for n in names) or "none"
                 raise SheetError(f"{path_s}: sheet {sheet!r} not found; worksheets: {listed}")
             name = folded[0]
-        try:
-            return pd.read_excel(xf, sheet_name=name, keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
+        rows = wb.get_sheet_by_name(name).to_python(skip_empty_area=False)
+    finally:
+        close = getattr(wb, "close", None)
+        if close is not None:
+            close()
+    return _frame_from_cells(rows)
+
+
+def _header_names(header: list[Any]) -> list[Any]:
+    names: list[Any] = []
+    seen: set[Any] = set()
+    for i, v in enumerate(header):
+        if v is None or v == "":
+            v = f"Unnamed: {i}"
+        elif isinstance(v, float) and v.is_integer():
+            v = int(v)
+        base, k = v, 0
+        while v in seen:  # pandas' mangling of repeated names: a, a.1, a.2
+            k += 1
+            v = f"{base}.{k}"
+        seen.add(v)
+        names.append(v)
+    return names
+
+
+def _frame_from_cells(rows: list[list[Any]]) -> pd.DataFrame:
+    """DataFrame from calamine's rows of typed cells (first row = names)."""
+    if not rows:
+        return pd.DataFrame()
+    names = _header_names(rows[0])
+    body = rows[1:]
+    if not body:
+        return pd.DataFrame({n: pd.Series([], dtype=object) for n in names}, columns=names)
+    columns = list(zip(*body))
+    return pd.DataFrame({n: _series_from_cells(c) for n, c in zip(names, columns)}, columns=names)
+
+
+def _series_from_cells(cells: tuple[Any, ...]) -> pd.Series:
+    import datetime as _dt
+
+    arr = _obj(cells)
+    types = np.frompyfunc(type, 1, 1)(arr)
+    is_str = types == str
+    missing = np.zeros(len(arr), dtype=bool)
+    if is_str.any():
+        missing[is_str] = arr[is_str] == ""  # calamine gives "" for empty (and error) cells
+    missing |= types == type(None)
+    present = set(pd.unique(types[~missing]))
+    if not present:
+        return pd.Series(np.full(len(arr), np.nan))
+    if present <= {float, int}:
+        vals = np.full(len(arr), np.nan)
+        vals[~missing] = arr[~missing].astype(float)
+        ok = vals[~missing]
+        if (not missing.any() and np.all(np.mod(ok, 1) == 0)
+                and np.all(np.abs(ok) < 2.0**63)):
+            if int in present:  # exact ints (xls/ods) stay exact
+                return pd.Series(arr.astype(np.int64))
+            return pd.Series(ok.astype(np.int64))
+        return pd.Series(vals)
+    if present <= {_dt.datetime, _dt.date}:
+        arr[missing] = None
+        return pd.Series(pd.to_datetime(pd.Series(arr, dtype=object)))
+    arr[missing] = None
+    floats = np.flatnonzero(types == float)
+    if len(floats):  # 1.0 -> 1 in mixed columns, as pandas' readers do
+        arr[floats] = [int(v) if v.is_integer() else v for v in arr[floats]]
+    dates = np.flatnonzero(types == _dt.date)
+    if len(dates):  # date-only cells are datetimes at midnight, as in a date column
+        arr[dates] = [_dt.datetime(v.year, v.month, v.day) for v in arr[dates]]
+    return pd.Series(arr.tolist())

@@ -152,8 +152,6 @@ def test_normalize_predicts_what_a_reread_gives(in_tmp: Path) -> None:
     assert store.normalize(df)["id"].tolist() == [1, 2, 3, 4]
 
 
-@pytest.mark.xfail(strict=True, reason="filepipe.xlsx.read_sheet: a bool column with an empty "
-                   "cell reads back as float 1.0/0.0/NaN (pandas TextParser), see report")
 def test_round_trip_booleans_with_empty_cells(in_tmp: Path) -> None:
     df = pd.DataFrame({"id": [1, 2, 3], "ok": [True, None, False]})
     store = TableStoreExcel("b.xlsx", "B", ["id"])
@@ -163,8 +161,6 @@ def test_round_trip_booleans_with_empty_cells(in_tmp: Path) -> None:
     assert hash_rows(back).tolist() == hash_rows(df).tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="filepipe.xlsx.read_sheet: text cells that look like "
-                   "numbers ('01234', '1.10') are parsed into numbers by pandas, see report")
 def test_round_trip_of_numeric_looking_text(in_tmp: Path) -> None:
     df = pd.DataFrame({"zip": ["01234", "10115", "00501"], "code": ["1.10", "2", "1e5"]})
     store = TableStoreExcel("z.xlsx", "Z", ["zip"])
@@ -641,7 +637,7 @@ def test_engine_noop_run_does_not_open_or_rewrite(ds, in_tmp: Path, monkeypatch)
     assert (mtime(src), mtime(out), out.read_bytes()) == before
 
 
-# --- known problems outside this store (see the xfail reasons) ----------------------------
+# --- engine behaviour around Excel outputs -------------------------------------------------
 
 def shared_book_pipeline(ds, book: Path, func):
     make_workbook(book, {"Orders": order_rows(5)})
@@ -650,9 +646,6 @@ def shared_book_pipeline(ds, book: Path, func):
     return build_compute(ds, catalog, Pipeline([BatchTransform(func, ["orders"], ["out"])]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine: DataTable.store_chunk hashes the step's frame, "
-                   "not what the store keeps (TableStoreExcel.normalize); a workbook change "
-                   "then looks like a hand edit of the output (see report)")
 def test_values_excel_cannot_keep_are_no_false_conflict(ds, in_tmp: Path) -> None:
     def with_odd_values(orders: pd.DataFrame) -> pd.DataFrame:
         return orders.assign(blank="", day=dt.date(2024, 1, 2),
@@ -666,8 +659,6 @@ def test_values_excel_cannot_keep_are_no_false_conflict(ds, in_tmp: Path) -> Non
     assert report.backups == {}
 
 
-@pytest.mark.xfail(strict=True, reason="engine: sync.rebuild_output deletes only the keys in "
-                   "the meta; a row added by hand to the output survives the rebuild")
 def test_rebuild_drops_rows_added_by_hand(ds, in_tmp: Path) -> None:
     src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(5)})
     out = in_tmp / "doubled.xlsx"
@@ -679,9 +670,6 @@ def test_rebuild_drops_rows_added_by_hand(ds, in_tmp: Path) -> None:
     assert 99 not in set(read_sheet(out, "Doubled")["order_id"])
 
 
-@pytest.mark.xfail(strict=True, reason="engine: sync.rebuild_output loads the hand-edited "
-                   "output to delete its rows; a deleted key column (or a duplicate key) "
-                   "raises out of run_steps")
 @pytest.mark.parametrize("damage", ["drop_key_column", "duplicate_key"])
 def test_output_broken_by_hand_is_backed_up_and_rebuilt(ds, in_tmp: Path, damage: str) -> None:
     src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(5)})
@@ -696,9 +684,6 @@ def test_output_broken_by_hand_is_backed_up_and_rebuilt(ds, in_tmp: Path, damage
     pd.testing.assert_frame_equal(read_sheet(out, "Doubled"), computed)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: sync_table does not catch the key coercion "
-                   "error when a numeric key column gets a text key; run_steps raises "
-                   "ValueError instead of reporting the file")
 def test_text_typed_into_a_numeric_key_column_is_reported(ds, in_tmp: Path) -> None:
     src = make_workbook(in_tmp / "orders.xlsx", {"Orders": order_rows(5)})
     steps = per_row_pipeline(ds, src, in_tmp / "doubled.xlsx")

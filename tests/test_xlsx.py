@@ -660,6 +660,42 @@ def test_half_written_workbook_is_reported_not_overwritten(tmp_path: Path) -> No
     assert path.read_bytes() == half and no_temp_files(tmp_path)
 
 
+def test_read_keeps_cell_types(tmp_path: Path) -> None:
+    """Text that looks like a number stays text; bools with a gap stay bools; dates are
+    datetimes even in mixed columns; header names are made unique like pandas does."""
+    path = tmp_path / "t.xlsx"
+    df = pd.DataFrame({
+        "zip": ["01234", "10115", "00501"],
+        "code": ["1.10", "2", "1e5"],
+        "ok": [True, None, False],
+        "mixed": [dt.date(2020, 1, 2), "x", 3.0],
+        "blank": [None, None, None],
+        "n": [1, 2, 3],
+    })
+    df.columns = ["zip", "code", "ok", "mixed", "blank", "zip"]
+    write_sheet(path, "T", df)
+    back = read_sheet(path, "T")
+    assert list(back.columns) == ["zip", "code", "ok", "mixed", "blank", "zip.1"]
+    assert back.iloc[:, 0].tolist() == ["01234", "10115", "00501"]
+    assert back["code"].tolist() == ["1.10", "2", "1e5"]
+    assert back["ok"].tolist() == [True, None, False]
+    assert back["ok"].tolist()[0] is True
+    assert back["mixed"].tolist() == [dt.datetime(2020, 1, 2), "x", 3]
+    assert back["blank"].dtype == np.float64 and back["blank"].isna().all()
+    assert back["zip.1"].dtype == np.int64
+
+
+def test_read_matches_pandas_on_plain_columns(tmp_path: Path) -> None:
+    path = tmp_path / "p.xlsx"
+    df = pd.DataFrame({"i": [1, 2, 3], "f": [1.5, None, 2.0], "s": ["a", "b", None],
+                       "d": pd.to_datetime(["2020-01-01", None, "2021-02-03 04:05:06"], format="ISO8601"),
+                       "b": [True, False, True]})
+    write_sheet(path, "P", df)
+    ours = read_sheet(path, "P")
+    theirs = pd.read_excel(path, sheet_name="P", engine="calamine")
+    pd.testing.assert_frame_equal(ours, theirs)
+
+
 def test_too_many_rows_is_refused_before_writing(tmp_path: Path) -> None:
     df = pd.DataFrame({"a": np.zeros(xlsx.MAX_ROWS, dtype=np.int8)})
     with pytest.raises(SheetError, match="1,048,576"):

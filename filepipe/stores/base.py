@@ -48,6 +48,20 @@ class TableStore(ABC):
     def flush(self) -> None:
         """Write buffered changes out (atomically). No-op for unbuffered stores."""
 
+    def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` as reading it back from the store will give it (default: unchanged).
+
+        The engine hashes this, so values a format cannot keep exactly (Excel's
+        millisecond times, say) do not look like changes when the file is read again.
+        """
+        return df
+
+    def clear(self) -> None:
+        """Remove every row, without relying on the current content being readable."""
+        rows = self.read_rows()
+        if len(rows):
+            self.delete_rows(rows[self.primary_keys])
+
     # --- files --------------------------------------------------------------------------
     def list_files(self) -> pd.DataFrame | None:
         """Fingerprints of the files holding the table: columns path, size, mtime_ns, inode.

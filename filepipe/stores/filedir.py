@@ -441,6 +441,10 @@ class TableStoreFiledir(TableStore):
                     break
                 folder = os.path.dirname(folder)
 
+    def clear(self) -> None:
+        for path in self.list_files()["path"]:
+            os.unlink(path)
+
     def _render(self, df: pd.DataFrame) -> list[bytes]:
         """The file content of each row of `df`."""
         content_cols = [c for c in df.columns if c not in self.primary_keys]

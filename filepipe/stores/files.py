@@ -132,6 +132,9 @@ class FileStore(TableStore):
         self._dirty = False
         self._loaded_fp = self._fingerprint()
 
+    def clear(self) -> None:
+        self._frame, self._dirty = self.empty(), True
+
     def discard(self) -> None:
         """Forget buffered changes and the cached frame."""
         self._frame, self._loaded_fp, self._dirty = None, None, False

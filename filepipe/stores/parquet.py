@@ -22,6 +22,8 @@ byte-identical files whatever order they were upserted in.
 
 from __future__ import annotations
 
+import contextlib
+
 import base64
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -346,6 +348,10 @@ class _ParquetDataset(TableStoreParquet):
         """Forget buffered changes and cached partitions."""
         self._files.clear()
 
+    def clear(self) -> None:
+        self.discard()
+        _remove_files(self.list_files()["path"])
+
     def _rows_by_target(self, df: pd.DataFrame) -> dict[Path, np.ndarray]:
         """Row positions of `df` per file they go to (one group per partition value)."""
         import numpy as np
@@ -567,3 +573,11 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
     if len(nonempty) == 1:
         return nonempty[0].copy()  # the frame a partition caches: callers may modify theirs
     return pd.concat(nonempty, ignore_index=True)
+
+
+def _remove_files(paths: Any) -> None:
+    """Delete files (and the folders they leave empty)."""
+    for p in map(Path, paths):
+        p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            p.parent.rmdir()
