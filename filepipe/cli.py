@@ -57,7 +57,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(exc, FilepipeError):
                 click.echo(f"Error: {exc}", err=True)
             else:
-                click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the "
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                click.echo(f"Error: {type(exc).__name__}: {first} (run with --debug for the "
                            "traceback)", err=True)
             sys.exit(EXIT_USAGE)
 
@@ -80,8 +81,9 @@ def main(ctx: click.Context, pipeline: str | None, debug: bool) -> None:
     """
     import logging
 
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    # the commands print failures themselves; the library's log repeats them
+    logging.getLogger("filepipe").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     ctx.obj = Context(pipeline, debug)
 
 
@@ -148,12 +150,11 @@ def _print_report(app: FilepipeApp, report: RunReport) -> None:
     if steps:
         _table(["step", "keys processed", "failed"], steps)
     for name, stats in report.steps.items():
-        for err in stats.errors:
-            click.echo(f"FAILED {name}: {err.splitlines()[0]}", err=True)
+        for err in dict.fromkeys(e.splitlines()[0] for e in stats.errors):
+            click.echo(f"FAILED {name}: {err}", err=True)
     for path, err in report.source_errors.items():
-        click.echo(f"UNREADABLE {path}: {err}", err=True)
-    for path in report.missing_files:
-        click.echo(f"MISSING {path}: its rows were deleted", err=True)
+        click.echo(f"UNREADABLE {path}: {err.replace(f'{path}: ', '')}", err=True)
+    _print_some("MISSING", report.missing_files, "not found (rows it held are deleted)")
     for table, backup in report.backups.items():
         click.echo(f"CHANGED BY HAND: output {table} was edited outside filepipe; "
                    f"kept a copy as {backup} and rebuilt it", err=True)
@@ -163,7 +164,16 @@ def _print_report(app: FilepipeApp, report: RunReport) -> None:
     click.echo(f"{state} in {report.seconds:.2f}s")
 
 
+def _print_some(label: str, paths: list[str], what: str, most: int = 5) -> None:
+    """One line per path, the first `most` of them, then a count of the rest."""
+    for p in paths[:most]:
+        click.echo(f"{label} {p}: {what}", err=True)
+    if len(paths) > most:
+        click.echo(f"{label} ... and {len(paths) - most} more", err=True)
+
+
 def _print_plan(app: FilepipeApp, steps: Sequence[str]) -> None:
+    app.select_steps(steps)  # unknown names are an error here too
     sources = app.source_plan()
     if sources:
         click.echo("Sources changed on disk since the last run:")
@@ -225,7 +235,7 @@ def status(obj: Context) -> None:
     _table(["step", "pending", "failed", "state"],
            [[p.name, p.pending, p.failed, p.reason] for p in plans])
     for p in plans:
-        for err in p.errors:
+        for err in dict.fromkeys(p.errors):
             click.echo(f"  {p.name} failed: {err}")
     click.echo()
     sources = app.source_plan()

@@ -111,6 +111,10 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     found = file_changes(table, paths)
     listed, stored = found.listed, found.stored
     result.missing = found.missing
+    if listed.empty and stored.empty:  # nothing there, and never was: say so
+        if report is not None:
+            report.missing_files.append(table.store.describe())
+        return result
     if not found.to_read and not found.missing:
         return result
 

@@ -58,7 +58,7 @@ class DataTable:
             return
         with self._transaction(conn) as c:
             has_rows = self.meta.count(c, include_deleted=True) > 0
-        data = self.store.read_rows() if has_rows else sample
+        data = self._readable_rows() if has_rows else sample
         if data is None or data.empty:
             return
         absent = [c for c in missing if c not in data.columns]
@@ -71,6 +71,25 @@ class DataTable:
             if has_rows:
                 rows = self.meta.coerce(data[self.primary_keys + missing])
                 sql.update_by_keys(c, self.meta.table, rows, self.primary_keys)
+
+    def _readable_rows(self) -> pd.DataFrame:
+        """All rows; for a file-backed table, of the files that can be read now (a broken
+        file is reported by the sync, not here)."""
+        import pandas as pd
+
+        try:
+            return self.store.read_rows()
+        except Exception:
+            if not self.is_file_backed:
+                raise
+        frames = []
+        for path in self.store.list_files()["path"]:
+            try:
+                frames.append(self.store.read_files([path])[path])
+            except Exception:  # noqa: BLE001, S112 - skipped here, reported by the sync
+                continue
+        return pd.concat(frames, ignore_index=True) if frames else \
+            pd.DataFrame(columns=self.primary_keys)
 
     # --- reads --------------------------------------------------------------------------
     def get_data(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:

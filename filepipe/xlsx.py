@@ -38,7 +38,7 @@ Cell conventions (see :func:`write_sheet`):
 * strings are inline strings; characters illegal in XML 1.0 are removed; a literal
   ``_xHHHH_`` sequence is escaped so Excel does not decode it; more than 32,767 characters
   is a :class:`SheetError`;
-* dict/list/tuple cells are compact JSON; anything else is ``str(value)``.
+* dict/list/tuple/ndarray cells are compact JSON; anything else is ``str(value)``.
 
 Reading uses pandas' calamine engine; only empty cells are missing values (strings such as
 ``"NA"`` or ``"null"`` stay strings; an empty string reads back as missing). Rows at the end
@@ -855,7 +855,7 @@ def _put_objects(slots: _Slots, values: np.ndarray, ctx: _Ctx) -> None:
             _put_strings(slots, idx, vals, ctx)
         elif issubclass(t, (_dt.datetime, np.datetime64, _dt.date)):
             dt_groups.append(idx)
-        elif issubclass(t, (dict, list, tuple)):
+        elif issubclass(t, (dict, list, tuple, np.ndarray)):
             _put_strings(slots, idx, _obj(list(map(_json, vals))), ctx)
         else:  # Decimal, time, timedelta, bytes, custom objects...: str(value)
             missing = np.fromiter(map(_is_missing_scalar, vals), bool, len(vals))
@@ -1605,14 +1605,20 @@ def _frame_from_cells(rows: list[list[Any]]) -> pd.DataFrame:
     body = rows[1:]
     if not body:
         return pd.DataFrame({n: pd.Series([], dtype=object) for n in names}, columns=names)
-    columns = list(zip(*body))
-    return pd.DataFrame({n: _series_from_cells(c) for n, c in zip(names, columns)}, columns=names)
+    width = len(names)
+    grid = np.empty((len(body), width), dtype=object)
+    try:
+        grid[:] = body
+    except ValueError:  # ragged rows (calamine's are rectangular; be safe)
+        grid[:] = [list(r[:width]) + [None] * (width - len(r)) for r in body]
+    return pd.DataFrame({n: _series_from_cells(grid[:, j].copy()) for j, n in enumerate(names)},
+                        columns=names)
 
 
-def _series_from_cells(cells: tuple[Any, ...]) -> pd.Series:
+def _series_from_cells(arr: np.ndarray) -> pd.Series:
+    """Series from one column of typed cells (object array, modified in place)."""
     import datetime as _dt
 
-    arr = _obj(cells)
     types = np.frompyfunc(type, 1, 1)(arr)
     is_str = types == str
     missing = np.zeros(len(arr), dtype=bool)
@@ -1634,7 +1640,7 @@ def _series_from_cells(cells: tuple[Any, ...]) -> pd.Series:
         return pd.Series(vals)
     if present <= {_dt.datetime, _dt.date}:
         arr[missing] = None
-        return pd.Series(pd.to_datetime(pd.Series(arr, dtype=object)))
+        return pd.Series(pd.to_datetime(pd.Series(arr, dtype=object))).astype("datetime64[us]")
     arr[missing] = None
     floats = np.flatnonzero(types == float)
     if len(floats):  # 1.0 -> 1 in mixed columns, as pandas' readers do

@@ -57,6 +57,10 @@ class RowMeta:
     def exists(self) -> bool:
         return self.table is not None
 
+    def holds(self, columns: Sequence[str]) -> bool:
+        """Does the meta exist and keep all of `columns` (keys or tracked)?"""
+        return self.table is not None and all(c in self.keys or c in self.tracked for c in columns)
+
     def key_types(self) -> dict[str, sa.types.TypeEngine]:
         assert self.table is not None
         return {k: self.table.c[k].type for k in self.keys}

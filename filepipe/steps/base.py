@@ -54,10 +54,25 @@ class ComputeStep(ABC):
 
 
 def error_text(exc: BaseException) -> str:
-    """`Type: message` plus where it was raised (the last frame), for the step meta."""
+    """`Type: first line (at file:line in function)` + further lines, for the step meta.
+
+    The place named is the innermost frame of the user's own code (not pandas', not
+    filepipe's), which is where a fix usually goes.
+    """
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    own = [f for f in frames if not _library_file(f.filename)] or frames
+    where = f" (at {own[-1].filename}:{own[-1].lineno} in {own[-1].name})" if own else ""
+    first, _, rest = str(exc).partition("\n")
+    return f"{type(exc).__name__}: {first}{where}" + (f"\n{rest}" if rest else "")
+
+
+def _library_file(filename: str) -> bool:
+    import os
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return ("site-packages" in filename or "dist-packages" in filename
+            or os.path.abspath(filename).startswith(package + os.sep)
+            or filename.startswith("<frozen"))
 
 
 @contextmanager

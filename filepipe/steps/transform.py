@@ -118,7 +118,8 @@ class BatchTransformStep(ComputeStep):
             return ChangeList()
         changes = self._process(pending, done_seq=snap, report=report) if len(pending) else ChangeList()
         new_hwm = {t.name: snap for t in self.inputs}
-        if full or any(hwm.get(n) != s for n, s in new_hwm.items()):
+        # a run that found nothing keeps its marks: a no-op run writes nothing
+        if full or len(pending):
             self.meta.ensure(self.transform_keys, self._key_types())
             with self.ds.meta.begin() as conn:
                 self.meta.set_state(conn, self.code_version, self.transform_keys, new_hwm)
@@ -156,7 +157,7 @@ class BatchTransformStep(ComputeStep):
             frames = []
             for t in self.inputs:
                 idx = changes.get(t.name)
-                if idx is None or idx.empty or not t.meta.exists:
+                if idx is None or idx.empty or not t.meta.holds(ikeys[t.name]):
                     continue
                 cols = ikeys[t.name]
                 rows = t.meta.lookup(conn, idx)[cols] if cols else _whole_key()
@@ -176,7 +177,7 @@ class BatchTransformStep(ComputeStep):
         frames = []
         for t in self.inputs:
             lo = hwm.get(t.name, 0)
-            if not t.meta.exists or lo >= snap:
+            if not t.meta.holds(ikeys[t.name]) or lo >= snap:
                 continue
             cols = ikeys[t.name]
             changed = t.meta.changed_between(conn, lo, snap, cols)
@@ -205,7 +206,7 @@ class BatchTransformStep(ComputeStep):
         if self.whole:
             return _whole_key()
         frames = [self._expand(conn, t, t.meta.scan(conn, columns=ikeys[t.name]), ikeys)
-                  for t in self.inputs if t.meta.exists and ikeys[t.name]]
+                  for t in self.inputs if ikeys[t.name] and t.meta.holds(ikeys[t.name])]
         return _concat(frames).drop_duplicates() if frames else self._empty_keys()
 
     def _expand(self, conn: sa.Connection, source: DataTable, rows: pd.DataFrame,
@@ -218,7 +219,7 @@ class BatchTransformStep(ComputeStep):
         out = rows
         for t in self.inputs:
             missing = [k for k in ikeys[t.name] if k not in have]
-            if t is source or not missing or not t.meta.exists:
+            if t is source or not missing or not t.meta.holds(ikeys[t.name]):
                 continue
             values = t.meta.scan(conn, columns=ikeys[t.name]).drop_duplicates()
             on = [k for k in ikeys[t.name] if k in have]
@@ -308,7 +309,7 @@ class BatchTransformStep(ComputeStep):
     @staticmethod
     def _input_meta(conn: sa.Connection, t: DataTable, proj: pd.DataFrame) -> pd.DataFrame | None:
         """Keys and seq of the live rows of `t` under the key projection `proj`."""
-        if not t.meta.exists:
+        if not t.meta.holds(list(proj.columns)):
             return None
         columns = t.primary_keys + ["seq"]
         if proj.columns.empty:
