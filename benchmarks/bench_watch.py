@@ -12,8 +12,9 @@ out/summary.csv. The daemon runs in a thread with a real observer. Then:
    written, original renamed away, temp renamed onto orders.csv, renamed original deleted,
    lock deleted) and as many LibreOffice saves (`.~lock.orders.csv#`, orders.csv renamed to
    orders.csv.osl-tmp, orders.csv written, osl-tmp deleted, lock deleted), each spread over
-   `--save-ms` ms. Printed: cycles per save (1 is right; more means a cycle ran mid-save
-   and may have seen orders.csv missing, i.e. emptied the outputs for a moment).
+   `--save-ms` ms. Printed: cycles per save (1 is right; more means a cycle ran mid-save)
+   and how many cycles found orders.csv missing (they delete its rows, emptying the
+   outputs until the next cycle puts them back).
 
 Run from the repository root: ``python benchmarks/bench_watch.py [--debounce 0.1 0.3 ...]``.
 """
@@ -65,6 +66,7 @@ class Project:
             root=base)
         self.cond = threading.Condition()
         self.cycles: list[float] = []        # seconds per cycle (report.seconds)
+        self.saw_missing = 0                 # cycles that found orders.csv missing
         self.lines: list[str] = []
         self.stop = threading.Event()
         self.watcher = Watcher(self.app, debounce=debounce, rescan_every=None,
@@ -79,6 +81,7 @@ class Project:
     def _on_cycle(self, report) -> None:
         with self.cond:
             self.cycles.append(report.seconds)
+            self.saw_missing += bool(report.missing_files)
             self.cond.notify_all()
 
     def wait(self, predicate, what: str) -> None:
@@ -181,6 +184,7 @@ def bench(debounce: float, args: argparse.Namespace) -> dict:
             version += 1
             p.wait_idle(debounce + 0.2)
         saves = {}
+        p.saw_missing = 0
         for name, save in (("excel", excel_save), ("libreoffice", libreoffice_save)):
             counts = []
             for _ in range(args.saves):
@@ -196,7 +200,8 @@ def bench(debounce: float, args: argparse.Namespace) -> dict:
         p.thread.join(WAIT)
         obs.stop()
         obs.join(5)
-    return {"debounce": debounce, "latencies": latencies, "cycles": cycle_s, "saves": saves}
+    return {"debounce": debounce, "latencies": latencies, "cycles": cycle_s, "saves": saves,
+            "saw_missing": p.saw_missing}
 
 
 def main() -> None:
@@ -211,14 +216,16 @@ def main() -> None:
           f"LibreOffice saves of ~{args.save_ms:g} ms each; {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"{'debounce':>8}  {'latency median':>14}  {'p95':>7}  {'max':>7}  "
-          f"{'cycle median':>12}  {'cycles/Excel save':>17}  {'cycles/LO save':>14}")
+          f"{'cycle median':>12}  {'cycles/Excel save':>17}  {'cycles/LO save':>14}  "
+          f"{'saw file missing':>16}")
     for d in args.debounce:
         r = bench(d, args)
         lat, cyc = r["latencies"], r["cycles"]
         xl, lo = r["saves"]["excel"], r["saves"]["libreoffice"]
         print(f"{d:>7.2f}s  {statistics.median(lat) * 1000:>12.0f}ms  {pct(lat, 0.95) * 1000:>5.0f}ms"
               f"  {max(lat) * 1000:>5.0f}ms  {statistics.median(cyc) * 1000:>10.0f}ms  "
-              f"{' '.join(map(str, xl)):>17}  {' '.join(map(str, lo)):>14}", flush=True)
+              f"{' '.join(map(str, xl)):>17}  {' '.join(map(str, lo)):>14}  "
+              f"{r['saw_missing']:>16}", flush=True)
 
 
 if __name__ == "__main__":

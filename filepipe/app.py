@@ -147,20 +147,22 @@ class FilepipeApp:
 
     def run_cycle(self, paths: set[str] | None = None, trigger: str = "watch") -> RunReport:
         """Sync only the sources holding `paths` (all when None) and run the steps below them."""
-        from .compute import RunReport, run_steps
+        from .compute import RunReport, reporting, run_steps
         from .sync import sync_table
 
         report = RunReport(trigger=trigger)
-        changed: set[str] = set()
-        for t in self.sources():
-            result = sync_table(t, report=report, paths=paths)
-            if result.changed is not None and len(result.changed):
-                changed.add(t.name)
-        steps = self.steps
-        if paths is not None:
-            steps = self.downstream(changed) + self._steps_with_failures()
-        return run_steps(self.ds, [s for s in self.steps if s in steps], report=report,
-                         sync_sources=False)
+        with reporting(self.ds, report):
+            changed: set[str] = set()
+            for t in self.sources():
+                result = sync_table(t, report=report, paths=paths)
+                if result.changed is not None and len(result.changed):
+                    changed.add(t.name)
+            steps = self.steps
+            if paths is not None:
+                wanted = self.downstream(changed) + self._steps_with_failures()
+                steps = [s for s in self.steps if s in wanted]
+            run_steps(self.ds, steps, report=report, sync_sources=False)
+        return report
 
     def downstream(self, tables: set[str]) -> list[ComputeStep]:
         """Steps that read any of `tables`, directly or through other steps."""

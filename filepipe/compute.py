@@ -186,7 +186,7 @@ def run_steps(ds: DataStore, steps: Sequence[ComputeStep], report: RunReport | N
               sync_sources: bool = True) -> RunReport:
     """Sync file sources, then run every step over what is stale."""
     report = report or RunReport(trigger="run_steps")
-    with _reporting(ds, report):
+    with reporting(ds, report):
         if sync_sources:
             sync_sources_of(steps, report)
         guard_outputs(steps, report)
@@ -233,7 +233,7 @@ def run_steps_changelist(ds: DataStore, steps: Sequence[ComputeStep], changelist
     report = report or RunReport(trigger="changelist")
     changes = ChangeList(dict(changelist.changes))
     produced = ChangeList()
-    with _reporting(ds, report):
+    with reporting(ds, report):
         for step in steps:
             if step.reads(changes):
                 out = step.run_changelist(changes, report)
@@ -242,7 +242,7 @@ def run_steps_changelist(ds: DataStore, steps: Sequence[ComputeStep], changelist
     return produced
 
 
-class _reporting:
+class reporting:
     """Attach `report` to the DataStore for the duration of a run; log the run if it did anything."""
 
     def __init__(self, ds: DataStore, report: RunReport) -> None:

@@ -131,9 +131,6 @@ def _isna(v: Any) -> bool:
         return False
 
 
-BOOKKEEPING = ("fp_step_inputs",)  # per-input high-water marks of the steps (see bug note)
-
-
 def db_snapshot(ds: DataStore, skip: Sequence[str] = ()) -> dict[str, list]:
     """Every row of every table in the SQLite database (data tables and meta alike)."""
     with ds.meta_dbconn.engine.connect() as c:
@@ -178,26 +175,25 @@ def test_s01_noop_rerun(ds: DataStore, kind: str) -> None:
     assert_rows(out, data)
     assert steps[0].pending_count() == 0
 
-    before_db = db_snapshot(ds, skip=BOOKKEEPING)
+    before_db = db_snapshot(ds)
     before_meta = (all_meta(src), all_meta(out))
     before_rows = out.get_data()
     rec.reset()
     r2 = run_steps(ds, steps)
     assert len(rec) == 0
     assert processed(r2) == 0 and r2.ok and not r2.changed
-    # no row meta, step meta, data or run log written (the strict whole-index check,
-    # high-water marks included, is test_s01_noop_rerun_writes_no_meta)
-    assert db_snapshot(ds, skip=BOOKKEEPING) == before_db
+    assert db_snapshot(ds) == before_db  # no row meta, step meta, data or run log written
     assert_frame_equal(all_meta(src), before_meta[0])
     assert_frame_equal(all_meta(out), before_meta[1])
     assert_frame_equal(out.get_data(), before_rows)
     assert steps[0].pending_count() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-1: the run after a writing run rewrites the steps' "
-                   "high-water marks in fp_step_inputs although it processes nothing")
 def test_s01_noop_rerun_writes_no_meta(ds: DataStore) -> None:
-    """DESIGN §4: "A no-op run writes nothing: no meta rewrite" (the whole index compared)."""
+    """DESIGN §4: "A no-op run writes nothing: no meta rewrite" (the whole index compared).
+
+    (Regression: the run after a writing run used to rewrite the high-water marks.)
+    """
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
     env.table("out", int_pk(), Column("a", Integer))
@@ -279,12 +275,7 @@ def test_s03_partial_change_two_inputs(ds: DataStore) -> None:
 # --- 4. delete input rows ---------------------------------------------------------------------
 
 
-BUG5 = pytest.mark.xfail(strict=True, reason="BUG-5: with a String primary key, a key with no input "
-                         "rows left fails forever: empty SQL results come back float64 and the "
-                         "merge in BatchTransformStep._read_batch raises 'merge on str and float64'")
-
-
-@pytest.mark.parametrize("key_type", ["int", pytest.param("str", marks=BUG5)])
+@pytest.mark.parametrize("key_type", ["int", "str"])  # str: regression (empty fetches were float64)
 @pytest.mark.parametrize("kind", KINDS)
 def test_s04_delete_input_rows(ds: DataStore, kind: str, key_type: str) -> None:
     env = Env(ds, kind)
@@ -517,6 +508,38 @@ def test_s08_failure_isolation_retry(ds: DataStore) -> None:
     assert meta_by_key(out)[3] == before3
 
 
+BUG6 = pytest.mark.xfail(strict=True, reason="BUG-6: a batch failing while writing its 2nd output "
+                         "leaves its 1st output rewritten in non-transactional stores (memory, "
+                         "files): only the index transaction is rolled back")
+
+
+@pytest.mark.parametrize("kind", ["db", pytest.param("memory", marks=BUG6)])
+def test_s08_failure_while_writing_leaves_outputs_untouched(ds: DataStore, kind: str) -> None:
+    """The batch fails after its first output was written: both outputs keep their rows."""
+    env = Env(ds, kind)
+    src = env.table("src", int_pk(), Column("a", Integer))
+    o1 = env.table("o1", int_pk(), Column("a", Integer))
+    o2 = env.table("o2", int_pk(), Column("a", Integer))
+    state = {"bad": False}
+
+    def two(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        second = df.copy()
+        if state["bad"]:  # a key that cannot be stored as an integer: fails inside store_chunk
+            second["id"] = ["x" if i == 1 else i for i in second["id"]]
+        return df, second
+
+    steps = env.build(BatchTransform(two, inputs=["src"], outputs=["o1", "o2"]))
+    data = frame({"id": [1, 2], "a": [1, 2]})
+    src.store_chunk(data)
+    assert run_steps(ds, steps).ok
+    state["bad"] = True
+    src.store_chunk(data.assign(a=[10, 20]))
+    report = run_steps(ds, steps)
+    assert report.failed == 2
+    assert_rows(o1, data)
+    assert_rows(o2, data)
+
+
 # --- 9. generator failure ---------------------------------------------------------------------
 
 
@@ -576,6 +599,14 @@ def test_s10_generator_stale_rows(ds: DataStore, kind: str) -> None:
         m = all_meta(gen)
         live = m[m["delete_ts"].isna()]
         assert ids_of(live) == set(range(start, start + 5))
+
+    # a generator that yields nothing at all: nothing remains
+    def nothing():
+        yield from ()
+
+    report = run_steps(ds, env.build(BatchGenerate(nothing, outputs=["gen"], name="window")))
+    assert report.ok
+    assert gen.get_data().empty and gen.get_metadata().empty
 
 
 # --- 11. changelist run -----------------------------------------------------------------------
@@ -1123,10 +1154,10 @@ def test_s18_whole_table(ds: DataStore, kind: str) -> None:
 
     # a no-op run calls nothing and writes nothing
     rec.reset()
-    snap = db_snapshot(ds, skip=BOOKKEEPING)  # (high-water marks: BUG-1, see test_s01_...)
+    snap = db_snapshot(ds)
     report = run_steps(ds, steps)
     assert len(rec) == 0 and processed(report) == 0
-    assert db_snapshot(ds, skip=BOOKKEEPING) == snap
+    assert db_snapshot(ds) == snap
     assert steps[0].pending_count() == 0
 
     # every input row gone: the outputs go too
