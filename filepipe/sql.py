@@ -100,8 +100,6 @@ def driver_rows(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
     Nulls become None; numpy scalars become Python ones; JSON, DateTime and other types
     get SQLAlchemy's bind processing, applied column by column.
     """
-    import numpy as np
-    import pandas as pd
 
     cols: list[list[Any]] = []
     for name in columns:
@@ -330,6 +328,8 @@ def _typed(df: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
             continue
         kind = python_kind(table.c[c].type)
         s = df[c]
+        if kind in ("int", "float") and s.dtype.kind in "if" and len(s):
+            continue  # pandas already inferred a numeric dtype from the Python values
         if kind == "int" and s.notna().all():
             df[c] = s.astype("int64")
         elif kind in ("int", "float"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import sql
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
 
     from .compute import DataStore
     from .stores.base import TableStore
+
+
+@dataclass
+class Chunk:
+    """A frame checked and diffed against the meta, ready for `DataTable.apply_chunk`."""
+
+    df: pd.DataFrame
+    merged: pd.DataFrame | None  # df's keys and hashes beside the stored meta (None: no-op)
+    existed: Any
+    live: Any
+    write: Any  # rows to write: new or changed
+    gone: pd.DataFrame | None  # meta rows of processed_idx not re-emitted
+    file_id: Any
+    write_store: bool
 
 
 class DataTable:
@@ -148,54 +163,69 @@ class DataTable:
         `write_store=False` (the file is the data; only the meta follows it) and the id of
         the file each row came from in `file_id`.
         """
-        import pandas as pd
+        with self._transaction(conn) as c:
+            chunk = self.prepare_chunk(df, processed_idx, c, file_id, write_store)
+            return self.apply_chunk(chunk, c, now)
 
+    def prepare_chunk(self, df: pd.DataFrame, processed_idx: pd.DataFrame | None,
+                      conn: sa.Connection, file_id: Any = None,
+                      write_store: bool = True) -> Chunk:
+        """Check `df` and diff it with the meta; nothing is written yet.
+
+        A step with several outputs prepares all of them before applying any, so a bad
+        frame for one output leaves the others untouched too.
+        """
         where = f"table {self.name!r}"
         check_keys(df, self.primary_keys, where)
         if processed_idx is not None:
             check_keys(processed_idx.drop_duplicates(), self.primary_keys, f"{where} processed_idx")
         if not self.meta.ensure(self.primary_keys, self.store.key_types(), sample=df, conn=conn):
             if processed_idx is None or processed_idx.empty:
-                return pd.DataFrame(columns=self.primary_keys)
+                return Chunk(df.iloc[0:0], None, None, None, None, None, None, write_store)
             raise MissingColumnsError(f"{where}: cannot infer key types from an empty frame")
         self._ensure_tracked(sample=df, conn=conn)
-        tracked = self.meta.tracked
-        absent = [c for c in tracked if c not in df.columns]
+        absent = [c for c in self.meta.tracked if c not in df.columns]
         if absent and not df.empty:
             raise MissingColumnsError(f"{where}: rows lack column(s) {absent} used as transform keys")
         if write_store:
             df = self.store.normalize(df)
         df = self.meta.coerce(df).reset_index(drop=True)
-        now = time.time() if now is None else now
+        merged, existed, live, write = self._diff(conn, df, file_id)
+        gone = self._gone(conn, df, processed_idx)
+        return Chunk(df, merged, existed, live, write, gone, file_id, write_store)
+
+    def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None) -> pd.DataFrame:
+        """Write a prepared chunk: data (unless a source), meta with new clock values."""
+        import pandas as pd
+
         keys = self.primary_keys
-
-        with self._transaction(conn) as c:
-            m, existed, live, write = self._diff(c, df, file_id)
-            gone = self._gone(c, df, processed_idx)
-            n_changes = int(write.sum()) + len(gone)
-            if n_changes == 0:
-                return pd.DataFrame(columns=keys)
-
-            first = self.ds.meta.take_seq(c, n_changes)
-            written = m[write].copy()
-            if len(written):
-                written["seq"] = range(first, first + len(written))
-                written["create_ts"] = written["create_ts__old"].where(
-                    live[write], now).astype("float64")
-                written["update_ts"] = now
-                written["delete_ts"] = None
-                written["file_id"] = file_id[write] if _is_array(file_id) else file_id
-                if write_store:
-                    self.store.upsert_rows(df[write], conn=c)
-                self.meta.write(c, written)
-                self._log_moves(c, written, existed[write])
-            if len(gone):
-                gone = gone.assign(seq=range(first + len(written), first + n_changes),
-                                   delete_ts=now, update_ts=now)
-                if write_store:
-                    self.store.delete_rows(gone[keys], conn=c)
-                self.meta.write(c, gone)
-        if write_store and not self._defer_flush:
+        if chunk.merged is None:
+            return pd.DataFrame(columns=keys)
+        write, live, gone = chunk.write, chunk.live, chunk.gone
+        n_changes = int(write.sum()) + len(gone)
+        if n_changes == 0:
+            return pd.DataFrame(columns=keys)
+        now = time.time() if now is None else now
+        first = self.ds.meta.take_seq(conn, n_changes)
+        written = chunk.merged[write].copy()
+        if len(written):
+            written["seq"] = range(first, first + len(written))
+            written["create_ts"] = written["create_ts__old"].where(live[write], now).astype("float64")
+            written["update_ts"] = now
+            written["delete_ts"] = None
+            file_id = chunk.file_id
+            written["file_id"] = file_id[write] if _is_array(file_id) else file_id
+            if chunk.write_store:
+                self.store.upsert_rows(chunk.df[write], conn=conn)
+            self.meta.write(conn, written)
+            self._log_moves(conn, written, chunk.existed[write])
+        if len(gone):
+            gone = gone.assign(seq=range(first + len(written), first + n_changes),
+                               delete_ts=now, update_ts=now)
+            if chunk.write_store:
+                self.store.delete_rows(gone[keys], conn=conn)
+            self.meta.write(conn, gone)
+        if chunk.write_store and not self._defer_flush:
             self._flush()
         if self.ds.report is not None:
             n_new = int((write & ~live).sum())

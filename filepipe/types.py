@@ -8,14 +8,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-IndexDF = "pd.DataFrame"  # a frame holding only key columns
-
-
-def index_of(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """The key columns of `df`, deduplicated, with a fresh range index."""
-    return df[list(keys)].drop_duplicates().reset_index(drop=True)
-
-
 def concat_index(frames: Sequence[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:
     """Union of several key frames (duplicates dropped)."""
     import pandas as pd

@@ -818,7 +818,8 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def _json(v: Any) -> str:
+def cell_json(v: Any) -> str:
+    """A dict/list cell as the compact JSON text written to (and read back from) a sheet."""
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
@@ -856,7 +857,7 @@ def _put_objects(slots: _Slots, values: np.ndarray, ctx: _Ctx) -> None:
         elif issubclass(t, (_dt.datetime, np.datetime64, _dt.date)):
             dt_groups.append(idx)
         elif issubclass(t, (dict, list, tuple, np.ndarray)):
-            _put_strings(slots, idx, _obj(list(map(_json, vals))), ctx)
+            _put_strings(slots, idx, _obj(list(map(cell_json, vals))), ctx)
         else:  # Decimal, time, timedelta, bytes, custom objects...: str(value)
             missing = np.fromiter(map(_is_missing_scalar, vals), bool, len(vals))
             keep = np.flatnonzero(~missing)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sales"
 

@@ -8,7 +8,6 @@ after that must process nothing.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

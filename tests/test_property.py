@@ -10,7 +10,7 @@ After every run:
   pipeline on a fresh metadata index with fresh tables and compares;
 * the live row meta of every table lists exactly the table's rows;
 * a second `run_steps` processes zero keys, calls no function and writes nothing (the
-  whole SQLite database compared), and no step has keys pending.
+  whole SQLite database compared).
 
 The pipeline:
 
@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from pandas.testing import assert_frame_equal
 from sqlalchemy import Column, Integer, String
 
@@ -369,14 +369,6 @@ def make_machine(kind: str, customer_type: Any, names: list) -> type[RuleBasedSt
             assert db_snapshot(self.world.dbconn) == before
             for n, df in data_before.items():
                 assert_frame_equal(self.world.dt(n).get_data(), df)
-            for step in self.world.steps:
-                assert step.pending_count() == 0, step.name
-
-        @invariant()
-        def inputs_match_model(self) -> None:
-            if hasattr(self, "world"):
-                for name, df in input_frames(self.model).items():
-                    assert_table(self.world.dt(name), df)
 
     Machine.__name__ = Machine.__qualname__ = f"Incremental_{kind}_{customer_type.__name__}"
     return Machine
@@ -389,9 +381,9 @@ TestIncrementalDB = make_machine("db", Integer, INT_CUSTOMERS).TestCase
 TestIncrementalDB.settings = SETTINGS
 
 TestIncrementalMemory = make_machine("memory", Integer, INT_CUSTOMERS).TestCase
-TestIncrementalMemory.settings = settings(SETTINGS, max_examples=15)
+TestIncrementalMemory.settings = settings(SETTINGS, max_examples=10)
 
 # String customer keys (a regression: a key with no rows in one input used to fail forever
 # with "merge on str and float64").
 TestIncrementalDBStringKeys = make_machine("db", String, STR_CUSTOMERS).TestCase
-TestIncrementalDBStringKeys.settings = settings(SETTINGS, max_examples=15)
+TestIncrementalDBStringKeys.settings = settings(SETTINGS, max_examples=10)

@@ -41,7 +41,8 @@ class Env:
         if self.kind == "db":
             store = TableStoreDB(name, self.ds.meta_dbconn, list(columns))
         else:
-            store = TableStoreMemory([c.name for c in columns if c.primary_key])
+            store = TableStoreMemory([c.name for c in columns if c.primary_key],
+                                     columns=[c.name for c in columns])
         self.catalog.add_datatable(name, Table(store))
         return self.catalog.get_datatable(self.ds, name)
 
@@ -508,12 +509,8 @@ def test_s08_failure_isolation_retry(ds: DataStore) -> None:
     assert meta_by_key(out)[3] == before3
 
 
-BUG6 = pytest.mark.xfail(strict=True, reason="BUG-6: a batch failing while writing its 2nd output "
-                         "leaves its 1st output rewritten in non-transactional stores (memory, "
-                         "files): only the index transaction is rolled back")
 
-
-@pytest.mark.parametrize("kind", ["db", pytest.param("memory", marks=BUG6)])
+@pytest.mark.parametrize("kind", ["db", "memory"])
 def test_s08_failure_while_writing_leaves_outputs_untouched(ds: DataStore, kind: str) -> None:
     """The batch fails after its first output was written: both outputs keep their rows."""
     env = Env(ds, kind)
@@ -661,8 +658,6 @@ def test_s11_changelist_run(ds: DataStore) -> None:
     assert processed(report) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-2: run_steps_changelist never records the step's code "
-                   "version, so the next run_steps recomputes every key as if the code changed")
 def test_s11_changelist_then_full_run_recomputes_nothing(ds: DataStore) -> None:
     """The seed's flow (only changelist runs), then one full run: nothing is stale."""
     env = Env(ds)
@@ -676,6 +671,18 @@ def test_s11_changelist_then_full_run_recomputes_nothing(ds: DataStore) -> None:
     rec.reset()
     assert steps[0].pending_count() == 0
     assert processed(run_steps(ds, steps)) == 0 and len(rec) == 0
+
+
+def test_s11_changelist_then_full_run_deletes_stale_outputs(ds: DataStore) -> None:
+    env = Env(ds)
+    src = env.table("src", int_pk(), Column("a", Integer))
+    out = env.table("out", int_pk(), Column("a", Integer))
+    steps = env.build(BatchTransform(identity, inputs=["src"], outputs=["out"]))
+    idx = src.store_chunk(frame({"id": [1, 2], "a": [1, 2]}))
+    run_steps_changelist(ds, steps, ChangeList.create("src", idx))
+    src.delete_by_idx(frame({"id": [2]}))  # not fed to a changelist: the next full run's job
+    assert run_steps(ds, steps).ok
+    assert_rows(out, frame({"id": [1], "a": [1]}))
 
 
 # --- 12. multi-output -------------------------------------------------------------------------
@@ -817,9 +824,6 @@ def test_s13_code_change(ds: DataStore, dbconn: DBConn) -> None:
     assert_rows(env2.dt("out"), data.assign(b=data["a"] * 2))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-4: a run that recomputes every key (code change) only "
-                   "visits live input keys, so outputs of input rows deleted since the last run "
-                   "are never deleted")
 def test_s13_code_change_with_deleted_input(ds: DataStore) -> None:
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
@@ -1038,9 +1042,6 @@ def test_s17_group_by_non_key(ds: DataStore, kind: str) -> None:
     assert processed(run_steps(ds, steps)) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-3: an output whose primary key lacks the non-key "
-                   "transform key (orders -> order_copy(order_id; customer)) fails forever with "
-                   "KeyError 'customer': its row meta has no tracked column before the first write")
 def test_s17_group_by_output_keyed_by_other_column(ds: DataStore) -> None:
     """Group by customer, but the output stays keyed by order_id (e.g. orders enriched per customer)."""
     env = Env(ds)
@@ -1058,6 +1059,43 @@ def test_s17_group_by_output_keyed_by_other_column(ds: DataStore) -> None:
     orders.store_chunk(frame({"order_id": [1], "customer": ["B"], "amount": [1]}))  # moves A -> B
     assert run_steps(ds, steps).ok
     assert_rows(copy, orders.get_data())
+
+
+def enrich(orders: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    region = dict(zip(customers["customer"], customers["region"]))
+    names = sorted(set(orders["customer"]) | set(customers["customer"]))
+    counts = orders["customer"].value_counts()
+    return pd.DataFrame({"customer": names, "region": [region.get(c, "?") for c in names],
+                         "n": [int(counts.get(c, 0)) for c in names]})
+
+
+
+@pytest.mark.parametrize("kind", ["db", "memory"])
+def test_s17_group_by_over_empty_input(ds: DataStore, kind: str) -> None:
+    """Group by a non-key column of an input that is still empty while the other has rows.
+
+    (Regression: with an empty TableStoreDB `orders`, run_steps crashed with
+    "no such column: customer" scanning its row meta.)
+    """
+    env = Env(ds, kind)
+    orders = env.table("orders", int_pk("order_id"), Column("customer", String),
+                       Column("amount", Integer))
+    customers = env.table("customers", Column("customer", String, primary_key=True),
+                          Column("region", String))
+    out = env.table("customer_orders", Column("customer", String, primary_key=True),
+                    Column("region", String), Column("n", Integer))
+    steps = env.build(BatchTransform(enrich, inputs=["orders", "customers"],
+                                     outputs=["customer_orders"], transform_keys=["customer"]))
+    customers.store_chunk(frame({"customer": ["A", "B"], "region": ["N", "S"]}))
+    assert run_steps(ds, steps).ok
+    assert_rows(out, frame({"customer": ["A", "B"], "region": ["N", "S"], "n": [0, 0]}))
+    orders.store_chunk(frame({"order_id": [1, 2], "customer": ["B", "C"], "amount": [1, 1]}))
+    assert run_steps(ds, steps).ok
+    assert_rows(out, frame({"customer": ["A", "B", "C"], "region": ["N", "S", "?"], "n": [0, 1, 1]}))
+    orders.store_chunk(frame({"order_id": [2], "customer": ["A"], "amount": [1]}))  # C -> A
+    assert run_steps(ds, steps).ok
+    assert_rows(out, frame({"customer": ["A", "B"], "region": ["N", "S"], "n": [1, 1]}))
+    assert processed(run_steps(ds, steps)) == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

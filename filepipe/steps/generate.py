@@ -52,7 +52,6 @@ class BatchGenerateStep(ComputeStep):
         self.outputs = outputs
 
     def run_full(self, report: RunReport) -> ChangeList:
-        import pandas as pd
 
         changes = ChangeList()
         seen: list[list[pd.DataFrame]] = [[] for _ in self.outputs]

@@ -91,23 +91,28 @@ class BatchTransformStep(ComputeStep):
         if self._input_keys is not None:
             return self._input_keys
         result: dict[str, list[str]] = {}
+        resolved = True
         for t in self.inputs:
             held = [k for k in self.transform_keys if k in t.primary_keys]
             extra = [k for k in self.transform_keys if k not in t.primary_keys]
             if extra:
                 columns = t.known_columns()
-                if columns is None:  # empty table of unknown schema: decide later
-                    return {}
+                if columns is None:  # empty, schema unknown: its keys only, decide again later
+                    resolved = False
+                    columns = []
                 held = [k for k in self.transform_keys if k in t.primary_keys or k in columns]
                 t.track([k for k in held if k not in t.primary_keys])
             result[t.name] = held
         if not self.whole:
             covered = {k for ks in result.values() for k in ks}
             lost = [k for k in self.transform_keys if k not in covered]
+            if lost and not resolved:
+                return {}  # nothing to run until the empty input shows its columns
             if lost:
                 raise PipelineError(f"step {self.name!r}: transform key(s) {lost} are columns "
                                     f"of none of its inputs {[t.name for t in self.inputs]}")
-        self._input_keys = result
+        if resolved:
+            self._input_keys = result
         return result
 
     # --- running ------------------------------------------------------------------------
@@ -141,10 +146,11 @@ class BatchTransformStep(ComputeStep):
         ikeys = self.input_keys()
         if not ikeys and self.inputs:
             return None, full, hwm, snap
-        if full:
-            pending = self._all_keys(conn, ikeys)
-        else:
-            pending = self._changed_keys(conn, ikeys, hwm, snap)
+        pending = self._changed_keys(conn, ikeys, hwm, snap)
+        if full:  # every key, and those whose rows were deleted since (their outputs go)
+            pending = _concat([self._all_keys(conn, ikeys), pending]).drop_duplicates()
+            if pending.empty:
+                pending = self._empty_keys()
         return self._with_failed(conn, pending), full, hwm, snap
 
     def run_changelist(self, changes: ChangeList, report: RunReport) -> ChangeList:
@@ -168,7 +174,12 @@ class BatchTransformStep(ComputeStep):
             pending = _concat(frames).drop_duplicates() if frames else None
         if pending is None or pending.empty:
             return ChangeList()
-        return self._process(pending, done_seq=snap, report=report)
+        changes = self._process(pending, done_seq=snap, report=report)
+        with self.ds.meta.begin() as conn:
+            version, _, _ = self.meta.state(conn)
+            if version is None:  # first run ever: what it processed is at this code version
+                self.meta.set_state(conn, self.code_version, self.transform_keys, {})
+        return changes
 
     # --- which keys ---------------------------------------------------------------------
     def _changed_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]],
@@ -343,22 +354,28 @@ class BatchTransformStep(ComputeStep):
 
     def _write_batch(self, batch: pd.DataFrame, result: tuple[pd.DataFrame, ...],
                      done_seq: int, changes: ChangeList, report: RunReport) -> None:
-        """Replace the outputs under the batch's keys and record success, in one transaction."""
+        """Replace the outputs under the batch's keys and record success, in one transaction.
+
+        Every output is checked and diffed before any is written.
+        """
         with self.ds.meta.begin() as conn:
+            chunks = []
             for out, df in zip(self.outputs, result):
                 if not out.meta.exists and df.empty:
                     continue
                 if df.empty and not len(df.columns):
                     df = empty_frame(out.primary_keys)
                 prev = self._previous_outputs(conn, out, batch)
-                changed = out.store_chunk(df, processed_idx=prev, conn=conn)
-                changes.append(out.name, changed)
+                chunks.append((out, out.prepare_chunk(df, prev, conn)))
+            for out, chunk in chunks:
+                changes.append(out.name, out.apply_chunk(chunk, conn))
             self.meta.record(conn, batch, None, done_seq)
         report.step_done(self.name, batch)
 
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
                           batch: pd.DataFrame) -> pd.DataFrame:
-        if not out.meta.exists:
+        out._ensure_tracked(conn=conn)
+        if not out.meta.holds(self.transform_keys):  # no rows yet to know the columns by
             return empty_frame(out.primary_keys)
         if self.whole:
             return out.meta.scan(conn, columns=out.primary_keys)

@@ -65,7 +65,6 @@ zip codes or SKUs that may start with zero or contain letters): integral numbers
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -195,7 +194,6 @@ class TableStoreExcel(FileStore):
 
     def _tidy(self, df: pd.DataFrame) -> pd.DataFrame:
         """Drop empty rows and unnamed empty columns; fix key and text columns."""
-        import pandas as pd
 
         where = self.describe()
         empty_cols = [c for c in df.columns
@@ -327,22 +325,6 @@ def _sorted_by(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return df
 
 
-def _json_default(v: Any) -> Any:
-    import numpy as np
-
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    return str(v)
-
-
-def _cell_json(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-
-
 def _normalize_column(s: pd.Series) -> pd.Series | None:
     """The column as a re-read gives it, or None when it round-trips as it is."""
     import numpy as np
@@ -395,7 +377,9 @@ def _normalize_cell(v: Any) -> Any:
     if isinstance(v, float):
         return None if math.isinf(v) else v
     if isinstance(v, (dict, list, tuple)):
-        return _cell_json(v)
+        from ..xlsx import cell_json
+
+        return cell_json(v)
     if isinstance(v, pd.Timestamp):
         if v.tzinfo is not None:
             v = v.tz_convert("UTC").tz_localize(None)

@@ -12,13 +12,15 @@ if TYPE_CHECKING:
 
 
 class TableStoreMemory(TableStore):
-    """A keyed table in memory. `data` seeds it; the first write fixes the columns."""
+    """A keyed table in memory. `data` seeds it; `columns` names the columns of an empty one."""
 
-    def __init__(self, primary_keys: Sequence[str], data: pd.DataFrame | None = None) -> None:
+    def __init__(self, primary_keys: Sequence[str], data: pd.DataFrame | None = None,
+                 columns: Sequence[str] | None = None) -> None:
         import pandas as pd
 
         self.primary_keys = list(primary_keys)
-        self._df = pd.DataFrame(columns=self.primary_keys) if data is None else data.copy()
+        empty = list(self.primary_keys) + [c for c in columns or () if c not in self.primary_keys]
+        self._df = pd.DataFrame(columns=empty) if data is None else data.copy()
 
     def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
         if idx is None:
