@@ -237,7 +237,7 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
     import pandas as pd
 
     match = list(match)
-    idx = idx[match].drop_duplicates()
+    idx = idx[match] if len(idx) < 2 else idx[match].drop_duplicates()
     cols_sql = ", ".join(quote(conn, c) for c in columns)
     base = f"SELECT {cols_sql} FROM {qualified(conn, table)} WHERE "
     if extra_where:
@@ -300,44 +300,42 @@ def select_all(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
 
 def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[str],
            table: sa.Table | None = None) -> pd.DataFrame:
+    """Run a SELECT; the rows as a frame whose columns have the dtypes of their SQL types."""
     import pandas as pd
 
     rows = conn.exec_driver_sql(sql, tuple(params)).fetchall()
     data = list(zip(*rows)) if rows else [() for _ in columns]
-    if table is not None:
-        procs = [table.c[c].type._cached_result_processor(conn.dialect, None)
-                 if c in table.c else None for c in columns]
-        data = [col if p is None else [None if v is None else p(v) for v in col]
-                for col, p in zip(data, procs)]
-    df = pd.DataFrame({c: pd.Series(list(col), dtype=object) if not rows else list(col)
-                       for c, col in zip(columns, data)}, columns=list(columns))
-    return _typed(df, table) if table is not None else df
+    out = {}
+    for name, values in zip(columns, data):
+        column = table.c[name] if table is not None and name in table.c else None
+        if column is not None:
+            proc = column.type._cached_result_processor(conn.dialect, None)
+            if proc is not None:
+                values = [None if v is None else proc(v) for v in values]
+        out[name] = _typed_column(values, column)
+    return pd.DataFrame(out, columns=list(columns))
 
 
-def _typed(df: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
-    """Give columns the dtypes of their SQL types (they arrive as Python objects).
+def _typed_column(values: Sequence[Any], column: sa.Column | None) -> Any:
+    """Values of one column as an array of the dtype its SQL type calls for.
 
-    Empty results get typed columns too: an empty String column must merge with strings.
+    Empty results are typed too: an empty String column must still merge with strings.
     """
+    import numpy as np
     import pandas as pd
 
     from .frames import python_kind
 
-    for c in df.columns:
-        if c not in table.c:
-            continue
-        kind = python_kind(table.c[c].type)
-        s = df[c]
-        if kind in ("int", "float") and s.dtype.kind in "if" and len(s):
-            continue  # pandas already inferred a numeric dtype from the Python values
-        if kind == "int" and s.notna().all():
-            df[c] = s.astype("int64")
-        elif kind in ("int", "float"):
-            df[c] = pd.to_numeric(s, errors="coerce") if len(s) else s.astype("float64")
-        elif kind == "datetime":
-            df[c] = pd.to_datetime(s)
-        elif kind == "bool" and s.notna().all():
-            df[c] = s.astype(bool)
-        elif kind == "str" and not len(s):
-            df[c] = s.astype("str")
-    return df
+    kind = python_kind(column.type) if column is not None else "other"
+    has_null = any(v is None for v in values)
+    if kind == "int" and not has_null:
+        return np.array(values, dtype="int64")
+    if kind in ("int", "float"):
+        return np.array(values, dtype="float64")  # None becomes NaN
+    if kind == "datetime":
+        return pd.to_datetime(pd.Series(values, dtype=object))
+    if kind == "bool" and not has_null:
+        return np.array(values, dtype=bool)
+    if kind == "str" and not values:
+        return pd.Series([], dtype="str")
+    return pd.Series(values, dtype=object) if not values else list(values)
