@@ -118,21 +118,14 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     if not found.to_read and not found.missing:
         return result
 
-    frames, read_ok = [], []
-    for path in found.to_read:
-        try:
-            frames.append((path, _typed_keys(table, path, _read_stable(table, path))))
-            read_ok.append(path)
-        except Exception as exc:  # noqa: BLE001 - report the file, go on with the rest
-            result.errors[path] = f"{type(exc).__name__}: {exc}"
-            log.error("cannot read %s (table %s): %s", path, table.name, exc)
+    data, result.errors = _read_changed(table, found.to_read)
+    read_ok = [p for p in found.to_read if p not in result.errors]
     result.opened = read_ok
 
     with table.ds.meta.begin() as conn:
         ids = _register_files(conn, table, listed[listed["path"].isin(read_ok)], now_ns)
-        rows = [df.assign(_fid=ids[p]) for p, df in frames if len(df)]
-        data = pd.concat(rows, ignore_index=True) if rows else None
         if data is not None:
+            data = data.assign(_fid=data.pop("_path").map(ids))
             _check_unique_across_files(table, data, ids)
         old_ids = [int(i) for i in stored.loc[stored["path"].isin(read_ok + result.missing), "file_id"]]
         prev = _rows_of_files(conn, table, old_ids)
@@ -153,6 +146,36 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     if result.missing and report is not None:
         report.missing_files.extend(result.missing)
     return result
+
+
+def _read_changed(table: DataTable, paths: list[str]) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    """Rows of the changed files (column ``_path``) and the errors of unreadable ones.
+
+    All files are read in one go; only if that fails, or a file changed while it was
+    read, are files read one by one (with retries) to keep the good ones.
+    """
+    import pandas as pd
+
+    if not paths:
+        return None, {}
+    before = {p: _stat(p) for p in paths}
+    try:
+        data = _typed_keys(table, "", table.store.read_files_frame(paths))
+        unstable = [p for p in paths if _stat(p) != before[p]]
+    except Exception:  # noqa: BLE001 - find the culprit file by file below
+        data, unstable = None, list(paths)
+    if data is not None and unstable:
+        data = data[~data["_path"].isin(unstable)]
+    errors: dict[str, str] = {}
+    frames = [] if data is None else [data]
+    for path in unstable:
+        try:
+            frames.append(_typed_keys(table, path, _read_stable(table, path)).assign(_path=path))
+        except Exception as exc:  # noqa: BLE001 - report the file, go on with the rest
+            errors[path] = f"{type(exc).__name__}: {exc}"
+            log.error("cannot read %s (table %s): %s", path, table.name, exc)
+    frames = [f for f in frames if len(f)]
+    return (pd.concat(frames, ignore_index=True) if frames else None), errors
 
 
 def _typed_keys(table: DataTable, path: str, df: pd.DataFrame) -> pd.DataFrame:

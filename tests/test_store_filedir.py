@@ -478,8 +478,8 @@ def test_folder_source_changes_propagate_by_one_key(ds, in_tmp: Path, orders_pip
 
     # a no-op run opens no file
     calls = []
-    real_read_files = store.read_files
-    monkeypatch.setattr(store, "read_files", lambda paths: calls.append(paths) or real_read_files(paths))
+    real_read_files = store.read_files_frame
+    monkeypatch.setattr(store, "read_files_frame", lambda paths: calls.append(paths) or real_read_files(paths))
     spy = OpenSpy(monkeypatch, inbox)
     r = run_steps(ds, steps)
     assert r.ok and r.tables == {} and r.steps == {}

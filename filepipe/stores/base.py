@@ -74,6 +74,17 @@ class TableStore(ABC):
         """Rows of each given file (a file that vanished maps to an empty frame)."""
         raise NotImplementedError(f"{type(self).__name__} is not file-backed")
 
+    def read_files_frame(self, paths: list[str]) -> pd.DataFrame:
+        """Rows of the given files in one frame, the column ``_path`` naming each row's file.
+
+        Raises if any file cannot be read; the sync then reads them one by one to
+        find which. Stores of many small files override it to build one frame at once.
+        """
+        import pandas as pd
+
+        frames = [df.assign(_path=p) for p, df in self.read_files(paths).items() if len(df)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["_path"])
+
     def watch_paths(self) -> list[Path]:
         """Directories a watcher should observe for this store."""
         return []

@@ -227,6 +227,15 @@ class TableStoreFiledir(TableStore):
             result[p] = self._frame([record], [p]) if record is not None else self.empty()
         return result
 
+    def read_files_frame(self, paths: list[str]) -> pd.DataFrame:
+        records, found = [], []
+        for p in map(str, paths):
+            record = self._read_record(p)
+            if record is not None:
+                records.append(record)
+                found.append(p)
+        return self._frame(records, found).assign(_path=found)
+
     def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
         if idx is None:
             paths = sorted(self._walk(stat=False)[0])
