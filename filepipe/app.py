@@ -225,7 +225,7 @@ class FilepipeApp:
                         errors = [str(e).splitlines()[0] for e in s.meta.errors(conn, 3)["error"]]
                     version = s.meta.state(conn)[0]
                 if version is None:
-                    reason = "never ran"
+                    reason = "never ran (or was reset)"
                 elif version != s.code_version:
                     reason = "code or parameters changed"
                 elif failed:

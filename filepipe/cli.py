@@ -7,6 +7,7 @@ Heavy libraries (pandas, SQLAlchemy...) are imported inside the commands, so tha
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except click.exceptions.Exit:
             raise
+        except BrokenPipeError:  # `filepipe show t | head` closed our output: not an error
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+            sys.exit(0)
         except click.ClickException:
             raise
         except Exception as exc:
