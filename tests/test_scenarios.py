@@ -537,9 +537,6 @@ def test_s08_failure_while_writing_leaves_outputs_untouched(ds: DataStore, kind:
     assert_rows(o2, data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-6: a write error in a later output (here a NOT NULL "
-                   "violation in SQL) rolls back the index but leaves an earlier "
-                   "non-transactional output (memory; files alike) rewritten")
 def test_s08_write_error_in_second_output_leaves_first_untouched(ds: DataStore) -> None:
     """o1 in memory, o2 in SQL with a NOT NULL column the function now violates."""
     env = Env(ds)
@@ -1006,12 +1003,8 @@ def test_s16_cross_product_keys(ds: DataStore, chunk_size: int) -> None:
     assert processed(run_steps(ds, steps)) == 0
 
 
-BUG9 = pytest.mark.xfail(strict=True, reason="BUG-9: run_steps crashes (KeyError 'right_id' in "
-                         "StepMeta.ensure, escaping the run) while an input of unknown key types "
-                         "(memory/file store never written) holds a transform key")
 
-
-@pytest.mark.parametrize("kind", ["db", pytest.param("memory", marks=BUG9)])
+@pytest.mark.parametrize("kind", ["db", "memory"])
 def test_s16_cross_product_one_side_empty(ds: DataStore, kind: str) -> None:
     """No right rows yet: no keys, no output, no crash; the first right row brings them."""
     env = Env(ds, kind)

@@ -125,7 +125,6 @@ class BatchTransformStep(ComputeStep):
         new_hwm = {t.name: snap for t in self.inputs}
         # a run that found nothing keeps its marks: a no-op run writes nothing
         if full or len(pending):
-            self.meta.ensure(self.transform_keys, self._key_types())
             with self.ds.meta.begin() as conn:
                 self.meta.set_state(conn, self.code_version, self.transform_keys, new_hwm)
                 for t in self.inputs:
@@ -278,7 +277,7 @@ class BatchTransformStep(ComputeStep):
         """Run the function over `pending` keys in batches; isolate failing batches."""
         keys = self._key_columns()
         pending = pending[keys].drop_duplicates().reset_index(drop=True)
-        self.meta.ensure(self.transform_keys, self._key_types() or _types_from(pending))
+        self.meta.ensure(self.transform_keys, {**_types_from(pending), **self._key_types()})
         changes = ChangeList()
         total = len(pending)
         report.step_started(self.name, total)
@@ -367,7 +366,9 @@ class BatchTransformStep(ComputeStep):
                     df = empty_frame(out.primary_keys)
                 prev = self._previous_outputs(conn, out, batch)
                 chunks.append((out, out.prepare_chunk(df, prev, conn)))
-            for out, chunk in chunks:
+            # outputs that roll back with the transaction first: if one of those fails,
+            # no file or memory output has been touched yet
+            for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
                 changes.append(out.name, out.apply_chunk(chunk, conn))
             self.meta.record(conn, batch, None, done_seq)
         report.step_done(self.name, batch)

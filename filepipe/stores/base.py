@@ -22,6 +22,8 @@ class TableStore(ABC):
     """
 
     primary_keys: list[str]
+    #: writes go through the index's transaction (and roll back with it)
+    transactional: bool = False
 
     # --- schema -------------------------------------------------------------------------
     def key_types(self) -> dict[str, sa.types.TypeEngine] | None:

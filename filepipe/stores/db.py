@@ -21,6 +21,8 @@ class TableStoreDB(TableStore):
     metadata index, data and meta of one batch commit in one transaction.
     """
 
+    transactional = True
+
     def __init__(self, name: str, dbconn: DBConn, data_sql_schema: list[sa.Column],
                  create_table: bool = True) -> None:
         import sqlalchemy as sa
