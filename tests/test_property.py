@@ -24,6 +24,7 @@ The pipeline:
                                       two inputs, two outputs, keys ["customer"]
     lists + customers          --pairs---->  pairs(id, customer; tag)     cross product,
                                       transform_keys=["id", "customer"]
+                                      (left out while BUG-10 is open: see OPEN_BUGS)
 """
 
 from __future__ import annotations
@@ -128,8 +129,19 @@ def schemas(customer_type: Any) -> dict[str, list[Column]]:
     }
 
 
+# Open bugs (test_scenarios.py has a strict xfail test for each) whose triggers this test
+# avoids so that it keeps watching everything else; drop an entry once its bug is fixed.
+OPEN_BUGS = {
+    # deleting a lists row and a customers row before one run leaves their pairs row
+    "BUG-10",  # -> no `pairs` step
+    # a first changelist run leaves enrich without high-water marks; totals then prunes
+    # the group moves enrich has not seen
+    "BUG-11",  # -> the first run is always a full one
+}
+
 INPUTS = ["lists", "orders", "customers"]
-OUTPUTS = ["items", "packed", "stats", "totals", "order_region", "customer_orders", "pairs"]
+OUTPUTS = ["items", "packed", "stats", "totals", "order_region", "customer_orders"] + \
+    ([] if "BUG-10" in OPEN_BUGS else ["pairs"])
 STEP_FUNCS = {f.__name__: f for f in (explode, pack, stats, totals, enrich, pairs)}
 
 
@@ -158,9 +170,10 @@ class World:
             BatchTransform(f["enrich"], inputs=["orders", "customers"],
                            outputs=["order_region", "customer_orders"],
                            transform_keys=["customer"], chunk_size=chunk_size),
+        ] + ([] if "pairs" not in OUTPUTS else [
             BatchTransform(f["pairs"], inputs=["lists", "customers"], outputs=["pairs"],
                            transform_keys=["id", "customer"], chunk_size=chunk_size),
-        ]))
+        ])))
 
     def _counted(self, func: Any) -> Any:
         import functools
@@ -254,15 +267,15 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
     class Machine(RuleBasedStateMachine):
         @initialize(chunk_size=st.sampled_from([1, 2, 1000]),
                     customer_type=st.sampled_from(sorted(CUSTOMER_NAMES)),
-                    first_run=st.sampled_from(["full", "changelist"]))
+                    first_run=st.sampled_from(["full"] if "BUG-11" in OPEN_BUGS
+                                              else ["full", "changelist"]))
         def setup(self, chunk_size: int, customer_type: str, first_run: str) -> None:
             self.tmp = tempfile.TemporaryDirectory()
             self.sql_type, self.names = CUSTOMER_NAMES[customer_type]
             self.world = World(self.tmp.name, kind, chunk_size, self.sql_type)
             self.model: dict[str, dict] = {"lists": {}, "orders": {}, "customers": {}}
             self.pending = ChangeList()
-            # one row in each input (so the memory stores know their key types: BUG-9 in
-            # test_scenarios.py), then a first run of either kind
+            # one row in each input, then a first run of either kind
             self._store("lists", {0: "1,2"})
             self._store("orders", {0: (self.names[0], 1)})
             self._store("customers", {self.names[0]: "N"})
@@ -360,25 +373,11 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
                     for name, df in input_frames(self.model).items():
                         if len(df):
                             fresh.dt(name).store_chunk(df)
-                        elif kind == "memory":
-                            # an empty memory table whose key types are still unknown makes
-                            # run_steps crash (BUG-9 in test_scenarios.py): write and delete
-                            # a row first, so its row meta exists
-                            key = fresh.dt(name).primary_keys[0]
-                            row = input_frames(self._one_row_model(name))[name]
-                            fresh.dt(name).store_chunk(row)
-                            fresh.dt(name).delete_by_idx(row[[key]])
                     assert run_steps(fresh.ds, fresh.steps).ok
                     for name in OUTPUTS:
                         assert_table(self.world.dt(name), fresh.dt(name).get_data())
                 finally:
                     fresh.close()
-
-        def _one_row_model(self, table: str) -> dict[str, dict]:
-            model: dict[str, dict] = {"lists": {}, "orders": {}, "customers": {}}
-            model[table] = {"lists": {0: ""}, "orders": {0: (self.names[0], 0)},
-                            "customers": {self.names[0]: "N"}}[table]
-            return model
 
         def _check(self) -> None:
             expected = expected_outputs(self.model)

@@ -379,6 +379,12 @@ def test_s06_store_chunk_change_set(ds: DataStore, kind: str) -> None:
     assert after[1]["hash"] != before[1]["hash"] and after[1]["create_ts"] == before[1]["create_ts"]
     assert pd.isna(after[10]["delete_ts"])
 
+    # the same rows again, columns reordered and as floats: nothing changed (DESIGN §3:
+    # column order and equivalent dtypes do not change a row's hash)
+    same = new[["a", "id"]].astype({"a": "float64"})
+    assert t.store_chunk(same, processed_idx=frame({"id": range(11)})).empty
+    assert meta_by_key(t) == after
+
 
 # --- 7. one-to-many, then many-to-one ---------------------------------------------------------
 
@@ -512,7 +518,10 @@ def test_s08_failure_isolation_retry(ds: DataStore) -> None:
 
 @pytest.mark.parametrize("kind", ["db", "memory"])
 def test_s08_failure_while_writing_leaves_outputs_untouched(ds: DataStore, kind: str) -> None:
-    """The batch fails after its first output was written: both outputs keep their rows."""
+    """The batch fails after its first output was written: both outputs keep their rows.
+
+    (Regression: the memory output kept the failed batch's rows.)
+    """
     env = Env(ds, kind)
     src = env.table("src", int_pk(), Column("a", Integer))
     o1 = env.table("o1", int_pk(), Column("a", Integer))
@@ -538,7 +547,10 @@ def test_s08_failure_while_writing_leaves_outputs_untouched(ds: DataStore, kind:
 
 
 def test_s08_write_error_in_second_output_leaves_first_untouched(ds: DataStore) -> None:
-    """o1 in memory, o2 in SQL with a NOT NULL column the function now violates."""
+    """o1 in memory, o2 in SQL with a NOT NULL column the function now violates.
+
+    (Regression: o1 was written before o2's write failed and kept the failed batch's rows.)
+    """
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
     env.catalog.add_datatable("o1", Table(TableStoreMemory(["id"], columns=["id", "a"])))
@@ -558,7 +570,7 @@ def test_s08_write_error_in_second_output_leaves_first_untouched(ds: DataStore) 
     report = run_steps(ds, steps)
     assert report.failed == 2 and "NOT NULL" in report.steps["two"].errors[0]
     assert_rows(o2, data)
-    assert_rows(o1, data)  # fails: o1 holds a = 10, 20 while its row meta has the old hashes
+    assert_rows(o1, data)
 
 
 # --- 9. generator failure ---------------------------------------------------------------------
@@ -611,10 +623,16 @@ def test_s10_generator_stale_rows(ds: DataStore, kind: str) -> None:
         yield frame({"id": ids[2:], "a": [state["start"]] * 3})
 
     steps = env.build(BatchGenerate(window, outputs=["gen"]))
+    previous = None
     for start in (0, 3, 10, 11, 11):
         state["start"] = start
+        before = all_meta(gen) if gen.meta.exists else None
         report = run_steps(ds, steps)
         assert report.ok
+        if start == previous:  # the same window again: nothing rewritten
+            assert not report.changed
+            assert_frame_equal(all_meta(gen), before)
+        previous = start
         expected = frame({"id": range(start, start + 5), "a": [start] * 5})
         assert_rows(gen, expected)
         m = all_meta(gen)
@@ -683,7 +701,11 @@ def test_s11_changelist_run(ds: DataStore) -> None:
 
 
 def test_s11_changelist_then_full_run_recomputes_nothing(ds: DataStore) -> None:
-    """The seed's flow (only changelist runs), then one full run: nothing is stale."""
+    """The seed's flow (only changelist runs), then one full run: nothing is stale.
+
+    (Regression: changelist runs did not record the code version, so the next full run
+    recomputed every key as if the code had changed.)
+    """
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
     env.table("out", int_pk(), Column("a", Integer))
@@ -698,6 +720,7 @@ def test_s11_changelist_then_full_run_recomputes_nothing(ds: DataStore) -> None:
 
 
 def test_s11_changelist_then_full_run_deletes_stale_outputs(ds: DataStore) -> None:
+    """(Regression: after changelist-only runs a full run visited live keys only.)"""
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
     out = env.table("out", int_pk(), Column("a", Integer))
@@ -849,6 +872,10 @@ def test_s13_code_change(ds: DataStore, dbconn: DBConn) -> None:
 
 
 def test_s13_code_change_with_deleted_input(ds: DataStore) -> None:
+    """A code change and a deleted input row in one run: the row's output goes.
+
+    (Regression: a full recompute visited live input keys only.)
+    """
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
     out = env.table("out", int_pk(), Column("a", Integer), Column("b", Integer))
@@ -1006,7 +1033,10 @@ def test_s16_cross_product_keys(ds: DataStore, chunk_size: int) -> None:
 
 @pytest.mark.parametrize("kind", ["db", "memory"])
 def test_s16_cross_product_one_side_empty(ds: DataStore, kind: str) -> None:
-    """No right rows yet: no keys, no output, no crash; the first right row brings them."""
+    """No right rows yet: no keys, no output, no crash; the first right row brings them.
+
+    (Regression: with memory stores run_steps crashed with KeyError 'right_id'.)
+    """
     env = Env(ds, kind)
     left = env.table("left", int_pk("left_id"), Column("l", Integer))
     right = env.table("right", int_pk("right_id"), Column("r", Integer))
@@ -1019,6 +1049,22 @@ def test_s16_cross_product_one_side_empty(ds: DataStore, kind: str) -> None:
     right.store_chunk(frame({"right_id": [10], "r": [5]}))
     assert processed(run_steps(ds, steps)) == 2
     assert_rows(out, frame({"left_id": [0, 1], "right_id": [10, 10], "prod": [5, 10]}))
+
+
+def test_s16_cross_product_both_sides_deleted(ds: DataStore) -> None:
+    env = Env(ds)
+    left = env.table("left", int_pk("left_id"), Column("l", Integer))
+    right = env.table("right", int_pk("right_id"), Column("r", Integer))
+    out = env.table("out", int_pk("left_id"), int_pk("right_id"), Column("prod", Integer))
+    steps = env.build(BatchTransform(cross, inputs=["left", "right"], outputs=["out"],
+                                     transform_keys=["left_id", "right_id"]))
+    left.store_chunk(frame({"left_id": [0, 1], "l": [1, 2]}))
+    right.store_chunk(frame({"right_id": [10, 11], "r": [5, 6]}))
+    assert run_steps(ds, steps).ok
+    left.delete_by_idx(frame({"left_id": [0]}))
+    right.delete_by_idx(frame({"right_id": [10]}))
+    assert run_steps(ds, steps).ok
+    assert_rows(out, frame({"left_id": [1], "right_id": [11], "prod": [12]}))  # (0, 10) stays
 
 
 # --- 17. group-by over a non-key column --------------------------------------------------------
@@ -1085,7 +1131,11 @@ def test_s17_group_by_non_key(ds: DataStore, kind: str) -> None:
 
 
 def test_s17_group_by_output_keyed_by_other_column(ds: DataStore) -> None:
-    """Group by customer, but the output stays keyed by order_id (e.g. orders enriched per customer)."""
+    """Group by customer, but the output stays keyed by order_id (e.g. orders enriched per customer).
+
+    (Regression: the output's row meta lacked the tracked `customer` column before its first
+    write, and every batch failed with KeyError 'customer'.)
+    """
     env = Env(ds)
     orders = env.table("orders", int_pk("order_id"), Column("customer", String),
                        Column("amount", Integer))
@@ -1140,6 +1190,28 @@ def test_s17_group_by_over_empty_input(ds: DataStore, kind: str) -> None:
     assert processed(run_steps(ds, steps)) == 0
 
 
+def order_counts(orders: pd.DataFrame) -> pd.DataFrame:
+    return orders.groupby("customer", as_index=False).size().rename(columns={"size": "n"})
+
+
+def test_s17_two_group_by_readers_after_changelist_run(ds: DataStore) -> None:
+    env = Env(ds)
+    orders = env.table("orders", int_pk("order_id"), Column("customer", String),
+                       Column("amount", Integer))
+    tot = env.table("totals", Column("customer", String, primary_key=True), Column("total", Integer))
+    cnt = env.table("counts", Column("customer", String, primary_key=True), Column("n", Integer))
+    steps = env.build(BatchTransform(totals, inputs=["orders"], outputs=["totals"],
+                                     transform_keys=["customer"]),
+                      BatchTransform(order_counts, inputs=["orders"], outputs=["counts"],
+                                     transform_keys=["customer"]))
+    idx = orders.store_chunk(frame({"order_id": [1, 2], "customer": ["A", "B"], "amount": [1, 2]}))
+    run_steps_changelist(ds, steps, ChangeList.create("orders", idx))  # the seed's first run
+    orders.store_chunk(frame({"order_id": [1], "customer": ["B"], "amount": [1]}))  # A -> B
+    assert run_steps(ds, steps).ok
+    assert_rows(tot, frame({"customer": ["B"], "total": [3]}))
+    assert_rows(cnt, frame({"customer": ["B"], "n": [2]}))  # fails: ("A", 1) stays
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_s17_group_by_non_key_changelist(ds: DataStore, kind: str) -> None:
     """Scenario 17 driven by run_steps_changelist (the seed's API) instead of full runs."""
@@ -1152,7 +1224,7 @@ def test_s17_group_by_non_key_changelist(ds: DataStore, kind: str) -> None:
                                      transform_keys=["customer"]))
     orders.store_chunk(frame({"order_id": [1, 2, 3], "customer": ["A", "A", "B"],
                               "amount": [1, 2, 10]}))
-    run_steps(ds, steps)  # (a first full run records the step's state: see BUG-2)
+    run_steps(ds, steps)
     assert_rows(tot, frame({"customer": ["A", "B"], "total": [3, 10]}))
 
     rec.reset()

@@ -173,11 +173,14 @@ class RowMeta:
         return sql.select_where_in(conn, self.table, self.meta_columns, self.coerce(idx), self.keys)
 
     def scan(self, conn: sa.Connection, include_deleted: bool = False,
-             columns: Sequence[str] | None = None) -> pd.DataFrame:
+             columns: Sequence[str] | None = None, deleted_after: int | None = None) -> pd.DataFrame:
+        """Meta rows: live ones, plus deleted ones (all, or those deleted after a clock value)."""
         assert self.table is not None
         cols = list(columns or self.meta_columns)
-        return sql.select_all(conn, self.table, cols,
-                              where="" if include_deleted else "delete_ts IS NULL")
+        where = "" if include_deleted else "delete_ts IS NULL"
+        if deleted_after is not None and not include_deleted:
+            where = f"delete_ts IS NULL OR seq > {int(deleted_after)}"
+        return sql.select_all(conn, self.table, cols, where=where)
 
     def matching(self, conn: sa.Connection, proj: pd.DataFrame,
                  columns: Sequence[str] | None = None) -> pd.DataFrame:

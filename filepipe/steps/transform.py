@@ -169,15 +169,17 @@ class BatchTransformStep(ComputeStep):
                 if cols and set(cols) & set(t.meta.tracked):
                     moved = t.meta.moves_for(conn, idx, hwm.get(t.name, 0), cols)
                     rows = _concat([rows, moved])
-                frames.append(self._expand(conn, t, rows, ikeys))
+                frames.append(self._expand(conn, t, rows, ikeys, hwm))
             pending = _concat(frames).drop_duplicates() if frames else None
         if pending is None or pending.empty:
             return ChangeList()
         changes = self._process(pending, done_seq=snap, report=report)
         with self.ds.meta.begin() as conn:
             version, _, _ = self.meta.state(conn)
-            if version is None:  # first run ever: what it processed is at this code version
-                self.meta.set_state(conn, self.code_version, self.transform_keys, {})
+            if version is None:  # first run ever: what it processed is at this code version;
+                # marks at 0 keep the group moves it has not looked at from being pruned
+                self.meta.set_state(conn, self.code_version, self.transform_keys,
+                                    {t.name: 0 for t in self.inputs})
         return changes
 
     # --- which keys ---------------------------------------------------------------------
@@ -195,7 +197,7 @@ class BatchTransformStep(ComputeStep):
                 continue
             if not cols:
                 changed = _whole_key().assign(seq=int(changed["seq"].max()))
-            expanded = self._expand(conn, t, changed, ikeys)
+            expanded = self._expand(conn, t, changed, ikeys, hwm)
             frames.append(expanded)
         if not frames:
             return self._empty_keys()
@@ -215,13 +217,17 @@ class BatchTransformStep(ComputeStep):
         """Every transform key present in the inputs (after a code change)."""
         if self.whole:
             return _whole_key()
-        frames = [self._expand(conn, t, t.meta.scan(conn, columns=ikeys[t.name]), ikeys)
+        frames = [self._expand(conn, t, t.meta.scan(conn, columns=ikeys[t.name]), ikeys, None)
                   for t in self.inputs if ikeys[t.name] and t.meta.holds(ikeys[t.name])]
         return _concat(frames).drop_duplicates() if frames else self._empty_keys()
 
     def _expand(self, conn: sa.Connection, source: DataTable, rows: pd.DataFrame,
-                ikeys: dict[str, list[str]]) -> pd.DataFrame:
-        """Complete partial transform keys with the values the other inputs hold."""
+                ikeys: dict[str, list[str]], hwm: Mapping[str, int] | None) -> pd.DataFrame:
+        """Complete partial transform keys with the values the other inputs hold.
+
+        Values of rows deleted since the step last looked count too: the outputs of a
+        pair whose both sides were deleted before one run must go as well.
+        """
         if self.whole:
             return rows if WHOLE in rows.columns else _whole_key().assign(
                 **({"seq": int(rows["seq"].max())} if "seq" in rows and len(rows) else {}))
@@ -231,7 +237,8 @@ class BatchTransformStep(ComputeStep):
             missing = [k for k in ikeys[t.name] if k not in have]
             if t is source or not missing or not t.meta.holds(ikeys[t.name]):
                 continue
-            values = t.meta.scan(conn, columns=ikeys[t.name]).drop_duplicates()
+            since = None if hwm is None else hwm.get(t.name, 0)
+            values = t.meta.scan(conn, columns=ikeys[t.name], deleted_after=since).drop_duplicates()
             on = [k for k in ikeys[t.name] if k in have]
             out = out.merge(values, on=on) if on else out.merge(values, how="cross")
             have += missing
