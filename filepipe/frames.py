@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import DuplicateKeysError, MissingColumnsError
@@ -110,6 +110,23 @@ def _cast(s: pd.Series, kind: str) -> pd.Series:
     if kind == "bool":
         return s if pd.api.types.is_bool_dtype(dt) else s.astype(bool)
     return s
+
+
+def apply_dtypes(df: pd.DataFrame, dtypes: Mapping[str, Any],
+                 where: str | Callable[[str, Any], str]) -> pd.DataFrame:
+    """Cast the columns named in `dtypes`; a value that does not fit is an error naming
+    `where` (or `where(column, dtype)`, e.g. the file holding the bad value)."""
+    from .errors import FilepipeError
+
+    for col, dtype in dtypes.items():
+        if col not in df.columns:
+            continue
+        try:
+            df[col] = df[col].astype(dtype)
+        except (TypeError, ValueError) as exc:
+            place = where(col, dtype) if callable(where) else where
+            raise FilepipeError(f"{place}: column {col!r} cannot be read as {dtype}: {exc}") from exc
+    return df
 
 
 def empty_frame(columns: Sequence[str]) -> pd.DataFrame:

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FilepipeError
 from ..fileutil import FINGERPRINT_COLUMNS, atomic_write, is_temp_name, resolve_path
-from ..frames import check_keys
+from ..frames import apply_dtypes, check_keys
 from .base import TableStore
 
 if TYPE_CHECKING:
@@ -351,15 +351,7 @@ class TableStoreFiledir(TableStore):
         for c in text_cols:  # pandas infers str already; cast only where it did not
             if df[c].dtype != "str":
                 df[c] = df[c].astype("str")
-        for col, dtype in self.dtypes.items():
-            if col not in df.columns:
-                continue
-            try:
-                df[col] = df[col].astype(dtype)
-            except (TypeError, ValueError) as exc:
-                culprit = _first_bad(df[col], dtype, paths)
-                raise FilepipeError(f"{culprit}: column {col!r} cannot be read as {dtype}: "
-                                    f"{exc}") from exc
+        apply_dtypes(df, self.dtypes, lambda col, dtype: _first_bad(df[col], dtype, paths))
         return df
 
     # --- paths of keys -------------------------------------------------------------------

@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FilepipeError
 from ..fileutil import fingerprints, resolve_path
-from ..frames import check_keys
+from ..frames import apply_dtypes, check_keys
 from .base import TableStore
 
 if TYPE_CHECKING:
@@ -76,14 +75,7 @@ class FileStore(TableStore):
         return df.reset_index(drop=True)
 
     def apply_dtypes(self, df: pd.DataFrame, where: str) -> pd.DataFrame:
-        for col, dtype in self.dtypes.items():
-            if col not in df.columns:
-                continue
-            try:
-                df[col] = df[col].astype(dtype)
-            except (TypeError, ValueError) as exc:
-                raise FilepipeError(f"{where}: column {col!r} cannot be read as {dtype}: {exc}") from exc
-        return df
+        return apply_dtypes(df, self.dtypes, where)
 
     def empty(self) -> pd.DataFrame:
         import pandas as pd
