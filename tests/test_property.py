@@ -24,7 +24,6 @@ The pipeline:
                                       two inputs, two outputs, keys ["customer"]
     lists + customers          --pairs---->  pairs(id, customer; tag)     cross product,
                                       transform_keys=["id", "customer"]
-                                      (left out while BUG-10 is open: see OPEN_BUGS)
 """
 
 from __future__ import annotations
@@ -129,19 +128,8 @@ def schemas(customer_type: Any) -> dict[str, list[Column]]:
     }
 
 
-# Open bugs (test_scenarios.py has a strict xfail test for each) whose triggers this test
-# avoids so that it keeps watching everything else; drop an entry once its bug is fixed.
-OPEN_BUGS = {
-    # deleting a lists row and a customers row before one run leaves their pairs row
-    "BUG-10",  # -> no `pairs` step
-    # a first changelist run leaves enrich without high-water marks; totals then prunes
-    # the group moves enrich has not seen
-    "BUG-11",  # -> the first run is always a full one
-}
-
 INPUTS = ["lists", "orders", "customers"]
-OUTPUTS = ["items", "packed", "stats", "totals", "order_region", "customer_orders"] + \
-    ([] if "BUG-10" in OPEN_BUGS else ["pairs"])
+OUTPUTS = ["items", "packed", "stats", "totals", "order_region", "customer_orders", "pairs"]
 STEP_FUNCS = {f.__name__: f for f in (explode, pack, stats, totals, enrich, pairs)}
 
 
@@ -170,10 +158,9 @@ class World:
             BatchTransform(f["enrich"], inputs=["orders", "customers"],
                            outputs=["order_region", "customer_orders"],
                            transform_keys=["customer"], chunk_size=chunk_size),
-        ] + ([] if "pairs" not in OUTPUTS else [
             BatchTransform(f["pairs"], inputs=["lists", "customers"], outputs=["pairs"],
                            transform_keys=["id", "customer"], chunk_size=chunk_size),
-        ])))
+        ]))
 
     def _counted(self, func: Any) -> Any:
         import functools
@@ -267,8 +254,7 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
     class Machine(RuleBasedStateMachine):
         @initialize(chunk_size=st.sampled_from([1, 2, 1000]),
                     customer_type=st.sampled_from(sorted(CUSTOMER_NAMES)),
-                    first_run=st.sampled_from(["full"] if "BUG-11" in OPEN_BUGS
-                                              else ["full", "changelist"]))
+                    first_run=st.sampled_from(["full", "changelist"]))
         def setup(self, chunk_size: int, customer_type: str, first_run: str) -> None:
             self.tmp = tempfile.TemporaryDirectory()
             self.sql_type, self.names = CUSTOMER_NAMES[customer_type]
