@@ -144,7 +144,10 @@ class World:
             if kind == "db":
                 store = TableStoreDB(name, self.dbconn, cols)
             else:
-                store = TableStoreMemory([c.name for c in cols if c.primary_key])
+                # (declared columns: an empty memory store of unknown schema gives the
+                # functions frames without them)
+                store = TableStoreMemory([c.name for c in cols if c.primary_key],
+                                         columns=[c.name for c in cols])
             tables[name] = Table(store)
         self.catalog = Catalog(tables)
         self.calls: list[str] = []

@@ -119,10 +119,13 @@ class StepMeta:
         assert self.table is not None
         if keys.empty:
             return
-        keys = self._coerce(keys)[self.keys].drop_duplicates()
-        prev = sql.select_where_in(conn, self.table, self.keys + ["attempts"], keys, self.keys)
-        rows = keys.merge(prev, on=self.keys, how="left")
-        rows["attempts"] = rows["attempts"].fillna(0).astype("int64") + 1 if error else 0
+        rows = self._coerce(keys)[self.keys].drop_duplicates()
+        if error:  # count the attempts of failing keys; a success resets them
+            prev = sql.select_where_in(conn, self.table, self.keys + ["attempts"], rows, self.keys)
+            rows = rows.merge(prev, on=self.keys, how="left")
+            rows["attempts"] = rows["attempts"].fillna(0).astype("int64") + 1
+        else:
+            rows = rows.assign(attempts=0)
         rows["status"] = "failed" if error else "ok"
         rows["error"] = error
         rows["done_seq"] = None if error else done_seq

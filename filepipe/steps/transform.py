@@ -128,7 +128,8 @@ class BatchTransformStep(ComputeStep):
             with self.ds.meta.begin() as conn:
                 self.meta.set_state(conn, self.code_version, self.transform_keys, new_hwm)
                 for t in self.inputs:
-                    t.meta.prune_moves(conn, self._readers_hwm(conn, t.name))
+                    if t.meta.moves is not None:
+                        t.meta.prune_moves(conn, self._readers_hwm(conn, t.name))
         return changes
 
     def pending_count(self) -> int:
