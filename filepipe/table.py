@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sql
 from .errors import MissingColumnsError
-from .frames import check_keys, sql_type_for
+from .frames import check_keys, rows_in, sql_type_for
 from .types import concat_index
 
 if TYPE_CHECKING:
@@ -271,10 +271,9 @@ class DataTable:
         keys = self.primary_keys
         if processed_idx is None or processed_idx.empty:
             return self.meta.empty().iloc[0:0]
-        pidx = self.meta.coerce(processed_idx[keys]).drop_duplicates()
+        pidx = self.meta.coerce(processed_idx[keys])
         if len(df):
-            pidx = pidx.merge(df[keys].assign(_kept=True), on=keys, how="left")
-            pidx = pidx[pidx["_kept"].isna()].drop(columns="_kept")
+            pidx = pidx[~rows_in(pidx, df, keys)]
         if pidx.empty:
             return self.meta.empty().iloc[0:0]
         found = self.meta.lookup(conn, pidx)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fileutil import fingerprints, resolve_path
-from ..frames import apply_dtypes, check_keys
+from ..frames import apply_dtypes, check_keys, rows_in
 from .base import TableStore
 
 if TYPE_CHECKING:
@@ -113,9 +113,7 @@ class FileStore(TableStore):
         if df.empty:
             return df
         keys = self.primary_keys
-        marks = df[keys].merge(_align(idx[keys].drop_duplicates(), df, keys).assign(_drop=1),
-                               on=keys, how="left")["_drop"]
-        return df[marks.isna().to_numpy()].reset_index(drop=True)
+        return df[~rows_in(df, _align(idx[keys], df, keys), keys)].reset_index(drop=True)
 
     def flush(self) -> None:
         if not self._dirty or self._frame is None:

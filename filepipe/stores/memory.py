@@ -40,11 +40,9 @@ class TableStoreMemory(TableStore):
             self._df = self._without(idx)
 
     def _without(self, idx: pd.DataFrame) -> pd.DataFrame:
-        keys = self.primary_keys
-        marked = self._df[keys].merge(
-            idx[keys].drop_duplicates().assign(_drop=True), on=keys, how="left"
-        )["_drop"]
-        return self._df[marked.isna().to_numpy()].reset_index(drop=True)
+        from ..frames import rows_in
+
+        return self._df[~rows_in(self._df, idx, self.primary_keys)].reset_index(drop=True)
 
     def describe(self) -> str:
         return f"memory({', '.join(self.primary_keys)})"
