@@ -41,9 +41,6 @@ class DataStore:
             table = self._tables[name] = DataTable(self, name, store)
         return table
 
-    def get_table(self, name: str) -> DataTable:
-        return self._tables[name]
-
 
 @dataclass
 class Pipeline:

@@ -33,9 +33,6 @@ class DBConn:
             self._engine = make_engine(self.url)
         return self._engine
 
-    def same_database(self, other: DBConn | None) -> bool:
-        return other is not None and (other is self or other.url == self.url)
-
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         with self.engine.begin() as conn:

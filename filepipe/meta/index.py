@@ -127,14 +127,6 @@ class MetaIndex:
                 started=report.started, finished=report.finished, trigger=report.trigger,
                 seq_from=seq_from, seq_to=self.current_seq(conn), summary=report.summary()))
 
-    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        import sqlalchemy as sa
-
-        with self.begin() as conn:
-            rows = conn.execute(sa.select(self.runs).order_by(self.runs.c.run_id.desc())
-                                .limit(limit)).mappings().all()
-        return [dict(r) for r in rows]
-
     def has_table(self, name: str) -> bool:
         import sqlalchemy as sa
 

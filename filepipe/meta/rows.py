@@ -138,17 +138,6 @@ class RowMeta:
         self.moves = sa.Table(self.moves_name, md, *cols)
         self.moves.create(conn, checkfirst=True)
 
-    def ensure_index(self, columns: Sequence[str]) -> None:
-        """An index for lookups on `columns` unless they lead the primary key."""
-        import sqlalchemy as sa
-
-        if self.table is None or not columns or list(columns) == self.keys[:len(columns)]:
-            return
-        name = f"ix_{self.table_name}_" + "_".join(columns)
-        sa.Index(name, *[self.table.c[c] for c in columns]).create(
-            self.index.engine, checkfirst=True)
-
-    # --- reads --------------------------------------------------------------------------
     @property
     def meta_columns(self) -> list[str]:
         return self.keys + ROW_COLUMNS + self.tracked
@@ -221,12 +210,6 @@ class RowMeta:
         return int(conn.exec_driver_sql(
             f"SELECT COUNT(*) FROM {sql.qualified(conn, self.table)}{where}").scalar_one())
 
-    def max_seq(self, conn: sa.Connection) -> int:
-        if self.table is None:
-            return 0
-        return int(conn.exec_driver_sql(
-            f"SELECT COALESCE(MAX(seq), 0) FROM {sql.qualified(conn, self.table)}").scalar_one())
-
     def last_change_ts(self, conn: sa.Connection) -> float | None:
         if self.table is None:
             return None
@@ -255,11 +238,6 @@ class RowMeta:
         cols = ["seq"] + self.keys + self.tracked
         sql.executemany(conn, sql.insert_sql(conn, self.moves, cols),
                         sql.driver_rows(conn, self.moves, old[cols], cols))
-
-    def forget(self, conn: sa.Connection, idx: pd.DataFrame) -> None:
-        """Remove meta rows entirely (used when a table is reset)."""
-        assert self.table is not None
-        sql.delete_keys(conn, self.table, self.coerce(idx), self.keys)
 
     def prune_moves(self, conn: sa.Connection, upto: int) -> None:
         """Drop logged moves every reader has seen (clock value <= `upto`)."""
