@@ -15,15 +15,15 @@ if TYPE_CHECKING:
 _MAX_SHOWN = 5
 
 
-def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str) -> None:
-    """Raise a clear error when `df` lacks key columns or repeats a key."""
+def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str, unique: bool = True) -> None:
+    """Raise a clear error when `df` lacks key columns or (if `unique`) repeats a key."""
     missing = [k for k in keys if k not in df.columns]
     if missing:
         raise MissingColumnsError(
             f"{where}: missing key column(s) {', '.join(map(repr, missing))}; "
             f"columns present: {', '.join(map(repr, map(str, df.columns))) or '(none)'}"
         )
-    if not keys or len(df) < 2:
+    if not unique or not keys or len(df) < 2:
         return
     dup = df.duplicated(list(keys), keep=False)
     if dup.any():
@@ -42,6 +42,13 @@ def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str) -> None:
 SMALL_FRAME = 256  # below this many rows, plain Python sets beat pandas' per-call overhead
 
 
+def key_tuples(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple]:
+    """The `keys` values of each row of `df` as tuples."""
+    if not keys:
+        return [()] * len(df)
+    return list(zip(*(df[k].tolist() for k in keys)))
+
+
 def rows_in(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     """For each row of `a`: are its `keys` values among the rows of `b`?
 
@@ -52,11 +59,96 @@ def rows_in(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> np.ndarray
 
     keys = list(keys)
     if len(a) <= SMALL_FRAME and len(b) <= SMALL_FRAME:
-        present = set(zip(*(b[k].tolist() for k in keys)))
-        return np.fromiter((t in present for t in zip(*(a[k].tolist() for k in keys))),
-                           dtype=bool, count=len(a))
+        present = set(key_tuples(b, keys))
+        return np.fromiter((t in present for t in key_tuples(a, keys)), dtype=bool, count=len(a))
     marks = a[keys].merge(b[keys].drop_duplicates().assign(_in=True), on=keys, how="left")["_in"]
     return marks.notna().to_numpy(dtype=bool)
+
+
+def pick(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`df[columns]` with a fresh index; about twice as fast on small frames."""
+    import pandas as pd
+
+    return pd.DataFrame({c: df[c].array for c in columns})
+
+
+def unique_rows(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of `df` whose `columns` (default all) were not seen in an earlier row; fresh index."""
+    import numpy as np
+
+    columns = list(df.columns if columns is None else columns)
+    if len(df) > SMALL_FRAME:
+        return df.drop_duplicates(columns).reset_index(drop=True)
+    first: dict[tuple, int] = {}
+    for i, t in enumerate(key_tuples(df, columns)):
+        first.setdefault(t, i)
+    if len(first) == len(df):
+        return df.reset_index(drop=True)
+    return df.take(np.fromiter(first.values(), dtype=np.intp, count=len(first))).reset_index(drop=True)
+
+
+def latest_rows(df: pd.DataFrame, keys: Sequence[str], order: str) -> pd.DataFrame:
+    """Per distinct `keys`, the row with the highest `order` value; fresh index."""
+    import numpy as np
+
+    keys = list(keys)
+    if len(df) > SMALL_FRAME:
+        return df.groupby(keys, as_index=False, dropna=False)[order].max()
+    best: dict[tuple, int] = {}
+    values = df[order].tolist()
+    for i, t in enumerate(key_tuples(df, keys)):
+        j = best.get(t)
+        if j is None or values[i] > values[j]:
+            best[t] = i
+    return pick(df, keys + [order]).take(np.fromiter(best.values(), dtype=np.intp,
+                                                     count=len(best))).reset_index(drop=True)
+
+
+def key_positions(left: pd.DataFrame, right: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
+    """For each row of `left`, the position of the row of `right` with equal `keys`, or -1.
+
+    `right`'s keys must be unique. Both frames' key columns must have the same dtypes
+    (coerce them first). Small frames use a dict, large ones a pandas index.
+    """
+    import numpy as np
+    import pandas as pd
+
+    keys = list(keys)
+    if len(left) <= SMALL_FRAME and len(right) <= SMALL_FRAME:
+        where = {t: i for i, t in enumerate(key_tuples(right, keys))}
+        return np.fromiter((where.get(t, -1) for t in key_tuples(left, keys)),
+                           dtype=np.intp, count=len(left))
+    if len(keys) == 1:
+        return pd.Index(right[keys[0]]).get_indexer(left[keys[0]])
+    index = pd.MultiIndex.from_arrays([right[k] for k in keys])
+    return index.get_indexer(pd.MultiIndex.from_arrays([left[k] for k in keys]))
+
+
+def take_rows(df: pd.DataFrame, positions: np.ndarray, columns: Sequence[str],
+              suffix: str = "") -> dict[str, Any]:
+    """Columns of `df` at `positions` (-1 gives a missing value), as arrays by name+suffix.
+
+    Integer columns with holes become nullable Int64, so 64-bit values stay exact
+    (a merge would turn them into floats).
+    """
+    import numpy as np
+    import pandas as pd
+
+    holes = bool((positions < 0).any())
+    out = {}
+    for c in columns:
+        values = df[c].array
+        if holes and isinstance(values, pd.arrays.NumpyExtensionArray):
+            values = values.to_numpy()
+            if values.dtype.kind in "iu":
+                values = pd.array(values, dtype="Int64")
+            elif values.dtype.kind == "b":
+                values = pd.array(values, dtype="boolean")
+        if isinstance(values, np.ndarray):
+            out[c + suffix] = pd.api.extensions.take(values, positions, allow_fill=True)
+        else:
+            out[c + suffix] = values.take(positions, allow_fill=holes)
+    return out
 
 
 def python_kind(sa_type: sa.types.TypeEngine) -> str:

@@ -88,8 +88,9 @@ def hash_rows(df: pd.DataFrame, columns: Sequence[str] | None = None) -> np.ndar
     if columns is not None:
         df = df[list(dict.fromkeys(columns))]
     total = np.zeros(len(df), dtype=np.uint64)
+    unique = df.columns.is_unique  # df[name] is much cheaper than df.iloc[:, position]
     for position, name in enumerate(df.columns):
-        cells, null = _column_cells(df.iloc[:, position])
+        cells, null = _column_cells(df[name] if unique else df.iloc[:, position])
         contribution = _mix(cells ^ np.uint64(_xxh3(_utf8(str(name)))))
         contribution[null] = 0
         total += contribution

@@ -183,12 +183,22 @@ def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequenc
     if df.empty:
         return
     columns = [c for c in df.columns if c in table.c]
-    rows = driver_rows(conn, table, df, columns)
+    upsert_tuples(conn, table, columns, driver_rows(conn, table, df, columns), keys)
+
+
+def upsert_tuples(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                  rows: Sequence[tuple], keys: Sequence[str]) -> None:
+    """Insert or replace driver-ready `rows` (values of `columns`, keys among them)."""
+    if not rows:
+        return
     if supports_upsert(conn):
         executemany(conn, insert_sql(conn, table, columns, keys), rows)
-    else:
-        delete_keys(conn, table, df, keys)
-        executemany(conn, insert_sql(conn, table, columns), rows)
+        return
+    at = [list(columns).index(k) for k in keys]
+    where = " AND ".join(f"{quote(conn, k)} = {p}" for k, p in zip(keys, placeholders(conn, len(keys))))
+    executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}",
+                list(dict.fromkeys(tuple(r[i] for i in at) for r in rows)))
+    executemany(conn, insert_sql(conn, table, columns), rows)
 
 
 def update_by_keys(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
@@ -234,14 +244,13 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
     import pandas as pd
 
     match = list(match)
-    idx = idx[match] if len(idx) < 2 else idx[match].drop_duplicates()
     cols_sql = ", ".join(quote(conn, c) for c in columns)
     base = f"SELECT {cols_sql} FROM {qualified(conn, table)} WHERE "
     if extra_where:
         base += f"({extra_where}) AND "
     if not match:
         return _fetch(conn, base + "1=1", [], columns, table)
-    rows = driver_rows(conn, table, idx, match)
+    rows = list(dict.fromkeys(driver_rows(conn, table, idx, match)))
     if len(match) > 1 and len(rows) > TEMP_TABLE_ABOVE:
         return _select_by_temp_table(conn, table, columns, rows, match, extra_where)
     frames: list[pd.DataFrame] = []
@@ -309,11 +318,11 @@ def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[s
             proc = column.type._cached_result_processor(conn.dialect, None)
             if proc is not None:
                 values = [None if v is None else proc(v) for v in values]
-        out[name] = _typed_column(values, column)
-    return pd.DataFrame(out, columns=list(columns))
+        out[name] = typed_column(values, column)
+    return pd.DataFrame(out)  # columns= would double the cost on small frames
 
 
-def _typed_column(values: Sequence[Any], column: sa.Column | None) -> Any:
+def typed_column(values: Sequence[Any], column: sa.Column | None) -> Any:
     """Values of one column as an array of the dtype its SQL type calls for.
 
     Empty results are typed too: an empty String column must still merge with strings.

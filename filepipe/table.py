@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sql
 from .errors import MissingColumnsError
-from .frames import check_keys, rows_in, sql_type_for
-from .types import concat_index
+from .frames import check_keys, key_positions, pick, rows_in, sql_type_for, take_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,7 +177,7 @@ class DataTable:
         where = f"table {self.name!r}"
         check_keys(df, self.primary_keys, where)
         if processed_idx is not None:
-            check_keys(processed_idx.drop_duplicates(), self.primary_keys, f"{where} processed_idx")
+            check_keys(processed_idx, self.primary_keys, f"{where} processed_idx", unique=False)
         if not self.meta.ensure(self.primary_keys, self.store.key_types(), sample=df, conn=conn):
             if processed_idx is None or processed_idx.empty:
                 return Chunk(df.iloc[0:0], None, None, None, None, None, None, write_store)
@@ -207,14 +206,8 @@ class DataTable:
             return pd.DataFrame(columns=keys)
         now = time.time() if now is None else now
         first = self.ds.meta.take_seq(conn, n_changes)
-        written = chunk.merged[write].copy()
+        written = self._written_meta(chunk, first, now)
         if len(written):
-            written["seq"] = range(first, first + len(written))
-            written["create_ts"] = written["create_ts__old"].where(live[write], now).astype("float64")
-            written["update_ts"] = now
-            written["delete_ts"] = None
-            file_id = chunk.file_id
-            written["file_id"] = file_id[write] if _is_array(file_id) else file_id
             if chunk.write_store:
                 self.store.upsert_rows(chunk.df[write], conn=conn)
             self.meta.write(conn, written)
@@ -230,34 +223,60 @@ class DataTable:
         if self.ds.report is not None:
             n_new = int((write & ~live).sum())
             self.ds.report.table_changed(self.name, n_new, len(written) - n_new, len(gone))
-        return concat_index([written, gone], keys)
+        parts = [pick(f, keys) for f in (written, gone) if len(f)]  # disjoint keys
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+    @staticmethod
+    def _written_meta(chunk: Chunk, first: int, now: float) -> pd.DataFrame:
+        """Meta rows for the chunk's new and changed rows, clock values from `first` on."""
+        import numpy as np
+        import pandas as pd
+
+        rows = np.flatnonzero(chunk.write)
+        n = len(rows)
+        merged = chunk.merged
+        data = {c: merged[c].array.take(rows) for c in merged.columns}
+        created = merged["create_ts__old"].to_numpy(dtype="float64", na_value=np.nan)[rows]
+        file_id = chunk.file_id
+        data.update(
+            seq=np.arange(first, first + n, dtype="int64"),
+            create_ts=np.where(chunk.live[rows], created, now),
+            update_ts=np.full(n, now),
+            delete_ts=np.full(n, np.nan),
+            file_id=(np.asarray(file_id)[rows] if _is_array(file_id)
+                     else np.full(n, np.nan if file_id is None else file_id)),
+        )
+        return pd.DataFrame(data)
 
     def _diff(self, conn: sa.Connection, df: pd.DataFrame, file_id: Any = None):  # noqa: ANN202
-        """Merge `df`'s hashes with the stored meta: (merged, existed, live, to_write).
+        """Join `df`'s hashes with the stored meta: (merged, existed, live, to_write).
 
-        A row that moved to another source file is rewritten too (its meta must follow).
+        `merged` holds `df`'s key and tracked columns, its `hash`, and the stored meta
+        as ``<column>__old``. A row that moved to another source file is rewritten too
+        (its meta must follow).
         """
         import numpy as np
+        import pandas as pd
 
         from .hashing import hash_rows
 
-        keys, tracked = self.primary_keys, self.meta.tracked
-        new_rows = df[keys + [t for t in tracked if t in df.columns]].assign(hash=hash_rows(df))
-        if df.empty:
-            no = np.zeros(0, dtype=bool)
-            return new_rows, no, no, no
-        old = self.meta.lookup(conn, df[keys])
-        old = old.rename(columns={c: f"{c}__old" for c in old.columns if c not in keys})
-        old["hash__old"] = old["hash__old"].astype("Int64")
-        m = new_rows.merge(old, on=keys, how="left")
-        existed = m["hash__old"].notna().to_numpy(dtype=bool)
-        live = existed & m["delete_ts__old"].isna().to_numpy(dtype=bool)
-        hash_old = m["hash__old"].to_numpy(dtype="int64", na_value=0)
-        same = live & (m["hash"].to_numpy(dtype="int64") == hash_old)
+        keys = self.primary_keys
+        columns = keys + [t for t in self.meta.tracked if t in df.columns]
+        hashes = hash_rows(df)
+        old = self.meta.lookup(conn, df) if len(df) else self.meta.empty()
+        pos = key_positions(df, old, keys) if len(old) else np.full(len(df), -1, dtype=np.intp)
+        merged = pd.DataFrame({**{c: df[c].array for c in columns}, "hash": hashes,
+                               **take_rows(old, pos, [c for c in old.columns if c not in keys],
+                                           suffix="__old")})
+        existed = pos >= 0
+        if not existed.any():
+            return merged, existed, existed, ~existed
+        live = existed & old["delete_ts"].isna().to_numpy(dtype=bool)[pos]
+        same = live & (old["hash"].to_numpy(dtype="int64")[pos] == np.asarray(hashes, dtype="int64"))
         if file_id is not None:
-            fid_old = m["file_id__old"].to_numpy(dtype="float64", na_value=-1)
+            fid_old = old["file_id"].to_numpy(dtype="float64", na_value=-1)[pos]
             same &= fid_old == (np.asarray(file_id, dtype="float64") if _is_array(file_id) else file_id)
-        return m, existed, live, ~same
+        return merged, existed, live, ~same
 
     def delete_by_idx(self, idx: pd.DataFrame, now: float | None = None,
                       conn: sa.Connection | None = None) -> pd.DataFrame:
@@ -271,7 +290,7 @@ class DataTable:
         keys = self.primary_keys
         if processed_idx is None or processed_idx.empty:
             return self.meta.empty().iloc[0:0]
-        pidx = self.meta.coerce(processed_idx[keys])
+        pidx = self.meta.coerce(processed_idx)
         if len(df):
             pidx = pidx[~rows_in(pidx, df, keys)]
         if pidx.empty:

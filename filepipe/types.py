@@ -12,10 +12,12 @@ def concat_index(frames: Sequence[pd.DataFrame], keys: Sequence[str]) -> pd.Data
     """Union of several key frames (duplicates dropped)."""
     import pandas as pd
 
-    frames = [f[list(keys)] for f in frames if len(f)]
+    from .frames import pick, unique_rows
+
+    frames = [pick(f, keys) for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(keys))
-    return pd.concat(frames, ignore_index=True).drop_duplicates().reset_index(drop=True)
+    return unique_rows(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
 
 
 class ChangeList:
@@ -36,9 +38,11 @@ class ChangeList:
             return
         import pandas as pd
 
+        from .frames import unique_rows
+
         if table_name in self.changes:
             idx = pd.concat([self.changes[table_name], idx], ignore_index=True)
-        self.changes[table_name] = idx.drop_duplicates().reset_index(drop=True)
+        self.changes[table_name] = unique_rows(idx)
 
     def extend(self, other: ChangeList) -> None:
         for name, idx in other.changes.items():

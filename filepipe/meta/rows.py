@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import sql
-from ..frames import coerce_columns, sql_type_for
+from ..frames import SMALL_FRAME, coerce_columns, sql_type_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +36,7 @@ class RowMeta:
         self.moves: sa.Table | None = None
         self.keys: list[str] = []
         self.tracked: list[str] = []
+        self._empty: dict[tuple, pd.DataFrame] = {}
         self._reflect()
 
     # --- schema -------------------------------------------------------------------------
@@ -154,9 +155,9 @@ class RowMeta:
         assert self.table is not None
         if idx.empty:
             return self.empty()
-        if total is None:
+        if total is None and len(idx) > SMALL_FRAME:  # a few keys: always by index
             total = self.count(conn, include_deleted=True)
-        if len(idx) * 4 > total:
+        if total is not None and len(idx) * 4 > total:
             found = self.scan(conn, include_deleted=True)
             return found.merge(self.coerce(idx[self.keys]).drop_duplicates(), on=self.keys)
         return sql.select_where_in(conn, self.table, self.meta_columns, self.coerce(idx), self.keys)
@@ -172,14 +173,16 @@ class RowMeta:
         return sql.select_all(conn, self.table, cols, where=where)
 
     def matching(self, conn: sa.Connection, proj: pd.DataFrame,
-                 columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Live meta rows whose columns in `proj` equal one of its rows."""
+                 columns: Sequence[str] | None = None,
+                 on: Sequence[str] | None = None) -> pd.DataFrame:
+        """Live meta rows whose `on` columns (default all of `proj`'s) equal one of its rows."""
         assert self.table is not None
         cols = list(columns or self.meta_columns)
-        if proj.empty and len(proj.columns):
+        on = list(proj.columns if on is None else on)
+        if proj.empty and on:
             return self.empty(cols)
-        return sql.select_where_in(conn, self.table, cols, self.coerce(proj),
-                                   list(proj.columns), extra_where="delete_ts IS NULL")
+        return sql.select_where_in(conn, self.table, cols, self.coerce(proj), on,
+                                   extra_where="delete_ts IS NULL")
 
     def changed_between(self, conn: sa.Connection, lo: int, hi: int,
                         columns: Sequence[str]) -> pd.DataFrame:
@@ -218,18 +221,21 @@ class RowMeta:
             f"{sql.qualified(conn, self.table)}").scalar_one()
 
     def empty(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """No rows, with `columns` (default all) typed as a lookup would type them."""
         import pandas as pd
 
-        cols = list(columns or self.meta_columns)
-        return pd.DataFrame({c: pd.Series([], dtype="int64" if c in ("hash", "seq") else object)
-                             for c in cols})
+        cols = tuple(columns or self.meta_columns)
+        key = (id(self.table), cols)
+        if key not in self._empty:  # building typed empty frames costs ~4 ms: keep one
+            types = {c.name: c for c in self.table.c} if self.table is not None else {}
+            self._empty[key] = pd.DataFrame({c: sql.typed_column([], types.get(c)) for c in cols})
+        return self._empty[key].copy()
 
     # --- writes -------------------------------------------------------------------------
     def write(self, conn: sa.Connection, rows: pd.DataFrame) -> None:
-        """Upsert full meta rows (all of `meta_columns` present in `rows`)."""
+        """Upsert full meta rows (all of `meta_columns` present in `rows`; others ignored)."""
         assert self.table is not None
-        sql.upsert(conn, self.table, rows[[c for c in self.meta_columns if c in rows.columns]],
-                   self.keys)
+        sql.upsert(conn, self.table, rows, self.keys)
 
     def log_moves(self, conn: sa.Connection, old: pd.DataFrame) -> None:
         """Record old tracked values (with the seq of the change that moved them)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingColumnsError, PipelineError, StepOutputError
-from ..frames import check_keys, empty_frame
+from ..frames import check_keys, empty_frame, key_positions, latest_rows, pick, unique_rows
 from ..types import ChangeList
 from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
 
@@ -166,12 +166,12 @@ class BatchTransformStep(ComputeStep):
                 if idx is None or idx.empty or not t.meta.holds(ikeys[t.name]):
                     continue
                 cols = ikeys[t.name]
-                rows = t.meta.lookup(conn, idx)[cols] if cols else _whole_key()
+                rows = pick(t.meta.lookup(conn, idx), cols) if cols else _whole_key()
                 if cols and set(cols) & set(t.meta.tracked):
                     moved = t.meta.moves_for(conn, idx, hwm.get(t.name, 0), cols)
                     rows = _concat([rows, moved])
                 frames.append(self._expand(conn, t, rows, ikeys, hwm))
-            pending = _concat(frames).drop_duplicates() if frames else None
+            pending = unique_rows(_concat(frames)) if frames else None
         if pending is None or pending.empty:
             return ChangeList()
         changes = self._process(pending, done_seq=snap, report=report)
@@ -187,6 +187,8 @@ class BatchTransformStep(ComputeStep):
     def _changed_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]],
                       hwm: Mapping[str, int], snap: int) -> pd.DataFrame:
         """Transform keys with input changes after the step last handled them."""
+        import numpy as np
+
         frames = []
         for t in self.inputs:
             lo = hwm.get(t.name, 0)
@@ -206,13 +208,15 @@ class BatchTransformStep(ComputeStep):
         changed = _concat(frames)
         if changed.empty:
             return self._empty_keys()
-        changed = changed.groupby(keys, as_index=False, dropna=False)["seq"].max()
-        done = self.meta.done_seqs(conn, changed[keys]) if self.meta.ready else None
+        changed = latest_rows(changed, keys, "seq")
+        done = self.meta.done_seqs(conn, changed) if self.meta.ready else None
         if done is not None and len(done):
-            changed = changed.merge(done, on=keys, how="left")
-            stale = changed["done_seq"].isna() | (changed["done_seq"] < changed["seq"])
-            changed = changed[stale.to_numpy(dtype=bool)]
-        return changed[keys].reset_index(drop=True)
+            pos = key_positions(changed, done, keys)
+            done_seq = done["done_seq"].to_numpy(dtype="float64", na_value=np.nan)[pos]
+            # NaN (never done) compares False, so such keys stay stale
+            fresh = (pos >= 0) & (done_seq >= changed["seq"].to_numpy(dtype="float64"))
+            changed = changed[~fresh]
+        return pick(changed, keys)
 
     def _all_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]]) -> pd.DataFrame:
         """Every transform key present in the inputs (after a code change)."""
@@ -284,8 +288,9 @@ class BatchTransformStep(ComputeStep):
     def _process(self, pending: pd.DataFrame, done_seq: int, report: RunReport) -> ChangeList:
         """Run the function over `pending` keys in batches; isolate failing batches."""
         keys = self._key_columns()
-        pending = pending[keys].drop_duplicates().reset_index(drop=True)
-        self.meta.ensure(self.transform_keys, {**_types_from(pending), **self._key_types()})
+        pending = unique_rows(pick(pending, keys))
+        if not self.meta.ready or self.meta.keys != keys:
+            self.meta.ensure(self.transform_keys, {**_types_from(pending), **self._key_types()})
         changes = ChangeList()
         total = len(pending)
         report.step_started(self.name, total)
@@ -310,29 +315,35 @@ class BatchTransformStep(ComputeStep):
 
     def _read_batch(self, batch: pd.DataFrame) -> list[pd.DataFrame]:
         """All current input rows under the batch's keys, oldest change first."""
+        import numpy as np
+
         ikeys = self.input_keys()
         with self.ds.meta.begin() as conn:
-            metas = [self._input_meta(conn, t, batch[ikeys[t.name]]) for t in self.inputs]
+            metas = [self._input_meta(conn, t, batch, ikeys[t.name]) for t in self.inputs]
         frames = []
         for t, meta in zip(self.inputs, metas):
             if meta is None:
                 frames.append(t.store.read_rows(empty_frame(t.primary_keys)))
                 continue
-            rows = t.store.read_rows(meta[t.primary_keys] if ikeys[t.name] else None)
-            rows = t.meta.coerce(rows).merge(meta, on=t.primary_keys)
-            frames.append(rows.sort_values("seq", kind="stable").drop(columns="seq")
-                          .reset_index(drop=True))
+            rows = t.meta.coerce(t.store.read_rows(pick(meta, t.primary_keys) if ikeys[t.name] else None))
+            # only rows the meta knows as live, ordered by their last change
+            pos = key_positions(rows, meta, t.primary_keys)
+            seq = meta["seq"].to_numpy()[pos]
+            keep = np.flatnonzero(pos >= 0)
+            order = keep[np.argsort(seq[keep], kind="stable")]
+            frames.append(rows.take(order).reset_index(drop=True))
         return frames
 
     @staticmethod
-    def _input_meta(conn: sa.Connection, t: DataTable, proj: pd.DataFrame) -> pd.DataFrame | None:
-        """Keys and seq of the live rows of `t` under the key projection `proj`."""
-        if not t.meta.holds(list(proj.columns)):
+    def _input_meta(conn: sa.Connection, t: DataTable, batch: pd.DataFrame,
+                    on: list[str]) -> pd.DataFrame | None:
+        """Keys and seq of the live rows of `t` matching the batch's keys in columns `on`."""
+        if not t.meta.holds(on):
             return None
         columns = t.primary_keys + ["seq"]
-        if proj.columns.empty:
+        if not on:
             return t.meta.scan(conn, columns=columns)
-        return t.meta.matching(conn, proj.drop_duplicates(), columns=columns)
+        return t.meta.matching(conn, batch, columns=columns, on=on)
 
     def _call(self, frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, ...]:
         import pandas as pd
@@ -388,7 +399,7 @@ class BatchTransformStep(ComputeStep):
             return empty_frame(out.primary_keys)
         if self.whole:
             return out.meta.scan(conn, columns=out.primary_keys)
-        return out.meta.matching(conn, batch[self.transform_keys], columns=out.primary_keys)
+        return out.meta.matching(conn, batch, columns=out.primary_keys, on=self.transform_keys)
 
 
 def _whole_key() -> pd.DataFrame:
