@@ -25,7 +25,7 @@ class Chunk:
     """A frame checked and diffed against the meta, ready for `DataTable.apply_chunk`."""
 
     df: pd.DataFrame
-    merged: pd.DataFrame | None  # df's keys and hashes beside the stored meta (None: no-op)
+    merged: dict[str, Any] | None  # arrays: df's keys, hashes, stored meta as <col>__old
     existed: Any
     live: Any
     write: Any  # rows to write: new or changed
@@ -235,8 +235,8 @@ class DataTable:
         rows = np.flatnonzero(chunk.write)
         n = len(rows)
         merged = chunk.merged
-        data = {c: merged[c].array.take(rows) for c in merged.columns}
-        created = merged["create_ts__old"].to_numpy(dtype="float64", na_value=np.nan)[rows]
+        data = {c: values.take(rows) for c, values in merged.items()}
+        created = np.asarray(merged["create_ts__old"], dtype="float64")[rows]
         file_id = chunk.file_id
         data.update(
             seq=np.arange(first, first + n, dtype="int64"),
@@ -251,12 +251,11 @@ class DataTable:
     def _diff(self, conn: sa.Connection, df: pd.DataFrame, file_id: Any = None):  # noqa: ANN202
         """Join `df`'s hashes with the stored meta: (merged, existed, live, to_write).
 
-        `merged` holds `df`'s key and tracked columns, its `hash`, and the stored meta
-        as ``<column>__old``. A row that moved to another source file is rewritten too
+        `merged` holds arrays by name: `df`'s key and tracked columns, its `hash`, and
+        the stored meta as ``<column>__old``. A row that moved to another source file is rewritten too
         (its meta must follow).
         """
         import numpy as np
-        import pandas as pd
 
         from .hashing import hash_rows
 
@@ -265,9 +264,8 @@ class DataTable:
         hashes = hash_rows(df)
         old = self.meta.lookup(conn, df) if len(df) else self.meta.empty()
         pos = key_positions(df, old, keys) if len(old) else np.full(len(df), -1, dtype=np.intp)
-        merged = pd.DataFrame({**{c: df[c].array for c in columns}, "hash": hashes,
-                               **take_rows(old, pos, [c for c in old.columns if c not in keys],
-                                           suffix="__old")})
+        merged = {**{c: df[c].array for c in columns}, "hash": hashes,
+                  **take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old")}
         existed = pos >= 0
         if not existed.any():
             return merged, existed, existed, ~existed

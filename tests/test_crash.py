@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent('''
         df = pd.concat([df, pd.DataFrame({"user_id": ["d1", "d2"], "event_id": [0, 0], "v": [5, 6]})])
     if kill_at != "none":
         import filepipe.meta.rows, filepipe.stores.db, filepipe.stores.csv
-        target = {"read": (filepipe.stores.db.TableStoreDB, "read_rows"),
+        target = {"read": (filepipe.stores.db.TableStoreDB, "read_rows_matching"),
                   "meta_write": (filepipe.meta.rows.RowMeta, "write"),
                   "data_write": (filepipe.stores.db.TableStoreDB, "upsert_rows"),
                   "flush": (filepipe.stores.csv.TableStoreCSV, "write_file"),

@@ -147,8 +147,10 @@ class BatchTransformStep(ComputeStep):
         if not ikeys and self.inputs:
             return None, full, hwm, snap
         pending = self._changed_keys(conn, ikeys, hwm, snap)
-        if full:  # every key, and those whose rows were deleted since (their outputs go)
-            pending = _concat([self._all_keys(conn, ikeys), pending]).drop_duplicates()
+        # every key, and those whose rows were deleted since (their outputs go); a step
+        # that never read its inputs already has every key among the changes
+        if full and any(hwm.get(t.name, 0) for t in self.inputs):
+            pending = unique_rows(_concat([self._all_keys(conn, ikeys), pending]))
             if pending.empty:
                 pending = self._empty_keys()
         return self._with_failed(conn, pending), full, hwm, snap
@@ -325,7 +327,11 @@ class BatchTransformStep(ComputeStep):
             if meta is None:
                 frames.append(t.store.read_rows(empty_frame(t.primary_keys)))
                 continue
-            rows = t.meta.coerce(t.store.read_rows(pick(meta, t.primary_keys) if ikeys[t.name] else None))
+            on = ikeys[t.name]
+            rows = t.store.read_rows_matching(pick(batch, on)) if on else None
+            if rows is None:
+                rows = t.store.read_rows(pick(meta, t.primary_keys) if on else None)
+            rows = t.meta.coerce(rows)
             # only rows the meta knows as live, ordered by their last change
             pos = key_positions(rows, meta, t.primary_keys)
             seq = meta["seq"].to_numpy()[pos]

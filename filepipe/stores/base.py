@@ -35,6 +35,15 @@ class TableStore(ABC):
     def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
         """All rows, or the rows whose keys are in `idx` (missing keys are skipped)."""
 
+    def read_rows_matching(self, proj: pd.DataFrame) -> pd.DataFrame | None:
+        """Rows whose values in `proj`'s columns (some of the keys) equal one of its rows.
+
+        Only for stores that can find them through an index; None (the default) makes
+        the engine read by full keys instead. Steps grouping by part of the keys (the
+        seed's events by `user_id`) read a batch in one indexed query this way.
+        """
+        return None
+
     @abstractmethod
     def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
         """Insert or replace the rows of `df` by key.

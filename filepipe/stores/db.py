@@ -49,6 +49,13 @@ class TableStoreDB(TableStore):
                 return sql.select_all(conn, self.table, cols, where="1=0")
             return sql.select_where_in(conn, self.table, cols, idx, self.primary_keys)
 
+    def read_rows_matching(self, proj: pd.DataFrame) -> pd.DataFrame | None:
+        on = list(proj.columns)
+        if not on or on != self.primary_keys[:len(on)]:  # the key index serves its prefixes
+            return None
+        with self.dbconn.begin() as conn:
+            return sql.select_where_in(conn, self.table, [c.name for c in self.columns], proj, on)
+
     def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
         self._write(conn, lambda c: sql.upsert(c, self.table, df, self.primary_keys))
 
