@@ -66,9 +66,17 @@ def rows_in(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> np.ndarray
 
 
 def pick(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """`df[columns]` with a fresh index; about twice as fast on small frames."""
+    """`df[columns]` with a fresh index; about twice as fast on small frames.
+
+    May return `df` itself when it is that already: treat the result as read-only.
+    """
     import pandas as pd
 
+    if list(df.columns) == list(columns):
+        index = df.index
+        if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+            return df
+        return df.reset_index(drop=True)
     return pd.DataFrame({c: df[c].array for c in columns})
 
 

@@ -8,6 +8,7 @@ so no statement exceeds SQLite's bound-variable limit, whatever the batch size.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -100,12 +101,20 @@ def driver_rows(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
 
     cols: list[list[Any]] = []
     for name in columns:
-        values = _python_values(df[name])
+        series = df[name]
+        values = _python_values(series)
         proc = table.c[name].type._cached_bind_processor(conn.dialect)
-        if proc is not None:
+        if proc is not None and not _already_bound(proc, series):
             values = [None if v is None else proc(v) for v in values]
         cols.append(values)
     return list(zip(*cols)) if cols else [() for _ in range(len(df))]
+
+
+def _already_bound(proc: Any, series: pd.Series) -> bool:  # noqa: ANN401
+    """Is `proc` SQLAlchemy's float conversion of values that are Python floats already?"""
+    from sqlalchemy.engine import processors
+
+    return proc is processors.to_float and series.dtype.kind == "f"
 
 
 def _python_values(s: pd.Series) -> list[Any]:
@@ -319,6 +328,8 @@ def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[s
         rows = cursor.fetchall()
     finally:
         cursor.close()
+    if not rows:
+        return empty_result(table, columns)
     out = {}
     for i, name in enumerate(columns):
         values = [r[i] for r in rows]  # per column: zip(*rows) is 8x slower on 100k rows
@@ -329,6 +340,26 @@ def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[s
                 values = [None if v is None else proc(v) for v in values]
         out[name] = typed_column(values, column)
     return pd.DataFrame(out)  # columns= would double the cost on small frames
+
+
+_EMPTY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # table -> {columns: frame}
+
+
+def empty_result(table: sa.Table | None, columns: Sequence[str]) -> pd.DataFrame:
+    """A frame without rows, columns typed as a SELECT of them from `table` types them.
+
+    Kept per table (building one costs ~0.5 ms, and the one-row path needs several).
+    """
+    import pandas as pd
+
+    if table is None:
+        return pd.DataFrame({c: typed_column([], None) for c in columns})
+    cache = _EMPTY.setdefault(table, {})
+    key = tuple(columns)
+    if key not in cache:
+        cache[key] = pd.DataFrame({c: typed_column([], table.c[c] if c in table.c else None)
+                                   for c in columns})
+    return cache[key].copy()
 
 
 def typed_column(values: Sequence[Any], column: sa.Column | None) -> Any:

@@ -167,12 +167,14 @@ class DataTable:
             return self.apply_chunk(chunk, c, now)
 
     def prepare_chunk(self, df: pd.DataFrame, processed_idx: pd.DataFrame | None,
-                      conn: sa.Connection, file_id: Any = None,
-                      write_store: bool = True) -> Chunk:
+                      conn: sa.Connection, file_id: Any = None, write_store: bool = True,
+                      known: pd.DataFrame | None = None) -> Chunk:
         """Check `df` and diff it with the meta; nothing is written yet.
 
         A step with several outputs prepares all of them before applying any, so a bad
-        frame for one output leaves the others untouched too.
+        frame for one output leaves the others untouched too. `known` are meta rows
+        (all meta columns) the caller has read already, such as the live rows under a
+        step's batch: keys found there are not looked up again.
         """
         where = f"table {self.name!r}"
         check_keys(df, self.primary_keys, where)
@@ -189,8 +191,8 @@ class DataTable:
         if write_store:
             df = self.store.normalize(df)
         df = self.meta.coerce(df).reset_index(drop=True)
-        merged, existed, live, write = self._diff(conn, df, file_id)
-        gone = self._gone(conn, df, processed_idx)
+        merged, existed, live, write = self._diff(conn, df, file_id, known)
+        gone = self._gone(conn, df, processed_idx, known)
         return Chunk(df, merged, existed, live, write, gone, file_id, write_store)
 
     def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None) -> pd.DataFrame:
@@ -248,12 +250,13 @@ class DataTable:
         )
         return pd.DataFrame(data)
 
-    def _diff(self, conn: sa.Connection, df: pd.DataFrame, file_id: Any = None):  # noqa: ANN202
+    def _diff(self, conn: sa.Connection, df: pd.DataFrame, file_id: Any = None,  # noqa: ANN202
+              known: pd.DataFrame | None = None):
         """Join `df`'s hashes with the stored meta: (merged, existed, live, to_write).
 
         `merged` holds arrays by name: `df`'s key and tracked columns, its `hash`, and
-        the stored meta as ``<column>__old``. A row that moved to another source file is rewritten too
-        (its meta must follow).
+        the stored meta as ``<column>__old``. A row that moved to another source file is
+        rewritten too (its meta must follow).
         """
         import numpy as np
 
@@ -262,7 +265,7 @@ class DataTable:
         keys = self.primary_keys
         columns = keys + [t for t in self.meta.tracked if t in df.columns]
         hashes = hash_rows(df)
-        old = self.meta.lookup(conn, df) if len(df) else self.meta.empty()
+        old = self._meta_of(conn, df, known) if len(df) else self.meta.empty()
         pos = key_positions(df, old, keys) if len(old) else np.full(len(df), -1, dtype=np.intp)
         merged = {**{c: df[c].array for c in columns}, "hash": hashes,
                   **take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old")}
@@ -282,8 +285,8 @@ class DataTable:
         empty = idx.iloc[0:0]
         return self.store_chunk(empty, processed_idx=idx, now=now, conn=conn)
 
-    def _gone(self, conn: sa.Connection, df: pd.DataFrame,
-              processed_idx: pd.DataFrame | None) -> pd.DataFrame:
+    def _gone(self, conn: sa.Connection, df: pd.DataFrame, processed_idx: pd.DataFrame | None,
+              known: pd.DataFrame | None = None) -> pd.DataFrame:
         """Live meta rows of `processed_idx` whose keys `df` does not hold."""
         keys = self.primary_keys
         if processed_idx is None or processed_idx.empty:
@@ -293,8 +296,27 @@ class DataTable:
             pidx = pidx[~rows_in(pidx, df, keys)]
         if pidx.empty:
             return self.meta.empty().iloc[0:0]
-        found = self.meta.lookup(conn, pidx)
-        return found[found["delete_ts"].isna()].reset_index(drop=True)
+        found = self._meta_of(conn, pidx, known)
+        wanted = found["delete_ts"].isna().to_numpy(dtype=bool)
+        if known is not None and len(known):  # then `found` may hold other keys too
+            wanted = wanted & rows_in(found, pidx, keys)
+        return found[wanted].reset_index(drop=True)
+
+    def _meta_of(self, conn: sa.Connection, idx: pd.DataFrame,
+                 known: pd.DataFrame | None) -> pd.DataFrame:
+        """Meta rows for the keys of `idx`, looking up only those not in `known`.
+
+        The result may hold more keys than `idx` (those of `known`), each once.
+        """
+        import pandas as pd
+
+        if known is None or known.empty:
+            return self.meta.lookup(conn, idx)
+        inside = rows_in(idx, known, self.primary_keys)
+        if inside.all():
+            return known
+        rest = self.meta.lookup(conn, idx[~inside])
+        return pd.concat([known, rest], ignore_index=True) if len(rest) else known
 
     def _log_moves(self, conn: sa.Connection, written: pd.DataFrame, existed) -> None:  # noqa: ANN001
         """Log old tracked values of rows whose group changed."""

@@ -123,10 +123,15 @@ class MetaIndex:
     # --- run log ----------------------------------------------------------------------
     def log_run(self, report: Any, seq_from: int) -> None:
         """Record a finished run (only runs that changed something or failed are logged)."""
+        import json
+
+        from ..sql import executemany, insert_sql
+
+        columns = ["started", "finished", "trigger", "seq_from", "seq_to", "summary"]
         with self.begin() as conn:
-            conn.execute(self.runs.insert().values(
-                started=report.started, finished=report.finished, trigger=report.trigger,
-                seq_from=seq_from, seq_to=self.current_seq(conn), summary=report.summary()))
+            executemany(conn, insert_sql(conn, self.runs, columns),
+                        [(report.started, report.finished, report.trigger, seq_from,
+                          self.current_seq(conn), json.dumps(report.summary()))])
 
     def has_table(self, name: str) -> bool:
         import sqlalchemy as sa

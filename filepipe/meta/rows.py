@@ -36,7 +36,6 @@ class RowMeta:
         self.moves: sa.Table | None = None
         self.keys: list[str] = []
         self.tracked: list[str] = []
-        self._empty: dict[tuple, pd.DataFrame] = {}
         self._reflect()
 
     # --- schema -------------------------------------------------------------------------
@@ -222,14 +221,7 @@ class RowMeta:
 
     def empty(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """No rows, with `columns` (default all) typed as a lookup would type them."""
-        import pandas as pd
-
-        cols = tuple(columns or self.meta_columns)
-        key = (id(self.table), cols)
-        if key not in self._empty:  # building typed empty frames costs ~4 ms: keep one
-            types = {c.name: c for c in self.table.c} if self.table is not None else {}
-            self._empty[key] = pd.DataFrame({c: sql.typed_column([], types.get(c)) for c in cols})
-        return self._empty[key].copy()
+        return sql.empty_result(self.table, list(columns or self.meta_columns))
 
     # --- writes -------------------------------------------------------------------------
     def write(self, conn: sa.Connection, rows: pd.DataFrame) -> None:

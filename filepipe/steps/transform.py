@@ -328,7 +328,7 @@ class BatchTransformStep(ComputeStep):
                 frames.append(t.store.read_rows(empty_frame(t.primary_keys)))
                 continue
             on = ikeys[t.name]
-            rows = t.store.read_rows_matching(pick(batch, on)) if on else None
+            rows = t.store.read_rows_matching(t.meta.coerce(pick(batch, on))) if on else None
             if rows is None:
                 rows = t.store.read_rows(pick(meta, t.primary_keys) if on else None)
             rows = t.meta.coerce(rows)
@@ -390,7 +390,7 @@ class BatchTransformStep(ComputeStep):
                 if df.empty and not len(df.columns):
                     df = empty_frame(out.primary_keys)
                 prev = self._previous_outputs(conn, out, batch)
-                chunks.append((out, out.prepare_chunk(df, prev, conn)))
+                chunks.append((out, out.prepare_chunk(df, prev, conn, known=prev)))
             # outputs that roll back with the transaction first: if one of those fails,
             # no file or memory output has been touched yet
             for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
@@ -400,12 +400,13 @@ class BatchTransformStep(ComputeStep):
 
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
                           batch: pd.DataFrame) -> pd.DataFrame:
+        """Meta rows (all columns) of the live output rows under the batch's keys."""
         out._ensure_tracked(conn=conn)
         if not out.meta.holds(self.transform_keys):  # no rows yet to know the columns by
             return empty_frame(out.primary_keys)
         if self.whole:
-            return out.meta.scan(conn, columns=out.primary_keys)
-        return out.meta.matching(conn, batch, columns=out.primary_keys, on=self.transform_keys)
+            return out.meta.scan(conn)
+        return out.meta.matching(conn, batch, on=self.transform_keys)
 
 
 def _whole_key() -> pd.DataFrame:
