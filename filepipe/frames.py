@@ -77,6 +77,8 @@ def pick(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
             return df
         return df.reset_index(drop=True)
+    if not len(columns):
+        return pd.DataFrame(index=range(len(df)))
     return pd.DataFrame({c: df[c].array for c in columns})
 
 

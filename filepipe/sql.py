@@ -260,6 +260,8 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
     if not match:
         return _fetch(conn, base + "1=1", [], columns, table)
     rows = list(dict.fromkeys(driver_rows(conn, table, idx, match)))
+    if not rows:
+        return empty_result(table, columns)
     if len(match) > 1 and len(rows) > TEMP_TABLE_ABOVE:
         return _select_by_temp_table(conn, table, columns, rows, match, extra_where)
     frames: list[pd.DataFrame] = []

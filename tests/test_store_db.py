@@ -1,0 +1,147 @@
+"""TableStoreDB.read_rows_matching on a real SQLite file: reads by a leading prefix of the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+from sqlalchemy import JSON, Column, Integer, String
+
+from filepipe import DBConn
+from filepipe.sql import MAX_VARIABLES
+from filepipe.stores import TableStoreDB
+
+KEYS = ["user_id", "event_id"]
+
+
+def events_schema() -> list[Column]:
+    # the seed tutorial's events table (examples/seed_events), plus an Integer column
+    return [
+        Column("user_id", String(), primary_key=True),
+        Column("event_id", String(), primary_key=True),
+        Column("event", JSON()),
+        Column("score", Integer()),
+    ]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TableStoreDB:
+    conn = DBConn(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    yield TableStoreDB(name="events", dbconn=conn, data_sql_schema=events_schema())
+    conn.dispose()
+
+
+def events_frame() -> pd.DataFrame:
+    """Rows for several users; event ids repeat across users, "u1" is a prefix of "u10"."""
+    rows = [
+        ("u1", "e1", {"event_type": "click", "ip": "10.0.0.1"}, 1),
+        ("u1", "e2", {"event_type": "view", "ip": "10.0.0.2", "tags": ["a", "b"]}, 2),
+        ("u1", "e3", {"nested": {"x": 1.5, "y": None}}, 3),
+        ("u10", "e1", {"event_type": "click", "ip": "10.0.0.10"}, 10),
+        ("u2", "e1", {"event_type": "view"}, 20),
+        ("u2", "e9", [1, 2, 3], 21),
+        ("u3", "e2", {"event_type": "click", "ip": "::1"}, 30),
+        ("ü4 x", "e1", {"unicode": "é"}, 40),
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "event_id", "event", "score"])
+
+
+def by_key(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(KEYS).reset_index(drop=True)
+
+
+def test_read_rows_matching_by_user_id_returns_those_users_rows(store: TableStoreDB) -> None:
+    data = events_frame()
+    store.upsert_rows(data)
+    users = ["u1", "u2", "nobody", "u1"]  # a repeat and a user without rows
+
+    got = store.read_rows_matching(pd.DataFrame({"user_id": users}))
+
+    assert got is not None
+    assert list(got.columns) == ["user_id", "event_id", "event", "score"]
+    # exactly the rows of u1 and u2 (not u10, not the other users' e1), all columns,
+    # each row once, JSON decoded back to the values written
+    expected = by_key(data[data["user_id"].isin(["u1", "u2"])])
+    assert by_key(got)[KEYS].values.tolist() == [["u1", "e1"], ["u1", "e2"], ["u1", "e3"],
+                                                 ["u2", "e1"], ["u2", "e9"]]
+    assert by_key(got)["event"].tolist() == expected["event"].tolist()
+    assert by_key(got)["score"].tolist() == [1, 2, 3, 20, 21]
+    # the same frame (values and dtypes) read_rows gives for those rows' full keys
+    full = store.read_rows(expected[KEYS])
+    assert_frame_equal(by_key(got), by_key(full))
+    assert_frame_equal(by_key(got), by_key(store.read_rows()[lambda d: d["user_id"].isin(users)]))
+    assert got["user_id"].dtype == "str" and got["score"].dtype == "int64"
+
+
+def test_read_rows_matching_sees_updates_and_unicode_keys(store: TableStoreDB) -> None:
+    store.upsert_rows(events_frame())
+    store.upsert_rows(pd.DataFrame({"user_id": ["u3", "u3"], "event_id": ["e2", "e7"],
+                                    "event": [{"changed": True}, {"new": 1}], "score": [31, 32]}))
+    got = by_key(store.read_rows_matching(pd.DataFrame({"user_id": ["u3", "ü4 x"]})))
+    assert got[KEYS].values.tolist() == [["u3", "e2"], ["u3", "e7"], ["ü4 x", "e1"]]
+    assert got["event"].tolist() == [{"changed": True}, {"new": 1}, {"unicode": "é"}]
+    assert got["score"].tolist() == [31, 32, 40]
+
+
+def test_read_rows_matching_many_users_spans_several_statements(store: TableStoreDB) -> None:
+    n = MAX_VARIABLES + 150  # more users than one statement binds
+    data = pd.DataFrame({
+        "user_id": [f"user{i}" for i in range(n) for _ in range(2)],
+        "event_id": [f"ev{j}" for _ in range(n) for j in range(2)],
+        "event": [{"i": i, "j": j} for i in range(n) for j in range(2)],
+        "score": range(2 * n),
+    })
+    store.upsert_rows(data)
+    wanted = [f"user{i}" for i in range(0, n, 1) if i % 7 != 3]
+
+    got = store.read_rows_matching(pd.DataFrame({"user_id": wanted}))
+
+    assert got is not None
+    expected = by_key(data[data["user_id"].isin(wanted)])
+    assert len(got) == 2 * len(wanted) and not got.duplicated(KEYS).any()
+    assert_frame_equal(by_key(got), by_key(store.read_rows(expected[KEYS])))
+    assert by_key(got)["event"].tolist() == expected["event"].tolist()
+
+
+@pytest.mark.parametrize("columns", [["event_id"], ["event"], ["score"], ["user_id", "event"],
+                                     ["event_id", "score"], []])
+def test_read_rows_matching_needs_a_leading_key_prefix(store: TableStoreDB,
+                                                       columns: list[str]) -> None:
+    data = events_frame()
+    store.upsert_rows(data)
+    proj = data[columns].iloc[:3].reset_index(drop=True)
+    assert store.read_rows_matching(proj) is None
+    assert len(store.read_rows()) == len(data)  # (the data is there to be found)
+
+
+def test_read_rows_matching_with_the_whole_key_works_like_read_rows(store: TableStoreDB) -> None:
+    data = events_frame()
+    store.upsert_rows(data)
+    idx = pd.DataFrame({"user_id": ["u1", "u2", "u10", "u3", "u1"],
+                        "event_id": ["e2", "e1", "e2", "e2", "e2"]})  # (u10, e2) is absent
+
+    got = store.read_rows_matching(idx)
+
+    assert got is not None
+    assert by_key(got)[KEYS].values.tolist() == [["u1", "e2"], ["u2", "e1"], ["u3", "e2"]]
+    assert_frame_equal(by_key(got), by_key(store.read_rows(idx)))
+    assert by_key(got)["event"].tolist() == [
+        {"event_type": "view", "ip": "10.0.0.2", "tags": ["a", "b"]},
+        {"event_type": "view"},
+        {"event_type": "click", "ip": "::1"},
+    ]
+
+
+def test_read_rows_matching_with_no_rows_in_the_frame(store: TableStoreDB) -> None:
+    # an empty projection answers with an empty frame of the table's columns, as read_rows does
+    store.upsert_rows(events_frame())
+    empty = pd.DataFrame({"user_id": pd.Series([], dtype="str")})
+
+    got = store.read_rows_matching(empty)
+
+    assert got is not None and got.empty
+    assert list(got.columns) == ["user_id", "event_id", "event", "score"]
+    assert_frame_equal(got, store.read_rows(pd.DataFrame({"user_id": empty["user_id"],
+                                                          "event_id": empty["user_id"]})))
