@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 MAX_VARIABLES = 900  # below SQLite's historic 999-variable limit
+WRITE_ROWS = 50_000  # rows converted to driver tuples at a time
 
 
 class DBConn:
@@ -192,7 +193,9 @@ def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequenc
     if df.empty:
         return
     columns = [c for c in df.columns if c in table.c]
-    upsert_tuples(conn, table, columns, driver_rows(conn, table, df, columns), keys)
+    for start in range(0, len(df), WRITE_ROWS):  # bounded memory: tuples of a slice at a time
+        part = df.iloc[start:start + WRITE_ROWS] if len(df) > WRITE_ROWS else df
+        upsert_tuples(conn, table, columns, driver_rows(conn, table, part, columns), keys)
 
 
 def upsert_tuples(conn: sa.Connection, table: sa.Table, columns: Sequence[str],

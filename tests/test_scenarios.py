@@ -206,6 +206,32 @@ def test_s01_noop_rerun_writes_no_meta(ds: DataStore) -> None:
     assert db_snapshot(ds) == before
 
 
+def test_s01_full_run_after_changelist_runs_moves_its_marks(ds: DataStore) -> None:
+    """Changes already handled by change-list runs are read once by the next full run,
+    which moves its marks past them; they are not scanned again by every later run."""
+    env = Env(ds)
+    src = env.table("src", int_pk(), Column("a", Integer))
+    out = env.table("out", int_pk(), Column("a", Integer))
+    rec = Recorder()
+    steps = env.build(BatchTransform(rec.wrap(identity), inputs=["src"], outputs=["out"]))
+    src.store_chunk(frame({"id": range(10), "a": range(10)}))
+    run_steps(ds, steps)
+    for i in (3, 4):
+        idx = src.store_chunk(frame({"id": [i], "a": [100 + i]}))
+        run_steps_changelist(ds, steps, ChangeList.create("src", idx))
+    assert_rows(out, frame({"id": range(10), "a": [0, 1, 2, 103, 104, 5, 6, 7, 8, 9]}))
+
+    rec.reset()
+    report = run_steps(ds, steps)
+    assert processed(report) == 0 and len(rec) == 0 and not report.changed
+    with ds.meta.begin() as conn:
+        marks = steps[0].meta.state(conn)[2]
+        assert marks == {"src": ds.meta.current_seq(conn)}
+    before = db_snapshot(ds)
+    assert processed(run_steps(ds, steps)) == 0
+    assert db_snapshot(ds) == before
+
+
 # --- 2. modify values ---------------------------------------------------------------------
 
 

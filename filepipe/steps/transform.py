@@ -118,13 +118,13 @@ class BatchTransformStep(ComputeStep):
     # --- running ------------------------------------------------------------------------
     def run_full(self, report: RunReport) -> ChangeList:
         with self.ds.meta.begin() as conn:
-            pending, full, hwm, snap = self._pending(conn)
+            pending, advance, hwm, snap = self._pending(conn)
         if pending is None:
             return ChangeList()
         changes = self._process(pending, done_seq=snap, report=report) if len(pending) else ChangeList()
         new_hwm = {t.name: snap for t in self.inputs}
-        # a run that found nothing keeps its marks: a no-op run writes nothing
-        if full or len(pending):
+        # a run that found no change keeps its marks: a no-op run writes nothing
+        if advance or len(pending):
             with self.ds.meta.begin() as conn:
                 self.meta.set_state(conn, self.code_version, self.transform_keys, new_hwm)
                 for t in self.inputs:
@@ -139,21 +139,25 @@ class BatchTransformStep(ComputeStep):
         return 0 if pending is None else len(pending)
 
     def _pending(self, conn: sa.Connection) -> tuple[pd.DataFrame | None, bool, dict[str, int], int]:
-        """(keys to process or None if inputs are not known yet, full?, hwm, clock)."""
+        """(keys to process or None if inputs are not known yet, advance the marks?, hwm, clock).
+
+        The marks advance after a code change and when input changes were found, even if
+        all were handled already (by a change-list run): later runs then skip them.
+        """
         version, keys_before, hwm = self.meta.state(conn)
         snap = self.ds.meta.current_seq(conn)
         full = version != self.code_version or keys_before != self.transform_keys
         ikeys = self.input_keys()
         if not ikeys and self.inputs:
             return None, full, hwm, snap
-        pending = self._changed_keys(conn, ikeys, hwm, snap)
+        pending, seen = self._changed_keys(conn, ikeys, hwm, snap)
         # every key, and those whose rows were deleted since (their outputs go); a step
         # that never read its inputs already has every key among the changes
         if full and any(hwm.get(t.name, 0) for t in self.inputs):
             pending = unique_rows(_concat([self._all_keys(conn, ikeys), pending]))
             if pending.empty:
                 pending = self._empty_keys()
-        return self._with_failed(conn, pending), full, hwm, snap
+        return self._with_failed(conn, pending), full or seen, hwm, snap
 
     def run_changelist(self, changes: ChangeList, report: RunReport) -> ChangeList:
         with self.ds.meta.begin() as conn:
@@ -187,8 +191,9 @@ class BatchTransformStep(ComputeStep):
 
     # --- which keys ---------------------------------------------------------------------
     def _changed_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]],
-                      hwm: Mapping[str, int], snap: int) -> pd.DataFrame:
-        """Transform keys with input changes after the step last handled them."""
+                      hwm: Mapping[str, int], snap: int) -> tuple[pd.DataFrame, bool]:
+        """Transform keys with input changes after the step last handled them, and
+        whether there were input changes at all since the marks."""
         import numpy as np
 
         frames = []
@@ -205,11 +210,11 @@ class BatchTransformStep(ComputeStep):
             expanded = self._expand(conn, t, changed, ikeys, hwm)
             frames.append(expanded)
         if not frames:
-            return self._empty_keys()
+            return self._empty_keys(), False
         keys = self._key_columns()
         changed = _concat(frames)
         if changed.empty:
-            return self._empty_keys()
+            return self._empty_keys(), True
         changed = latest_rows(changed, keys, "seq")
         done = self.meta.done_seqs(conn, changed) if self.meta.ready else None
         if done is not None and len(done):
@@ -218,7 +223,7 @@ class BatchTransformStep(ComputeStep):
             # NaN (never done) compares False, so such keys stay stale
             fresh = (pos >= 0) & (done_seq >= changed["seq"].to_numpy(dtype="float64"))
             changed = changed[~fresh]
-        return pick(changed, keys)
+        return pick(changed, keys), True
 
     def _all_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]]) -> pd.DataFrame:
         """Every transform key present in the inputs (after a code change)."""
