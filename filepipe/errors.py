@@ -13,6 +13,10 @@ class MissingColumnsError(FilepipeError, ValueError):
     """A frame lacks key columns that its table or step needs."""
 
 
+class KeyTypeError(FilepipeError, TypeError):
+    """Key values of two kinds that never compare equal (text against numbers, say)."""
+
+
 class UnknownTableError(FilepipeError, KeyError):
     """A step or call names a table the catalog does not have."""
 

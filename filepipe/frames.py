@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import DuplicateKeysError, MissingColumnsError
+from .errors import DuplicateKeysError, KeyTypeError, MissingColumnsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,6 +58,7 @@ def rows_in(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> np.ndarray
     import numpy as np
 
     keys = list(keys)
+    check_comparable(a, b, keys)
     if len(a) <= SMALL_FRAME and len(b) <= SMALL_FRAME:
         present = set(key_tuples(b, keys))
         return np.fromiter((t in present for t in key_tuples(a, keys)), dtype=bool, count=len(a))
@@ -114,6 +115,36 @@ def latest_rows(df: pd.DataFrame, keys: Sequence[str], order: str) -> pd.DataFra
                                                      count=len(best))).reset_index(drop=True)
 
 
+def check_comparable(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> None:
+    """Raise when a key column holds values of another kind in `a` than in `b`.
+
+    Such keys never match (a merge would refuse them); without this check every row
+    would silently look new.
+    """
+    for k in keys:
+        kind_a, kind_b = _key_kind(a[k].dtype), _key_kind(b[k].dtype)
+        if kind_a != kind_b and "object" not in (kind_a, kind_b):
+            hint = " (convert timezone-aware times to UTC-naive ones)" if "tz" in (kind_a + kind_b) else ""
+            raise KeyTypeError(f"key column {k!r} cannot match {a[k].dtype} values against "
+                               f"{b[k].dtype} ones{hint}")
+
+
+def _key_kind(dtype: Any) -> str:  # noqa: ANN401
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return "datetime-tz"
+    if pd.api.types.is_datetime64_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "timedelta"
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        return "str"
+    return "object"
+
+
 def key_positions(left: pd.DataFrame, right: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     """For each row of `left`, the position of the row of `right` with equal `keys`, or -1.
 
@@ -124,6 +155,7 @@ def key_positions(left: pd.DataFrame, right: pd.DataFrame, keys: Sequence[str]) 
     import pandas as pd
 
     keys = list(keys)
+    check_comparable(left, right, keys)
     if len(left) <= SMALL_FRAME and len(right) <= SMALL_FRAME:
         where = {t: i for i, t in enumerate(key_tuples(right, keys))}
         return np.fromiter((where.get(t, -1) for t in key_tuples(left, keys)),
@@ -200,12 +232,18 @@ def coerce_columns(df: pd.DataFrame, types: Mapping[str, Any]) -> pd.DataFrame:
     Keys read from the index and keys given by the user must compare equal in merges:
     a user's int `1` for a String key becomes `'1'`, an int64 stays int64, and so on.
     """
+    import pandas as pd
+
     out = df
     for col, sa_type in types.items():
         if col not in df.columns:
             continue
         kind = python_kind(sa_type)
         s = df[col]
+        if kind == "datetime" and isinstance(s.dtype, pd.DatetimeTZDtype):
+            raise KeyTypeError(f"column {col!r} holds timezone-aware times ({s.dtype}), which "
+                               f"its {sa_type} key cannot keep; convert them to UTC-naive ones "
+                               f"with df[{col!r}].dt.tz_convert(None)")
         target = _cast(s, kind)
         if target is not s:
             if out is df:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sqlalchemy import Column, Integer, String
+from sqlalchemy import Column, DateTime, Integer, String
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
-from filepipe.errors import (DuplicateKeysError, MissingColumnsError, PipelineError,
-                             UnknownTableError)
+from filepipe.errors import (DuplicateKeysError, KeyTypeError, MissingColumnsError,
+                             PipelineError, UnknownTableError)
 from filepipe.stores import TableStoreDB
 
 
@@ -47,6 +47,26 @@ def test_missing_key_column_is_named(ds) -> None:
     with pytest.raises(MissingColumnsError, match=r"table 'items'.*missing key column.*'id'.*'name'"):
         items.store_chunk(pd.DataFrame({"name": ["a"]}))
     assert items.get_data().empty
+
+
+def test_timezone_aware_keys_are_refused_before_anything_is_written(ds) -> None:
+    """SQL DateTime keys keep no timezone: such keys would never match their stored meta."""
+    events = Catalog({"events": Table(TableStoreDB(
+        "events", ds.meta.dbconn, [Column("ts", DateTime, primary_key=True),
+                                   Column("v", Integer)]))}).get_datatable(ds, "events")
+    ts = pd.to_datetime(["2024-01-01 10:00", "2024-01-02 10:00"])
+    events.store_chunk(pd.DataFrame({"ts": ts, "v": [1, 2]}))
+    def state() -> tuple[str, str]:
+        return (events.get_data().to_json(date_format="iso"),
+                events.get_metadata().to_json(date_format="iso"))
+
+    before = state()
+    aware = pd.DataFrame({"ts": ts.tz_localize("Europe/Paris"), "v": [1, 5]})
+    with pytest.raises(KeyTypeError, match=r"'ts'.*timezone-aware.*tz_convert\(None\)"):
+        events.store_chunk(aware)
+    assert state() == before
+    naive = aware.assign(ts=aware["ts"].dt.tz_convert(None))  # what the message advises
+    assert len(events.store_chunk(naive)) == 2
 
 
 def _run_with(ds, catalog, func, outputs=("out",)):

@@ -413,3 +413,22 @@ def test_small_and_large_paths_agree(left: list, right: list, seqs: list[int],
             assert [None if x is pd.NA else x for x in pd.array(got[c + "_r"])] == exact
         else:
             assert na_list(got[c + "_r"]) == na_list(merged[c + "_r"]), c
+
+
+def test_keys_of_different_kinds_are_refused_not_silently_unmatched() -> None:
+    from filepipe.errors import KeyTypeError
+    from filepipe.frames import key_positions, rows_in
+
+    ints = pd.DataFrame({"k": [1, 2]})
+    texts = pd.DataFrame({"k": ["1", "2"]})
+    for n in (2, 300):  # the small (dict) and the large (pandas index) paths
+        big_ints, big_texts = (pd.concat([f] * (n // 2), ignore_index=True).drop_duplicates()
+                               for f in (ints, texts))
+        with pytest.raises(KeyTypeError, match="'k'.*int64.*str"):
+            key_positions(big_ints, big_texts, ["k"])
+        with pytest.raises(KeyTypeError, match="'k'"):
+            rows_in(big_ints, big_texts, ["k"])
+    # kinds that do compare equal stay allowed
+    assert key_positions(ints, ints.astype("float64"), ["k"]).tolist() == [0, 1]
+    assert key_positions(ints, ints.astype("Int64"), ["k"]).tolist() == [0, 1]
+    assert key_positions(texts, texts.astype(object), ["k"]).tolist() == [0, 1]

@@ -232,6 +232,73 @@ def test_s01_full_run_after_changelist_runs_moves_its_marks(ds: DataStore) -> No
     assert db_snapshot(ds) == before
 
 
+def test_code_change_after_changelist_runs_recomputes_every_key(ds: DataStore) -> None:
+    """Keys a change-list run has done are redone when the step's code changes."""
+    env = Env(ds)
+    src = env.table("src", int_pk(), Column("a", Integer))
+    out = env.table("out", int_pk(), Column("a", Integer))
+
+    def v1(df: pd.DataFrame) -> pd.DataFrame:
+        return df
+
+    def v2(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(a=df["a"] * 100)
+
+    steps = env.build(BatchTransform(v1, inputs=["src"], outputs=["out"], name="step"))
+    idx = src.store_chunk(frame({"id": [1, 2, 3], "a": [1, 2, 3]}))
+    run_steps_changelist(ds, steps, ChangeList.create("src", idx))  # the step's first run
+    assert_rows(out, frame({"id": [1, 2, 3], "a": [1, 2, 3]}))
+
+    steps = env.build(BatchTransform(v2, inputs=["src"], outputs=["out"], name="step"))
+    assert steps[0].pending_count() == 3
+    assert processed(run_steps(ds, steps)) == 3
+    assert_rows(out, frame({"id": [1, 2, 3], "a": [100, 200, 300]}))
+
+
+def test_changed_transform_keys_recompute_with_the_new_keys(ds: DataStore) -> None:
+    env = Env(ds)
+    src = env.table("src", int_pk(), Column("g", String), Column("a", Integer))
+    out = env.table("out", Column("g", String, primary_key=True), Column("s", Integer))
+
+    def total(df: pd.DataFrame) -> pd.DataFrame:
+        return df.groupby("g", as_index=False).agg(s=("a", "sum"))
+
+    def build(keys: list[str]) -> list:
+        return env.build(BatchTransform(total, inputs=["src"], outputs=["out"], name="step",
+                                        transform_keys=keys))
+
+    src.store_chunk(frame({"id": [1, 2, 3], "g": ["x", "x", "y"], "a": [1, 2, 3]}))
+    assert run_steps(ds, build(["g"])).ok
+    steps = build([])  # now a whole-table step
+    src.store_chunk(frame({"id": [4], "g": ["y"], "a": [10]}))
+    report = run_steps(ds, steps)
+    assert report.ok, report.summary()
+    assert_rows(out, frame({"g": ["x", "y"], "s": [3, 13]}))
+    assert processed(run_steps(ds, steps)) == 0
+
+
+def test_rows_written_behind_filepipes_back_are_not_read(ds: DataStore) -> None:
+    """A step reads the rows its input's meta knows as live: a row inserted into the SQL
+    table directly (no meta) does not reach the function until it is stored properly."""
+    env = Env(ds)
+    ev = env.table("ev", Column("user_id", String, primary_key=True),
+                   Column("event_id", Integer, primary_key=True), Column("v", Integer))
+    out = env.table("per_user", Column("user_id", String, primary_key=True), Column("n", Integer))
+
+    def per_user(df: pd.DataFrame) -> pd.DataFrame:
+        return df.groupby("user_id", as_index=False).agg(n=("v", "size"))
+
+    steps = env.build(BatchTransform(per_user, inputs=["ev"], outputs=["per_user"]))
+    ev.store_chunk(frame({"user_id": ["u1", "u2"], "event_id": [1, 1], "v": [1, 1]}))
+    run_steps(ds, steps)
+    ev.delete_by_idx(frame({"user_id": ["u1"], "event_id": [1]}))
+    with ds.meta.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO ev (user_id, event_id, v) VALUES ('u1', 2, 5)")
+    report = run_steps(ds, steps)
+    assert report.ok, report.summary()
+    assert_rows(out, frame({"user_id": ["u2"], "n": [1]}))
+
+
 # --- 2. modify values ---------------------------------------------------------------------
 
 

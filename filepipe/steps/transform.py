@@ -150,7 +150,8 @@ class BatchTransformStep(ComputeStep):
         ikeys = self.input_keys()
         if not ikeys and self.inputs:
             return None, full, hwm, snap
-        pending, seen = self._changed_keys(conn, ikeys, hwm, snap)
+        # after a code change, keys done before (by change-list runs) are to redo as well
+        pending, seen = self._changed_keys(conn, ikeys, hwm, snap, skip_done=not full)
         # every key, and those whose rows were deleted since (their outputs go); a step
         # that never read its inputs already has every key among the changes
         if full and any(hwm.get(t.name, 0) for t in self.inputs):
@@ -191,9 +192,10 @@ class BatchTransformStep(ComputeStep):
 
     # --- which keys ---------------------------------------------------------------------
     def _changed_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]],
-                      hwm: Mapping[str, int], snap: int) -> tuple[pd.DataFrame, bool]:
-        """Transform keys with input changes after the step last handled them, and
-        whether there were input changes at all since the marks."""
+                      hwm: Mapping[str, int], snap: int,
+                      skip_done: bool = True) -> tuple[pd.DataFrame, bool]:
+        """Transform keys with input changes after the step last handled them (all keys
+        with changes unless `skip_done`), and whether there were input changes at all."""
         import numpy as np
 
         frames = []
@@ -216,7 +218,7 @@ class BatchTransformStep(ComputeStep):
         if changed.empty:
             return self._empty_keys(), True
         changed = latest_rows(changed, keys, "seq")
-        done = self.meta.done_seqs(conn, changed) if self.meta.ready else None
+        done = self.meta.done_seqs(conn, changed) if skip_done and self._keys_table_fits() else None
         if done is not None and len(done):
             pos = key_positions(changed, done, keys)
             done_seq = done["done_seq"].to_numpy(dtype="float64", na_value=np.nan)[pos]
@@ -259,7 +261,7 @@ class BatchTransformStep(ComputeStep):
         return out
 
     def _with_failed(self, conn: sa.Connection, pending: pd.DataFrame) -> pd.DataFrame:
-        if not self.meta.ready:
+        if not self._keys_table_fits():  # none yet, or of other transform keys: redone anyway
             return pending
         failed = self.meta.failed(conn)
         if failed.empty:
@@ -267,6 +269,10 @@ class BatchTransformStep(ComputeStep):
         if self.whole:
             return _whole_key()
         return _concat([pending, failed[self.transform_keys]]).drop_duplicates()
+
+    def _keys_table_fits(self) -> bool:
+        """Does the step's keys table exist and have the current transform keys?"""
+        return self.meta.ready and self.meta.keys == self._key_columns()
 
     def _key_columns(self) -> list[str]:
         return self.transform_keys or [WHOLE]
@@ -296,7 +302,7 @@ class BatchTransformStep(ComputeStep):
         """Run the function over `pending` keys in batches; isolate failing batches."""
         keys = self._key_columns()
         pending = unique_rows(pick(pending, keys))
-        if not self.meta.ready or self.meta.keys != keys:
+        if not self._keys_table_fits():
             self.meta.ensure(self.transform_keys, {**_types_from(pending), **self._key_types()})
         changes = ChangeList()
         total = len(pending)
@@ -339,9 +345,8 @@ class BatchTransformStep(ComputeStep):
             rows = t.meta.coerce(rows)
             # only rows the meta knows as live, ordered by their last change
             pos = key_positions(rows, meta, t.primary_keys)
-            seq = meta["seq"].to_numpy()[pos]
             keep = np.flatnonzero(pos >= 0)
-            order = keep[np.argsort(seq[keep], kind="stable")]
+            order = keep[np.argsort(meta["seq"].to_numpy()[pos[keep]], kind="stable")]
             frames.append(rows.take(order).reset_index(drop=True))
         return frames
 
