@@ -236,7 +236,7 @@ def delete_keys(conn: sa.Connection, table: sa.Table, idx: pd.DataFrame,
         return
     where = " AND ".join(f"{quote(conn, k)} = {p}"
                          for k, p in zip(keys, placeholders(conn, len(keys))))
-    rows = driver_rows(conn, table, idx.drop_duplicates(list(keys)), keys)
+    rows = list(dict.fromkeys(driver_rows(conn, table, idx, keys)))
     executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}", rows)
 
 

@@ -218,7 +218,7 @@ class DataTable:
             gone = gone.assign(seq=range(first + len(written), first + n_changes),
                                delete_ts=now, update_ts=now)
             if chunk.write_store:
-                self.store.delete_rows(gone[keys], conn=conn)
+                self.store.delete_rows(pick(gone, keys), conn=conn)
             self.meta.write(conn, gone)
         if chunk.write_store and not self._defer_flush:
             self._flush()
