@@ -56,6 +56,7 @@ def test_timezone_aware_keys_are_refused_before_anything_is_written(ds) -> None:
                                    Column("v", Integer)]))}).get_datatable(ds, "events")
     ts = pd.to_datetime(["2024-01-01 10:00", "2024-01-02 10:00"])
     events.store_chunk(pd.DataFrame({"ts": ts, "v": [1, 2]}))
+
     def state() -> tuple[str, str]:
         return (events.get_data().to_json(date_format="iso"),
                 events.get_metadata().to_json(date_format="iso"))
@@ -74,6 +75,16 @@ def _run_with(ds, catalog, func, outputs=("out",)):
     steps = build_compute(ds, catalog, Pipeline([BatchTransform(func, inputs=["items"],
                                                                 outputs=list(outputs))]))
     return run_steps(ds, steps), steps
+
+
+def test_a_database_constraint_error_names_the_table_not_library_code(ds) -> None:
+    catalog = _catalog(ds)
+    catalog.add_datatable("strict", Table(TableStoreDB("strict", ds.meta.dbconn, [
+        Column("id", Integer, primary_key=True), Column("name", String, nullable=False)])))
+    report, _ = _run_with(ds, catalog, lambda df: df.assign(name=None), outputs=("strict",))
+    (error,) = report.steps[next(iter(report.steps))].errors
+    assert "NOT NULL constraint failed: strict.name" in error
+    assert "site-packages" not in error and " (at " not in error.splitlines()[0]
 
 
 @pytest.mark.parametrize("func,pattern", [

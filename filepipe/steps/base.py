@@ -57,10 +57,11 @@ def error_text(exc: BaseException) -> str:
     """`Type: first line (at file:line in function)` + further lines, for the step meta.
 
     The place named is the innermost frame of the user's own code (not pandas', not
-    filepipe's), which is where a fix usually goes.
+    filepipe's), which is where a fix usually goes; none is named when the user's code
+    is not involved (a database constraint, say: the message names the table).
     """
     frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if not _library_file(f.filename)] or frames
+    own = [f for f in frames if not _library_file(f.filename)]
     where = f" (at {own[-1].filename}:{own[-1].lineno} in {own[-1].name})" if own else ""
     first, _, rest = str(exc).partition("\n")
     return f"{type(exc).__name__}: {first}{where}" + (f"\n{rest}" if rest else "")
