@@ -170,8 +170,8 @@ def take_rows(df: pd.DataFrame, positions: np.ndarray, columns: Sequence[str],
               suffix: str = "") -> dict[str, Any]:
     """Columns of `df` at `positions` (-1 gives a missing value), as arrays by name+suffix.
 
-    Integer columns with holes become nullable Int64, so 64-bit values stay exact
-    (a merge would turn them into floats).
+    Integer columns with holes become nullable Int64 (UInt64 if unsigned), so 64-bit
+    values stay exact (a merge would turn them into floats).
     """
     import numpy as np
     import pandas as pd
@@ -183,7 +183,7 @@ def take_rows(df: pd.DataFrame, positions: np.ndarray, columns: Sequence[str],
         if holes and isinstance(values, pd.arrays.NumpyExtensionArray):
             values = values.to_numpy()
             if values.dtype.kind in "iu":
-                values = pd.array(values, dtype="Int64")
+                values = pd.array(values, dtype="UInt64" if values.dtype.kind == "u" else "Int64")
             elif values.dtype.kind == "b":
                 values = pd.array(values, dtype="boolean")
         if isinstance(values, np.ndarray):

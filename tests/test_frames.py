@@ -432,3 +432,14 @@ def test_keys_of_different_kinds_are_refused_not_silently_unmatched() -> None:
     assert key_positions(ints, ints.astype("float64"), ["k"]).tolist() == [0, 1]
     assert key_positions(ints, ints.astype("Int64"), ["k"]).tolist() == [0, 1]
     assert key_positions(texts, texts.astype(object), ["k"]).tolist() == [0, 1]
+
+
+def test_take_rows_keeps_unsigned_64_bit_values_exact_with_holes() -> None:
+    import numpy as np
+
+    from filepipe.frames import take_rows
+
+    big = np.array([2**64 - 1, 2**63], dtype=np.uint64)
+    got = take_rows(pd.DataFrame({"v": big}), np.array([1, -1, 0]), ["v"])["v"]
+    assert str(got.dtype) == "UInt64"
+    assert got[0] == 2**63 and got[1] is pd.NA and got[2] == 2**64 - 1
