@@ -207,9 +207,7 @@ def upsert_tuples(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
         executemany(conn, insert_sql(conn, table, columns, keys), rows)
         return
     at = [list(columns).index(k) for k in keys]
-    where = " AND ".join(f"{quote(conn, k)} = {p}" for k, p in zip(keys, placeholders(conn, len(keys))))
-    executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}",
-                list(dict.fromkeys(tuple(r[i] for i in at) for r in rows)))
+    _delete_key_tuples(conn, table, keys, [tuple(r[i] for i in at) for r in rows])
     executemany(conn, insert_sql(conn, table, columns), rows)
 
 
@@ -234,10 +232,16 @@ def delete_keys(conn: sa.Connection, table: sa.Table, idx: pd.DataFrame,
     if not keys:
         conn.exec_driver_sql(f"DELETE FROM {qualified(conn, table)}")
         return
+    _delete_key_tuples(conn, table, keys, driver_rows(conn, table, idx, keys))
+
+
+def _delete_key_tuples(conn: sa.Connection, table: sa.Table, keys: Sequence[str],
+                       rows: Sequence[tuple]) -> None:
+    """Delete the rows whose `keys` equal one of the driver-ready tuples `rows`."""
     where = " AND ".join(f"{quote(conn, k)} = {p}"
                          for k, p in zip(keys, placeholders(conn, len(keys))))
-    rows = list(dict.fromkeys(driver_rows(conn, table, idx, keys)))
-    executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}", rows)
+    executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}",
+                list(dict.fromkeys(rows)))
 
 
 TEMP_TABLE_ABOVE = 5000  # lookups of more keys go through a temporary table join
