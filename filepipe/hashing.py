@@ -1,4 +1,4 @@
-"""Canonical row hashes and code fingerprints that stay the same across library versions.
+"""Canonical row hashes that stay the same across library versions.
 
 The row hashes are persisted in the metadata index, so this module defines its own hash
 instead of relying on ``pd.util.hash_pandas_object`` (whose values changed between pandas
@@ -32,11 +32,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
-import inspect
 import json
-import textwrap
-import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +41,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
+
+from .codeversion import code_version  # re-exported: steps import it from here
 
 __all__ = ["code_version", "hash_rows"]
 
@@ -95,25 +94,6 @@ def hash_rows(df: pd.DataFrame, columns: Sequence[str] | None = None) -> np.ndar
         contribution[null] = 0
         total += contribution
     return _mix(total ^ _ROW).view(np.int64)
-
-
-def code_version(func: Callable, params: Mapping[str, Any] | None = None) -> str:
-    """Stable hex digest (16 hex chars) of a function's source code and its parameters.
-
-    Hashes the qualname and the dedented source of `func` (for a ``functools.partial``:
-    of its ``func``, plus its args and keywords; for a callable instance: of its class)
-    and canonical JSON of `params` (``None`` counts as ``{}``). Any edit of the source
-    text, comments and blank lines included, changes the digest. Lambdas and functions
-    without source are fingerprinted by their bytecode, constants and names instead,
-    which is stable across processes but not across Python minor versions. Values the
-    function reads from closures or globals are not included: pass them in `params`.
-    """
-    digest = xxhash.xxh3_64()
-    for part in (_callable_text(func), _canonical_json(dict(params or {}), repr)):
-        data = part.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
 
 
 # --- mixing -------------------------------------------------------------------------
@@ -409,35 +389,3 @@ def _decimal_cells(values: Sequence[decimal.Decimal]) -> np.ndarray:
     numbers = [int(v) if v.is_finite() and v == v.to_integral_value() else float(v) for v in values]
     cells, _ = _object_cells(np.fromiter(numbers, dtype=object, count=len(numbers)))
     return cells
-
-
-# --- code ---------------------------------------------------------------------------
-
-
-def _callable_text(func: Callable) -> str:
-    if isinstance(func, functools.partial):
-        bound = _canonical_json({"args": list(func.args), "keywords": func.keywords}, repr)
-        return f"partial\0{_callable_text(func.func)}\0{bound}"
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
-    name = name or type(func).__qualname__
-    if getattr(func, "__name__", None) != "<lambda>":  # a lambda's source line may hold other code
-        source_of = func if inspect.isroutine(func) or inspect.isclass(func) else type(func)
-        try:
-            return f"{name}\0{textwrap.dedent(inspect.getsource(source_of))}"
-        except (OSError, TypeError):
-            pass
-    code = getattr(func, "__code__", None)
-    return f"{name}\0{_code_text(code)}" if code is not None else name
-
-
-def _code_text(code: types.CodeType) -> str:
-    """Bytecode, constants (nested code objects recursively) and names of a code object."""
-    consts = []
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            consts.append(_code_text(const))
-        elif isinstance(const, frozenset):  # iteration order depends on the string hash seed
-            consts.append(f"frozenset({sorted(map(repr, const))})")
-        else:
-            consts.append(repr(const))
-    return f"{code.co_code.hex()}\0{consts!r}\0{code.co_names!r}"
