@@ -38,3 +38,16 @@ class SourceReadError(FilepipeError):
 
 class OutputConflictError(FilepipeError):
     """An output file was changed by someone else and the policy says stop."""
+
+
+class SourceChangedError(FilepipeError):
+    """A source file changed between the sync that hashed it and the step that read it;
+    the run syncs it again and redoes the keys."""
+
+
+class MetaIndexError(FilepipeError):
+    """The metadata index cannot be opened (damaged, or not filepipe's)."""
+
+
+class OutputWriteError(FilepipeError):
+    """An output file could not be written (a full disk, a path that is a folder...)."""

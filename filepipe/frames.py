@@ -19,9 +19,12 @@ def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str, unique: bool =
     """Raise a clear error when `df` lacks key columns or (if `unique`) repeats a key."""
     missing = [k for k in keys if k not in df.columns]
     if missing:
+        near = [c for c in df.columns if not isinstance(c, str) and str(c) in missing]
+        hint = (f" (column {near[0]!r} is named by a {type(near[0]).__name__}, not text: rename "
+                "it, e.g. df.columns = df.columns.map(str))") if near else ""
         raise MissingColumnsError(
             f"{where}: missing key column(s) {', '.join(map(repr, missing))}; "
-            f"columns present: {', '.join(map(repr, map(str, df.columns))) or '(none)'}"
+            f"columns present: {', '.join(map(repr, map(str, df.columns))) or '(none)'}{hint}"
         )
     if not unique or not keys or len(df) < 2:
         return
@@ -288,6 +291,46 @@ def apply_dtypes(df: pd.DataFrame, dtypes: Mapping[str, Any],
             place = where(col, dtype) if callable(where) else where
             raise FilepipeError(f"{place}: column {col!r} cannot be read as {dtype}: {exc}") from exc
     return df
+
+
+#: pandas' inferred kind of a column's values → the dtype to read such a column back with
+_VALUE_KINDS = {"string": "str", "integer": "Int64", "floating": "float64",
+                "mixed-integer-float": "float64", "boolean": "boolean",
+                "datetime64": "datetime64[ns]", "datetime": "datetime64[ns]"}
+
+
+def value_kinds(df: pd.DataFrame) -> dict[str, str]:
+    """Per column, the dtype its values need to be read back as they are (text that looks
+    like numbers stays text) from a format that keeps no types; columns of other or
+    mixed values are left out."""
+    import pandas as pd
+
+    kinds = {}
+    for c in df.columns:
+        inferred = pd.api.types.infer_dtype(df[c], skipna=True)
+        kind = _VALUE_KINDS.get(inferred)
+        if kind is None and inferred.startswith("mixed") and holds_text(df[c]):
+            kind = "str"
+        if kind is not None:
+            kinds[str(c)] = kind
+    return kinds
+
+
+def holds_text(s: pd.Series) -> bool:
+    """Does the (object) column hold any str value?"""
+    return bool(s.map(type).eq(str).any())
+
+
+def merge_kinds(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
+    """Kinds of `new` over `old`, except that a text column stays text, and ints and
+    floats of one column make floats."""
+    merged = {**old, **new}
+    for c in set(old) & set(new):
+        if "str" in (old[c], new[c]):
+            merged[c] = "str"
+        elif {old[c], new[c]} == {"Int64", "float64"}:
+            merged[c] = "float64"
+    return merged
 
 
 def empty_frame(columns: Sequence[str]) -> pd.DataFrame:

@@ -22,29 +22,40 @@ original file's permission bits are kept. A symlink is written through (its targ
 replaced). If the original changes while filepipe is writing, nothing is replaced and a
 :class:`SheetError` is raised.
 
-Cell conventions (see :func:`write_sheet`):
+Cell conventions (see :func:`write_sheet`; :func:`sheet_values` gives what a frame reads back
+as, also after Excel, LibreOffice or openpyxl re-saved the workbook):
 
-* row 1 holds the column names (``str(name)``), bold, frozen, with an autofilter;
-  the DataFrame index is not written;
-* ints and floats are numbers; NaN/None/NaT/pd.NA are empty cells (no ``<c>`` element);
+* row 1 holds the column names as text cells (:func:`cell_text`: ``2019`` → ``"2019"``,
+  ``True`` → ``"TRUE"``, a date → ``"2026-11-30"``), bold, frozen, with an autofilter; two
+  columns whose names give the same text are a :class:`SheetError`; the DataFrame index is
+  not written;
+* ints and floats are numbers of at most 15 significant digits, as Excel shows them and
+  LibreOffice saves them (``29.799999999999997`` → ``29.8``, ``1234567890123456`` →
+  ``1234567890123460``); NaN/None/NaT/pd.NA are empty cells (no ``<c>`` element);
   ``inf``/``-inf`` become the error value ``#NUM!`` (Excel has no infinities);
-  Excel keeps 15 significant digits, so ints beyond ±2**53 / 15 digits lose precision there;
 * bools are ``TRUE``/``FALSE`` cells;
-* datetimes are Excel serial dates with a ``yyyy-mm-dd hh:mm:ss`` format (``.000`` added when
-  a column has sub-second values, ``yyyy-mm-dd`` when it only has midnights).
-  Timezone-aware values are converted to UTC and the timezone dropped. ``datetime.date``
-  values are dates. Values Excel cannot show as dates (before 1900-03-01, because of
-  Excel's 1900 leap-year bug, or after 9999-12-31) are written as ISO-8601 strings;
-* strings are inline strings; characters illegal in XML 1.0 are removed; a literal
-  ``_xHHHH_`` sequence is escaped so Excel does not decode it; more than 32,767 characters
-  is a :class:`SheetError`;
+* datetimes are Excel serial dates at the millisecond (Excel's precision) with a
+  ``yyyy-mm-dd hh:mm:ss`` format (``.000`` added when a column has sub-second values,
+  ``yyyy-mm-dd`` when it only has midnights). Timezone-aware values are converted to UTC and
+  the timezone dropped. ``datetime.date`` values are dates. Dates from 1900-01-01 on are
+  dates (serials 1-59 before Excel's fake 1900-02-29); values Excel cannot hold as dates
+  (before 1900-01-01, or after 9999-12-31) are written as ISO-8601 text;
+* ``datetime.time`` values are times of day (``hh:mm:ss``, ``.000`` with milliseconds; a
+  time with a timezone is text); timedeltas (``datetime.timedelta``, ``pd.Timedelta``,
+  timedelta64 columns) are durations (``[h]:mm:ss``); both at the millisecond;
+* strings are inline strings; characters illegal in XML 1.0 are removed and CR LF / CR
+  become LF (openpyxl and LibreOffice re-save them so); a literal ``_xHHHH_`` sequence is
+  escaped so Excel does not decode it; more than 32,767 characters is a :class:`SheetError`;
 * dict/list/tuple/ndarray cells are compact JSON; anything else is ``str(value)``.
 
 Reading uses pandas' calamine engine; only empty cells are missing values (strings such as
 ``"NA"`` or ``"null"`` stay strings; an empty string reads back as missing). Rows at the end
-whose cells are all missing are not in the sheet, so they do not come back.
+whose cells are all missing are not in the sheet, so they do not come back. Header cells are
+read as the text they show (:func:`cell_text`), so column names are always strings.
 
-``zipfile.BadZipFile`` / calamine errors from half-written or corrupt files are not wrapped:
+A file that is no .xlsx package for a reason retrying will not fix — a folder, an encrypted
+workbook, an old ``.xls`` — is a :class:`SheetError` saying so. Other
+``zipfile.BadZipFile`` / calamine errors, from half-written or corrupt files, are not wrapped:
 callers retry those.
 """
 
@@ -69,10 +80,14 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 
-__all__ = ["SheetError", "write_sheet", "read_sheet", "sheet_names", "validate_sheet_name"]
+from .errors import FilepipeError
+
+__all__ = ["SheetError", "write_sheet", "read_sheet", "sheet_names", "validate_sheet_name",
+           "sheet_values", "cell_text", "header_text", "header_texts", "check_output_path",
+           "excel_floats", "is_missing"]
 
 
-class SheetError(ValueError):
+class SheetError(FilepipeError, ValueError):
     """A sheet cannot be read or written; the message names the file and the sheet."""
 
 
@@ -103,18 +118,33 @@ MAX_COL_WIDTH = 60.0
 _DATE_FMT = "yyyy-mm-dd"
 _DATETIME_FMT = "yyyy-mm-dd hh:mm:ss"
 _DATETIME_MS_FMT = "yyyy-mm-dd hh:mm:ss.000"
+_TIME_FMT = "hh:mm:ss"
+_TIME_MS_FMT = "hh:mm:ss.000"
+_DURATION_FMT = "[h]:mm:ss"
+_DURATION_MS_FMT = "[h]:mm:ss.000"
 
-# Excel serial 61 is 1900-03-01: below it Excel's serials are off by one (fake 1900-02-29).
+# Excel serial 61 is 1900-03-01; 60 is the fake 1900-02-29 of Excel's 1900 leap-year bug, so
+# serials 1-59 (1900-01-01..1900-02-28) are one day less than the count of days suggests.
 _EXCEL_EPOCH_OFFSET = 25569  # serial of 1970-01-01
 _US_PER_DAY = 86_400_000_000
-_MIN_SERIAL_US = (61 - _EXCEL_EPOCH_OFFSET) * _US_PER_DAY  # 1900-03-01, in µs since 1970
+_MS_PER_DAY = 86_400_000
+_LEAP_BUG_DAY = 61 - _EXCEL_EPOCH_OFFSET  # 1900-03-01, in days since 1970
+_MIN_SERIAL_US = (_LEAP_BUG_DAY - 59) * _US_PER_DAY  # 1900-01-01 (serial 1)
 _MAX_SERIAL_US = (2958466 - _EXCEL_EPOCH_OFFSET) * _US_PER_DAY  # 10000-01-01
+_LAST_MS_OF_DAY_US = _US_PER_DAY - 1000  # 23:59:59.999: a time rounded up stays that day
 
 _ILLEGAL_XML_CHARS = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# what a cell does not keep as it is: illegal XML characters (removed) and CR (becomes LF)
+_UNKEPT_TEXT = "[\x00-\x08\x0b\x0c\r\x0e-\x1f\ufffe\uffff]"
+
+SIGNIFICANT_DIGITS = 15  # what Excel shows and LibreOffice saves
+_POW10 = np.array([float(10**i) for i in range(23)])  # exact powers of ten
+_MAX_FLOAT_15 = 1.79769313486231e308  # the largest finite double of 15 significant digits
+_CFB_SIGNATURE = bytes.fromhex("D0CF11E0A1B11AE1")  # OLE2 container: .xls, encrypted .xlsx
 _EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
-# strings that need more than copying: XML specials, CR, _xHHHH_, edge whitespace
-_SPECIAL_TEXT = r"[&<>\r]|_x[0-9A-Fa-f]{4}_|^[ \t\n]|[ \t\n]$"
+# strings that need more than copying: XML specials, _xHHHH_, edge whitespace
+_SPECIAL_TEXT = r"[&<>]|_x[0-9A-Fa-f]{4}_|^[ \t\n]|[ \t\n]$"
 _BAD_SHEET_CHARS = set("[]:*?/\\")
 
 _ROW_CELL_BUDGET = 150_000  # cells generated per chunk (bounds memory)
@@ -584,7 +614,8 @@ class _Styles:
 
 
 class _StyleIds:
-    __slots__ = ("header", "date", "datetime", "datetime_ms")
+    __slots__ = ("header", "date", "datetime", "datetime_ms", "time", "time_ms", "duration",
+                 "duration_ms")
 
     def __init__(self, styles: _Styles):
         bold = styles.bold_font()
@@ -592,6 +623,320 @@ class _StyleIds:
         self.date = styles.cell_xf(styles.num_fmt(_DATE_FMT), 0)
         self.datetime = styles.cell_xf(styles.num_fmt(_DATETIME_FMT), 0)
         self.datetime_ms = styles.cell_xf(styles.num_fmt(_DATETIME_MS_FMT), 0)
+        self.time = styles.cell_xf(styles.num_fmt(_TIME_FMT), 0)
+        self.time_ms = styles.cell_xf(styles.num_fmt(_TIME_MS_FMT), 0)
+        self.duration = styles.cell_xf(styles.num_fmt(_DURATION_FMT), 0)
+        self.duration_ms = styles.cell_xf(styles.num_fmt(_DURATION_MS_FMT), 0)
+
+
+# --------------------------------------------------------------------------- what a cell keeps
+#
+# write_sheet writes `_cell_values(column)`; `sheet_values` is that, with what reading gives
+# for error cells. So a frame, the sheet written of it, and that sheet re-saved by Excel,
+# LibreOffice or openpyxl all read back alike (equal under filepipe.hashing.hash_rows).
+
+
+def excel_floats(values: np.ndarray) -> np.ndarray:
+    """Floats as a sheet keeps them: ``float(f"{v:.15g}")``, the value rounded to 15
+    significant digits (Excel shows 15, LibreOffice saves 15; openpyxl saves 16, which keeps
+    these), vectorised. Idempotent. float32/float16 go through their own shortest text
+    (float32 0.1 is 0.1); a finite value never becomes infinite.
+    """
+    if values.dtype != np.float64:
+        values = values.astype(str).astype(np.float64)
+    out = values.copy()
+    mag = np.abs(values)
+    # x * 10**k (10**k exact for |k| <= 22) is within half an ulp of the exact product; its
+    # nearest integer n is the 15 digits unless the product is that close to a half, and
+    # n / 10**k, one correctly rounded operation, is the double nearest to them.
+    slow = np.isfinite(values) & (values != 0) & ((mag < 1e-7) | (mag >= 1e36))
+    fast = np.flatnonzero((mag >= 1e-7) & (mag < 1e36))
+    if len(fast):
+        x = values[fast]
+        k = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(x))).astype(np.int64)
+        scaled = _times_pow10(x, k)
+        k += (np.abs(scaled) < 1e14).astype(np.int64) - (np.abs(scaled) >= 1e15)  # log10 off by one
+        scaled = _times_pow10(x, k)
+        out[fast] = _times_pow10(np.rint(scaled), -k)
+        half = np.abs(scaled - np.floor(scaled) - 0.5) <= 0.5 * np.spacing(np.abs(scaled))
+        slow[fast[half]] = True
+    slow = np.flatnonzero(slow)
+    if len(slow):  # near halves, tiny or huge magnitudes: decimal formatting
+        out[slow] = [float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in values[slow].tolist()]
+        over = slow[np.isinf(out[slow])]
+        out[over] = np.copysign(_MAX_FLOAT_15, values[over])
+    return out
+
+
+def _times_pow10(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """x * 10**k for integer |k| <= 22, each with one rounding."""
+    p = _POW10[np.abs(k)]
+    return np.where(k >= 0, x * p, x / p)
+
+
+def _excel_ints(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
+    """Integers as a sheet keeps them (more than 15 digits are rounded to 15, as numbers are),
+    or None when all fit. int64 when every value still does, else float64 (NaN where
+    `missing`)."""
+    as_float = values.astype(np.float64)
+    big = (np.abs(as_float) >= 1e15) & ~missing
+    if not big.any():
+        return None
+    rounded = excel_floats(as_float)
+    if not missing.any() and (np.abs(rounded) < 2.0**63).all():
+        return rounded.astype(np.int64)
+    rounded[missing] = np.nan
+    return rounded
+
+
+def clean_text(s: pd.Series) -> pd.Series:
+    """Text as a cell keeps it: characters XML 1.0 cannot hold removed, CR LF and CR as LF
+    (openpyxl and LibreOffice re-save them so). Missing values stay missing."""
+    try:
+        t = s.astype("str")
+        if not t.str.contains(_UNKEPT_TEXT, regex=True).any():
+            return t
+        return (t.str.replace("\r\n", "\n", regex=False).str.replace("\r", "\n", regex=False)
+                 .str.replace(_ILLEGAL_XML_CHARS, "", regex=True))
+    except (UnicodeEncodeError, ValueError, TypeError):  # lone surrogates cannot go to Arrow
+        return pd.Series([v if is_missing(v) else _clean_one(str(v)) for v in s],
+                         index=s.index, dtype="str")
+
+
+def _clean_one(text: str) -> str:
+    return _ILLEGAL_XML_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _round_ms(us: np.ndarray) -> np.ndarray:
+    """Microseconds (int64) rounded to whole milliseconds, halves to even (as pandas)."""
+    q, r = np.divmod(us, 1000)
+    return (q + ((r > 500) | ((r == 500) & (q % 2 == 1)))) * 1000
+
+
+def _excel_datetimes(values: np.ndarray) -> np.ndarray:
+    """Naive datetime64 values as a sheet keeps them: to the millisecond; those that are no
+    Excel date (before 1900-01-01, from 10000-01-01 on) as ISO-8601 text (object array then)."""
+    us = values.astype("datetime64[us]").view(np.int64)
+    nat = np.isnat(values)
+    rounded = np.where(nat, us, _round_ms(us)).view("datetime64[us]")
+    outside = ~nat & ((rounded.view(np.int64) < _MIN_SERIAL_US)
+                      | (rounded.view(np.int64) >= _MAX_SERIAL_US))
+    if not outside.any():
+        return rounded
+    out = pd.Series(rounded).astype(object).to_numpy(copy=True)
+    out[nat] = None
+    out[outside] = np.datetime_as_string(rounded[outside], unit="auto")
+    return out
+
+
+def _time_us(values: np.ndarray) -> np.ndarray:
+    """`datetime.time` values as microseconds since midnight, to the millisecond (a time
+    rounded up to midnight stays 23:59:59.999: it is a time of that day)."""
+    us = np.fromiter((((t.hour * 60 + t.minute) * 60 + t.second) * 1_000_000 + t.microsecond
+                      for t in values), dtype=np.int64, count=len(values))
+    return np.minimum(_round_ms(us), _LAST_MS_OF_DAY_US)
+
+
+def _times_of(us: np.ndarray) -> np.ndarray:
+    return pd.to_datetime(us, unit="us").time
+
+
+def _excel_durations(values: Any) -> np.ndarray:
+    """Timedelta-likes (NaT allowed) as timedelta64[us], to the millisecond."""
+    td = pd.to_timedelta(pd.Series(values)).to_numpy().astype("timedelta64[us]")
+    us = td.view(np.int64)
+    return np.where(np.isnat(td), us, _round_ms(us)).view("timedelta64[us]")
+
+
+def _cell_values(s: pd.Series, read: bool) -> pd.Series | None:
+    """What write_sheet writes of column `s` (`read`: what reading it back gives, where error
+    cells and empty text are missing), or None when that is `s` itself."""
+    dtype = s.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        s = s.astype(object).where(s.notna(), None)
+        new = _cell_values(s, read)
+        return s if new is None else new
+    if pd.api.types.is_bool_dtype(dtype):
+        return None
+    if pd.api.types.is_integer_dtype(dtype):
+        missing = s.isna().to_numpy()
+        np_dtype = getattr(dtype, "numpy_dtype", dtype)
+        ints = s.to_numpy(dtype=np_dtype, na_value=0) if missing.any() else s.to_numpy(dtype=np_dtype)
+        rounded = _excel_ints(ints, missing)
+        return None if rounded is None else pd.Series(rounded, index=s.index, name=s.name)
+    if pd.api.types.is_float_dtype(dtype):
+        floats = excel_floats(s.to_numpy(dtype=getattr(dtype, "numpy_dtype", dtype), na_value=np.nan))
+        if read:
+            floats[np.isinf(floats)] = np.nan  # written as #NUM!, read as missing
+        return pd.Series(floats, index=s.index, name=s.name)
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if getattr(dtype, "tz", None) is not None:
+            s = s.dt.tz_convert("UTC").dt.tz_localize(None)  # documented: UTC, naive
+        return pd.Series(_excel_datetimes(s.to_numpy()), index=s.index, name=s.name)
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return pd.Series(_excel_durations(s.to_numpy()), index=s.index, name=s.name)
+    if isinstance(dtype, pd.StringDtype):
+        text = clean_text(s)
+        return text.mask(text == "") if read else text
+    objs = s.to_numpy(dtype=object) if dtype == object else s.astype(object).to_numpy(dtype=object)
+    new = _object_cell_values(objs, read)
+    if new is None:
+        return None if dtype == object else pd.Series(objs, index=s.index, name=s.name)
+    return pd.Series(new, index=s.index, name=s.name, dtype=object)
+
+
+def _object_cell_values(values: np.ndarray, read: bool) -> np.ndarray | None:
+    """`_cell_values` of a mixed object column, type by type (None: unchanged)."""
+    import datetime as _dt
+
+    types = np.frompyfunc(type, 1, 1)(values)
+    codes, uniques = pd.factorize(types)
+    out: np.ndarray | None = None
+    for code, t in enumerate(uniques):
+        idx = np.flatnonzero(codes == code)
+        vals = values[idx]
+        if t in (type(None), type(pd.NA), type(pd.NaT)) or issubclass(t, (bool, np.bool_)):
+            continue
+        if issubclass(t, (int, np.integer)):
+            new = _object_ints(vals, read)
+        elif issubclass(t, (float, np.floating)):
+            floats = excel_floats(vals.astype(np.float64))
+            if read:
+                floats[np.isinf(floats)] = np.nan
+            new = _obj(floats.tolist())
+        elif issubclass(t, str):
+            new = _object_text(vals, read)
+        elif issubclass(t, (_dt.datetime, np.datetime64, _dt.date)):
+            stamps = _excel_datetimes(_to_naive_utc(vals))
+            new = pd.Series(stamps).astype(object).to_numpy(copy=True)
+            new[pd.isna(new)] = None
+        elif issubclass(t, _dt.time):
+            aware = np.fromiter((v.tzinfo is not None for v in vals), dtype=bool, count=len(vals))
+            new = vals.copy()  # a time with a timezone is no Excel time: it is written as text
+            new[~aware] = _times_of(_time_us(vals[~aware]))
+            new[aware] = _object_text(_obj(list(map(str, vals[aware]))), read)
+        elif issubclass(t, (_dt.timedelta, np.timedelta64)):
+            durations = _excel_durations(vals)
+            new = pd.Series(durations).astype(object).to_numpy(copy=True)
+            new[np.isnat(durations)] = None
+        elif issubclass(t, (dict, list, tuple, np.ndarray)):
+            new = _object_text(_obj(list(map(cell_json, vals))), read)
+        else:  # Decimal, bytes, custom objects...: str(value)
+            present = ~np.fromiter(map(is_missing, vals), bool, len(vals))
+            new = vals.copy()
+            new[present] = _object_text(_obj(list(map(str, vals[present]))), read)
+        if new is not None:
+            if out is None:
+                out = values.copy()
+            out[idx] = new
+    return out
+
+
+def _object_ints(values: np.ndarray, read: bool) -> np.ndarray | None:
+    """Python/numpy ints of an object column: more than 15 digits rounded; beyond any double
+    the error value #NUM! (missing when `read`). None when all fit."""
+    try:
+        floats = values.astype(np.float64)
+    except OverflowError:
+        floats = np.array([float(v) if abs(v) < 2**1023 else np.copysign(np.inf, v) for v in values])
+    big = ~(np.abs(floats) < 1e15)
+    if not big.any():
+        return None
+    new = values.copy()
+    rounded = excel_floats(floats[big])
+    new[big] = [int(v) if np.isfinite(v) else (None if read else v) for v in rounded.tolist()]
+    return new
+
+
+def _object_text(values: np.ndarray, read: bool) -> np.ndarray:
+    """Strings (object array) as cells keep them; "" is missing when `read`."""
+    text = clean_text(pd.Series(values, dtype=object))
+    if read:
+        text = text.mask(text == "")
+    return text.to_numpy(dtype=object, na_value=None)
+
+
+def sheet_values(df: pd.DataFrame, keep: Any = ()) -> pd.DataFrame:
+    """`df` as :func:`read_sheet` gives it back once :func:`write_sheet` wrote it — and after
+    Excel, LibreOffice or openpyxl re-saved that workbook: row by row equal under
+    :func:`filepipe.hashing.hash_rows`. Idempotent. Columns are named by their header text
+    (:func:`header_texts`); the values of the columns named in `keep` are left as they are.
+
+    Numbers keep 15 significant digits (ints too); ``±inf`` (``#NUM!``), ``""`` and text of
+    only control characters become missing; datetimes become naive UTC at the millisecond
+    (ISO text outside Excel's dates), ``datetime.date`` midnight datetimes; times and durations
+    are kept to the millisecond; CR becomes LF and control characters go; dict/list cells
+    become JSON text and other objects ``str(value)``.
+    """
+    out = df.copy()
+    for j, name in enumerate(df.columns):
+        if name not in keep:
+            new = _cell_values(df.iloc[:, j], read=True)
+            if new is not None:
+                out.isetitem(j, new)
+    out.columns = [header_text(n) for n in df.columns]
+    return out
+
+
+def cell_text(value: Any) -> str | None:
+    """The text of a cell value, as filepipe names headers and text keys (None: empty cell).
+
+    Text as it is; ``TRUE``/``FALSE``; numbers in their shortest form of at most 15
+    significant digits, integral ones without ``.0`` (``2019``, ``2019.5``, ``1e+20``);
+    ``#NUM!`` for infinities; dates ISO (``2026-11-30``), datetimes ``2026-11-30 10:15:00``
+    (UTC for aware ones); times ``13:30:00``; durations as ``[h]:mm:ss`` shows them
+    (``36:00:00``); milliseconds only when present; anything else ``str(value)``.
+    """
+    import datetime as _dt
+
+    if isinstance(value, str):
+        return value
+    if value is None or is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, np.integer)) and abs(int(value)) < 10**15:
+        return str(int(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        x = float(excel_floats(np.array([float(value)]))[0]) if abs(value) < 2**1023 else np.inf
+        if np.isinf(x):
+            return "#NUM!"
+        return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
+    if isinstance(value, (_dt.datetime, np.datetime64)):
+        ts = pd.Timestamp(value)
+        if ts.tz is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        return ts.date().isoformat() if ts == ts.normalize() else ts.isoformat(sep=" ")
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (_dt.timedelta, np.timedelta64)):
+        us = int(pd.Timedelta(value) / pd.Timedelta(microseconds=1))
+        sign, us = ("-" if us < 0 else ""), abs(us)
+        seconds, frac = divmod(us, 1_000_000)
+        text = f"{sign}{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return text + f".{frac:06d}".rstrip("0") if frac else text
+    return str(value)
+
+
+def header_text(name: Any) -> str:
+    """The header cell text of a column name: :func:`cell_text`, as a cell keeps it."""
+    return _clean_one(cell_text(name) or "")
+
+
+def header_texts(columns: Any, where: str) -> list[str]:
+    """Header cell texts of `columns`; SheetError when two columns get the same header or
+    one is longer than a cell holds."""
+    texts = [header_text(c) for c in columns]
+    first: dict[str, Any] = {}
+    for i, (name, text) in enumerate(zip(columns, texts)):
+        if len(text) > MAX_CELL_CHARS:
+            raise SheetError(f"{where}, row 1 (header), column {i + 1}: name of {len(text):,} "
+                             f"characters; an Excel cell holds at most {MAX_CELL_CHARS:,}")
+        if text in first:
+            raise SheetError(f"{where}: columns {first[text]!r} and {name!r} would both be headed "
+                             f"{text!r} (headers are text); rename one of them")
+        first[text] = name
+    return texts
 
 
 # --------------------------------------------------------------------------- cells
@@ -710,13 +1055,9 @@ def _put_bools(slots: _Slots, idx: np.ndarray | None, values: np.ndarray) -> Non
 
 
 def _escape_strings(values: Any, ctx: _Ctx, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """XML text of strings (no missing values) and where xml:space="preserve" is needed."""
-    try:
-        s = pd.Series(values, dtype="str", copy=False)
-        if s.str.contains(_ILLEGAL_XML_CHARS, regex=True).any():
-            s = s.str.replace(_ILLEGAL_XML_CHARS, "", regex=True)
-    except (UnicodeEncodeError, ValueError, TypeError):  # lone surrogates cannot go to Arrow
-        s = pd.Series([_ILLEGAL_XML_RE.sub("", v) for v in values], dtype="str")
+    """XML text of strings as cells keep them (`clean_text`; no missing values) and where
+    xml:space="preserve" is needed."""
+    s = pd.Series(values, dtype="str", copy=False)
     lengths = s.str.len().to_numpy()
     too_long = np.flatnonzero(lengths > MAX_CELL_CHARS)
     if len(too_long):
@@ -733,11 +1074,10 @@ def _escape_strings(values: Any, ctx: _Ctx, idx: np.ndarray | None) -> tuple[np.
     special = np.flatnonzero(s.str.contains(_SPECIAL_TEXT, regex=True).to_numpy(dtype=bool))
     if len(special):  # only the strings that need it go through the escaping passes
         t = s.iloc[special]
-        preserve[special] = t.str.contains(r"^[ \t\n\r]|[ \t\n\r]$", regex=True).to_numpy(dtype=bool)
+        preserve[special] = t.str.contains(r"^[ \t\n]|[ \t\n]$", regex=True).to_numpy(dtype=bool)
         t = (t.str.replace("&", "&amp;", regex=False)
               .str.replace("<", "&lt;", regex=False)
-              .str.replace(">", "&gt;", regex=False)
-              .str.replace("\r", "&#13;", regex=False))  # a raw CR would be read back as LF
+              .str.replace(">", "&gt;", regex=False))
         esc = t.to_numpy(dtype=object)
         maybe = np.flatnonzero(t.str.contains("_x", regex=False).to_numpy(dtype=bool))
         if len(maybe):  # Excel decodes _xHHHH_ in text: escape a literal one as _x005F_xHHHH_
@@ -773,9 +1113,11 @@ def _serial_text(us: np.ndarray) -> np.ndarray:
     """Excel serial numbers of µs since 1970 (all within Excel's date range), as text.
 
     Whole days as integers, else 11 decimals (0.9 µs), trailing zeros removed: exact
-    integer arithmetic, no float formatting."""
+    integer arithmetic, no float formatting. Days before 1900-03-01 are serials 1-59
+    (Excel counts a 1900-02-29 that did not exist)."""
     days, frac = np.divmod(us, _US_PER_DAY)
-    days_text = pd.Series(days + _EXCEL_EPOCH_OFFSET, copy=False).astype(str)
+    serials = days + _EXCEL_EPOCH_OFFSET - (days < _LEAP_BUG_DAY)
+    days_text = pd.Series(serials, copy=False).astype(str)
     if not frac.any():
         return days_text.to_numpy(dtype=object)
     digits = np.rint(frac * (1e11 / _US_PER_DAY)).astype(np.int64)
@@ -784,22 +1126,33 @@ def _serial_text(us: np.ndarray) -> np.ndarray:
     return text.to_numpy(dtype=object)
 
 
-def _put_datetimes(slots: _Slots, idx: np.ndarray | None, values: np.ndarray, ctx: _Ctx,
-                   style: int) -> None:
-    """`values`: naive datetime64 (any unit); NaT stays empty."""
-    nat = np.isnat(values)
+def _put_datetimes(slots: _Slots, idx: np.ndarray | None, values: np.ndarray, style: int) -> None:
+    """`values`: naive datetime64 within Excel's dates (`_excel_datetimes`); NaT stays empty."""
     us = values.astype("datetime64[us]").view("int64")
-    ok = ~nat & (us >= _MIN_SERIAL_US) & (us < _MAX_SERIAL_US)
+    ok = ~np.isnat(values)
     if ok.all():
         _put_numbers(slots, idx, _serial_text(us), style)
-        return
-    sub = np.flatnonzero(ok)
-    if len(sub):
-        _put_numbers(slots, _sub(idx, sub), _serial_text(us[sub]), style)
-    outside = np.flatnonzero(~nat & ~ok)
-    if len(outside):  # not representable as an Excel date: ISO-8601 text
-        iso = np.datetime_as_string(values[outside].astype("datetime64[us]"), unit="auto")
-        _put_strings(slots, _sub(idx, outside), _obj(iso), ctx)
+    else:
+        _put_numbers(slots, _sub(idx, np.flatnonzero(ok)), _serial_text(us[ok]), style)
+
+
+def _fraction_style(us: np.ndarray, whole: int, with_ms: int) -> int:
+    return with_ms if (us % 1_000_000 != 0).any() else whole
+
+
+def _put_days(slots: _Slots, idx: np.ndarray | None, us: np.ndarray, style: int) -> None:
+    """Times of day and durations (µs, whole milliseconds) as numbers of days."""
+    _put_numbers(slots, idx, _float_text((us // 1000) / _MS_PER_DAY), style)
+
+
+def _put_durations(slots: _Slots, idx: np.ndarray | None, values: np.ndarray, style: int) -> None:
+    """`values`: timedelta64[us] at whole milliseconds; NaT stays empty."""
+    ok = ~np.isnat(values)
+    us = values.view(np.int64)
+    if ok.all():
+        _put_days(slots, idx, us, style)
+    else:
+        _put_days(slots, _sub(idx, np.flatnonzero(ok)), us[ok], style)
 
 
 def _to_naive_utc(values: Any) -> np.ndarray:
@@ -823,7 +1176,8 @@ def cell_json(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
-def _is_missing_scalar(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """Is `v` a missing value (None, NaN, NaT, pd.NA)? False for anything pd.isna cannot judge."""
     try:
         return bool(pd.isna(v))
     except (TypeError, ValueError):
@@ -831,7 +1185,8 @@ def _is_missing_scalar(v: Any) -> bool:
 
 
 def _put_objects(slots: _Slots, values: np.ndarray, ctx: _Ctx) -> None:
-    """Mixed object column: group the cells by Python type, format each group as arrays."""
+    """Mixed object column, as `_object_cell_values` made it: group the cells by Python
+    type, format each group as arrays."""
     import datetime as _dt
 
     if len(values) == 0:
@@ -840,7 +1195,6 @@ def _put_objects(slots: _Slots, values: np.ndarray, ctx: _Ctx) -> None:
     assert styles is not None
     types = np.frompyfunc(type, 1, 1)(values)
     codes, uniques = pd.factorize(types)
-    dt_groups: list[np.ndarray] = []
     for code, t in enumerate(uniques):
         idx = np.flatnonzero(codes == code)
         vals = values[idx]
@@ -854,21 +1208,17 @@ def _put_objects(slots: _Slots, values: np.ndarray, ctx: _Ctx) -> None:
             _put_floats(slots, idx, vals.astype(np.float64))
         elif issubclass(t, str):
             _put_strings(slots, idx, vals, ctx)
-        elif issubclass(t, (_dt.datetime, np.datetime64, _dt.date)):
-            dt_groups.append(idx)
-        elif issubclass(t, (dict, list, tuple, np.ndarray)):
-            _put_strings(slots, idx, _obj(list(map(cell_json, vals))), ctx)
-        else:  # Decimal, time, timedelta, bytes, custom objects...: str(value)
-            missing = np.fromiter(map(_is_missing_scalar, vals), bool, len(vals))
-            keep = np.flatnonzero(~missing)
-            if len(keep):
-                _put_strings(slots, idx[keep], _obj(list(map(str, vals[keep]))), ctx)
-    if dt_groups:
-        idx = np.sort(np.concatenate(dt_groups))
-        naive = _to_naive_utc(values[idx])
-        valid = ~np.isnat(naive)
-        style = _datetime_style(naive[valid].view("int64"), styles) if valid.any() else styles.date
-        _put_datetimes(slots, idx, naive, ctx, style)
+        elif issubclass(t, _dt.datetime):
+            naive = _to_naive_utc(vals)
+            _put_datetimes(slots, idx, naive, _datetime_style(naive.view("int64"), styles))
+        elif issubclass(t, _dt.time):
+            us = _time_us(vals)
+            _put_days(slots, idx, us, _fraction_style(us, styles.time, styles.time_ms))
+        elif issubclass(t, _dt.timedelta):
+            us = _excel_durations(vals).view(np.int64)
+            _put_days(slots, idx, us, _fraction_style(us, styles.duration, styles.duration_ms))
+        else:
+            raise TypeError(f"filepipe.xlsx: no cell format for {t.__name__} (column {ctx.column!r})")
 
 
 # --------------------------------------------------------------------------- columns
@@ -887,10 +1237,10 @@ class _Column:
     def _prepare(self, s: pd.Series, ctx: _Ctx) -> None:
         styles = ctx.styles
         assert styles is not None
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            s = s.astype(object).where(s.notna(), None)
+        converted = _cell_values(s, read=False)
+        if converted is not None:
+            s = converted
         dtype = s.dtype
-        kind = dtype.kind if isinstance(dtype, np.dtype) else None
 
         if pd.api.types.is_bool_dtype(dtype):
             mask = s.isna().to_numpy()
@@ -906,25 +1256,24 @@ class _Column:
                 self.width_chars = max(len(str(v.min())), len(str(v.max())))
             self._fill = self._masked(ints, mask, lambda sl, i, v: _put_numbers(sl, i, _int_text(v)))
         elif pd.api.types.is_float_dtype(dtype):
-            np_dtype = getattr(dtype, "numpy_dtype", dtype)
-            floats = s.to_numpy(dtype=np_dtype, na_value=np.nan)
+            floats = s.to_numpy(dtype=np.float64, na_value=np.nan)
             self.width_chars = _float_width(floats)
             self._fill = lambda sl, slots, ctx: _put_floats(slots, None, floats[sl])
-        elif pd.api.types.is_datetime64_any_dtype(dtype):
-            if getattr(dtype, "tz", None) is not None:
-                s = s.dt.tz_convert("UTC").dt.tz_localize(None)  # documented: UTC, naive
+        elif pd.api.types.is_datetime64_dtype(dtype):
             stamps = s.to_numpy()
-            if stamps.dtype.kind != "M":
-                stamps = stamps.astype("datetime64[us]")
             valid = ~np.isnat(stamps)
             us = stamps[valid].astype("datetime64[us]").view("int64")
             style = _datetime_style(us, styles) if valid.any() else styles.date
             self.width_chars = {styles.date: 10, styles.datetime: 19, styles.datetime_ms: 23}[style]
-            self._fill = lambda sl, slots, ctx: _put_datetimes(slots, None, stamps[sl], ctx, style)
-        elif isinstance(dtype, pd.StringDtype) or kind in ("U", "S"):
-            if kind == "S":
-                s = s.astype(object).map(lambda b: b.decode("utf-8", "replace"))
-            strs = s.astype("str")
+            self._fill = lambda sl, slots, ctx: _put_datetimes(slots, None, stamps[sl], style)
+        elif pd.api.types.is_timedelta64_dtype(dtype):
+            spans = s.to_numpy()
+            us = spans[~np.isnat(spans)].view(np.int64)
+            style = _fraction_style(us, styles.duration, styles.duration_ms)
+            self.width_chars = 10 if style == styles.duration else 14
+            self._fill = lambda sl, slots, ctx: _put_durations(slots, None, spans[sl], style)
+        elif isinstance(dtype, pd.StringDtype):
+            strs = s
             mask = strs.isna().to_numpy()
             self.width_chars = float(strs.str.len().max()) if (~mask).any() else 0
 
@@ -937,8 +1286,8 @@ class _Column:
                     _put_strings(slots, keep, part.iloc[keep], ctx)
 
             self._fill = fill
-        else:  # object, timedelta, period, interval...: cell by cell type
-            objs = s.to_numpy(dtype=object) if kind == "O" else s.astype(object).to_numpy(dtype=object)
+        else:  # object: cell by cell type
+            objs = s.to_numpy(dtype=object)
             try:
                 lens = pd.Series(objs, dtype=object).str.len()  # strings only (approximate)
                 self.width_chars = float(lens.max()) if lens.notna().any() else 10
@@ -1054,7 +1403,8 @@ def _sheet_ref(n_rows: int, n_cols: int) -> str:
     return f"A1:{_col_letter(n_cols - 1)}{n_rows + 1}" if n_cols else "A1"
 
 
-def _check_shape(df: pd.DataFrame, ctx: _Ctx) -> None:
+def _check_shape(df: pd.DataFrame, ctx: _Ctx) -> list[str]:
+    """Raise SheetError when `df` does not fit in a sheet; returns the header texts."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"write_sheet expects a pandas DataFrame, got {type(df).__name__}")
     n_rows, n_cols = df.shape
@@ -1064,20 +1414,11 @@ def _check_shape(df: pd.DataFrame, ctx: _Ctx) -> None:
     if n_cols > MAX_COLS:
         raise SheetError(f"{ctx.path}: sheet {ctx.sheet!r}: {n_cols:,} columns do not fit in an "
                          f"Excel sheet ({MAX_COLS:,} columns)")
-    for i, name in enumerate(df.columns):
-        if len(str(name)) > MAX_CELL_CHARS:
-            raise SheetError(f"{ctx.path}: sheet {ctx.sheet!r}, row 1 (header), column {i + 1}: "
-                             f"name of {len(str(name)):,} characters; an Excel cell holds at most "
-                             f"{MAX_CELL_CHARS:,}")
+    return header_texts(df.columns, f"{ctx.path}: sheet {ctx.sheet!r}")
 
 
-def _prepare_columns(df: pd.DataFrame, ctx: _Ctx) -> list[_Column]:
-    n_cols = df.shape[1]
-    cols = []
-    for i in range(n_cols):
-        name = df.columns[i]
-        cols.append(_Column(str(name), _col_letter(i), df.iloc[:, i], ctx))
-    return cols
+def _prepare_columns(df: pd.DataFrame, names: list[str], ctx: _Ctx) -> list[_Column]:
+    return [_Column(name, _col_letter(i), df.iloc[:, i], ctx) for i, name in enumerate(names)]
 
 
 # --------------------------------------------------------------------------- write_sheet
@@ -1472,6 +1813,7 @@ def write_sheet(path: str | os.PathLike, sheet: str, df: pd.DataFrame) -> None:
 
     path_s = os.fspath(path)
     validate_sheet_name(sheet, path_s)
+    check_output_path(path_s)
     real = os.path.realpath(path_s)
     directory = os.path.dirname(real) or "."
     try:
@@ -1483,12 +1825,18 @@ def write_sheet(path: str | os.PathLike, sheet: str, df: pd.DataFrame) -> None:
 
     ctx = _Ctx(path_s, sheet, None)
     src = io.BytesIO(_skeleton_workbook()) if before is None else open(real, "rb")
-    with src, zipfile.ZipFile(src) as zin:
+    try:
+        zin = zipfile.ZipFile(src)
+    except zipfile.BadZipFile:
+        src.close()
+        _check_workbook_file(path_s)
+        raise
+    with src, zin:
         pkg = _Package(zin, path_s)
-        _check_shape(df, ctx)
+        names = _check_shape(df, ctx)
         plan, styles = _plan(pkg, sheet, new_workbook=before is None, shape=df.shape)
         ctx.styles = _StyleIds(styles)
-        columns = _prepare_columns(df, ctx)
+        columns = _prepare_columns(df, names, ctx)
         chunks = _sheet_xml(df, columns, ctx, plan.tab_selected)
         est_size = df.shape[0] * max(df.shape[1], 1) * 64
 
@@ -1527,8 +1875,49 @@ def write_sheet(path: str | os.PathLike, sheet: str, df: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+def check_output_path(path: str | os.PathLike) -> None:
+    """Raise SheetError when no workbook can be written at `path`: a folder is there, or a
+    file stands where one of its parent folders should be."""
+    path_s = os.fspath(path)
+    if os.path.isdir(path_s):
+        raise SheetError(f"{path_s} is a folder, not a workbook: name an .xlsx file (such as "
+                         f"{os.path.join(path_s, 'report.xlsx')}) or move the folder away")
+    folder = os.path.dirname(os.path.abspath(path_s))
+    while not os.path.exists(folder):
+        if os.path.dirname(folder) == folder:
+            return
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise SheetError(f"{path_s}: {folder} is a file, not a folder, so no workbook can be "
+                         "created under it; move that file away or choose another path")
+
+
+def _check_workbook_file(path: str) -> None:
+    """Raise SheetError saying why `path` is no .xlsx package when it is a folder, under a
+    file, an encrypted workbook or an old .xls file; else return (a half-written or damaged
+    file: the caller re-raises its error, which callers retry)."""
+    check_output_path(path)
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(_CFB_SIGNATURE)) != _CFB_SIGNATURE:
+                return
+            data = f.read()
+    except OSError:
+        return
+    if "EncryptionInfo".encode("utf-16-le") in data:
+        raise SheetError(f"{path} is password-protected (encrypted); save it without a password "
+                         "(Excel: File > Info > Protect Workbook > Encrypt with Password, empty "
+                         "the password; LibreOffice: File > Save As without 'Save with password')")
+    raise SheetError(f"{path} is an old .xls workbook (or another Office binary file), not an "
+                     ".xlsx; open it and save it as .xlsx (Excel Workbook)")
+
+
 def _open_package(path: str) -> tuple[zipfile.ZipFile, _Package]:
-    zf = zipfile.ZipFile(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile):
+        _check_workbook_file(path)
+        raise
     try:
         return zf, _Package(zf, path)
     except BaseException:
@@ -1558,7 +1947,11 @@ def read_sheet(path: str | os.PathLike, sheet: str | None = None) -> pd.DataFram
     from python_calamine import CalamineWorkbook, SheetTypeEnum
 
     path_s = os.fspath(path)
-    wb = CalamineWorkbook.from_path(path_s)
+    try:
+        wb = CalamineWorkbook.from_path(path_s)
+    except Exception:
+        _check_workbook_file(path_s)
+        raise
     try:
         names = [m.name for m in wb.sheets_metadata if m.typ == SheetTypeEnum.WorkSheet]
         if sheet is None:
@@ -1581,14 +1974,14 @@ def read_sheet(path: str | os.PathLike, sheet: str | None = None) -> pd.DataFram
     return _frame_from_cells(rows)
 
 
-def _header_names(header: list[Any]) -> list[Any]:
-    names: list[Any] = []
-    seen: set[Any] = set()
-    for i, v in enumerate(header):
+def _header_names(header: list[Any]) -> list[str]:
+    """Column names from the header cells: the text each shows (`cell_text`)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for i, cell in enumerate(header):
+        v = cell_text(cell)
         if v is None or v == "":
             v = f"Unnamed: {i}"
-        elif isinstance(v, float) and v.is_integer():
-            v = int(v)
         base, k = v, 0
         while v in seen:  # pandas' mangling of repeated names: a, a.1, a.2
             k += 1

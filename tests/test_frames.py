@@ -443,3 +443,11 @@ def test_take_rows_keeps_unsigned_64_bit_values_exact_with_holes() -> None:
     got = take_rows(pd.DataFrame({"v": big}), np.array([1, -1, 0]), ["v"])["v"]
     assert str(got.dtype) == "UInt64"
     assert got[0] == 2**63 and got[1] is pd.NA and got[2] == 2**64 - 1
+
+
+def test_a_missing_key_named_by_a_number_column_gets_a_hint() -> None:
+    from filepipe.errors import MissingColumnsError
+    from filepipe.frames import check_keys
+
+    with pytest.raises(MissingColumnsError, match=r"column 2019 is named by a int, not text"):
+        check_keys(pd.DataFrame({2019: [1], "v": [2]}), ["2019"], "table 't'")

@@ -19,6 +19,7 @@ from filepipe.errors import DuplicateKeysError, FilepipeError
 from filepipe.stores import TableStoreFiledir, TableStoreMemory
 from filepipe.stores.filedir import FiledirReadError
 from filepipe.sync import sync_table
+from test_fileutil import promptly
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -640,3 +641,109 @@ def test_hand_edited_output_file_backup_does_not_become_a_row(ds, in_tmp: Path) 
     assert r.backups  # the edit was noticed and the output rebuilt
     assert json.loads(edited.read_text()) == {"amount": 7}
     assert sorted(catalog.catalog["big"].store.read_rows()["order_id"]) == ["6", "7", "8"]
+
+
+# --- entries that cannot be rows, values that cannot be files (issue #8) -----------------
+
+
+def test_fifo_and_non_utf8_names_are_skipped_and_reported(in_tmp: Path) -> None:
+    inbox = in_tmp / "inbox"
+    write_json(inbox / "u1" / "1.json", {"v": 1})
+    write_json(inbox / "u1" / os.fsdecode(b"caf\xe9.json"), {"v": 2})  # a Latin-1 name
+    write_json(inbox / os.fsdecode(b"\xff") / "2.json", {"v": 3})      # a Latin-1 folder
+    os.mkfifo(inbox / "u1" / "3.json")
+    write_json(in_tmp / "elsewhere.json", {"v": 4})
+    os.symlink(in_tmp / "elsewhere.json", inbox / "u1" / "4.json")      # a link to a file: a row
+    os.symlink(in_tmp / "gone.json", inbox / "u1" / "5.json")           # a dangling link: no row
+    (inbox / "u1" / "6.json").mkdir()                                   # a folder: no row
+    s = TableStoreFiledir("inbox/{user}/{k}.json")
+    fifo = inbox / "u1" / "3.json"
+    listed = promptly(s.list_files, fifo)
+    assert sorted(listed["path"]) == [str(inbox / "u1" / f"{k}.json") for k in (1, 4)]
+    assert s.skipped_files() == {
+        f"{inbox}/u1/caf\\xe9.json": "file name is not valid UTF-8 (rename it)",
+        f"{inbox}/\\xff": "folder name is not valid UTF-8 (rename it)",
+        str(fifo): "not a regular file (a FIFO): filepipe never opens it; remove it or move it away",
+    }
+    rows = promptly(s.read_rows, fifo)
+    assert sorted(rows["v"]) == [1, 4]
+    keys = pd.DataFrame({"user": ["u1"] * 3, "k": ["1", "3", "5"]})
+    assert promptly(lambda: s.read_rows(keys), fifo)["v"].tolist() == [1]
+    # writing over the FIFO replaces it with a file; clearing leaves the odd entries alone
+    promptly(lambda: s.upsert_rows(pd.DataFrame({"user": ["u1"], "k": ["3"], "v": [30]})), fifo)
+    assert json.loads(fifo.read_text()) == {"v": 30}
+    promptly(s.clear, fifo)
+    assert sorted(os.listdir(inbox / "u1")) == sorted(["5.json", "6.json", os.fsdecode(b"caf\xe9.json")])
+    assert s.skipped_files() == {f"{inbox}/u1/caf\\xe9.json": "file name is not valid UTF-8 (rename it)",
+                                 f"{inbox}/\\xff": "folder name is not valid UTF-8 (rename it)"}
+
+
+def test_source_folder_with_a_fifo_and_a_non_utf8_name_syncs_the_rest(ds, in_tmp: Path) -> None:  # noqa: ANN001
+    for i in range(3):
+        write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
+    write_json(in_tmp / "inbox" / os.fsdecode(b"\xe9t\xe9.json"), {"customer": "c", "amount": 9})
+    fifo = in_tmp / "inbox" / "7.json"
+    os.mkfifo(fifo)
+    table = Catalog({"orders": Table(TableStoreFiledir("inbox/{order_id}.json"))}) \
+        .get_datatable(ds, "orders")
+    result = promptly(lambda: sync_table(table), fifo)
+    assert sorted(result.changed["order_id"]) == ["0", "1", "2"]
+    assert sorted(table.store.skipped_files()) == [str(fifo), f"{in_tmp}/inbox/\\xe9t\\xe9.json"]
+    assert result.errors == table.store.skipped_files()  # the sync reports them
+
+
+def test_root_that_is_a_file_is_named(ds, in_tmp: Path) -> None:  # noqa: ANN001
+    (in_tmp / "out").write_text("a file, where the output folder should be")
+    s = TableStoreFiledir("out/{k}/{n}.json")
+    rows = pd.DataFrame({"k": ["a"], "n": ["1"], "v": [1]})
+    message = rf"{in_tmp}/out is a file, not a folder"
+    with pytest.raises(FilepipeError, match=message):
+        s.check_writable(rows)
+    with pytest.raises(FilepipeError, match=message):
+        s.upsert_rows(rows)
+    with pytest.raises(FilepipeError, match=message):  # as a source: its rows do not vanish
+        s.list_files()
+    assert (in_tmp / "out").read_text().startswith("a file")
+
+
+@pytest.mark.parametrize("adapter, row, message", [
+    ("json", {"k": "a/b"}, r"key k='a/b' cannot be part of a file name .*path separator"),
+    ("json", {"k": ""}, r"key k='' cannot be part of a file name .*empty"),
+    ("json", {"k": None}, r"key k=None is missing"),
+    ("json", {"k": float("nan")}, r"key k=nan is missing"),
+    ("json", {"k": "x" * 300}, r"keys k='xxxx.*longer than the 255 bytes"),
+    ("json", {"k": "caf\udce9"}, r"key k='caf\\udce9' .*not valid Unicode"),
+    ("json", {"v": object()}, r"row k='ok': column 'v' .*object value .* has no JSON form"),
+    ("json", {"v": b"\x00"}, r"row k='ok': column 'v' .*adapter='bytes'"),
+    ("json", {"v": math.inf}, r"row k='ok': column 'v' .*infinite"),
+    ("json", {"v": [1, {"x": b"y"}]}, r"row k='ok': column 'v' .*bytes"),
+    ("json", {"v": "caf\udce9"}, r"row k='ok': column 'v' .*not valid Unicode"),
+    ("text", {"text": 5}, r"column 'text' must hold str values; row k='ok' holds int 5"),
+    ("text", {"text": "caf\udce9"}, r"row k='ok': column 'text' .*not valid Unicode"),
+], ids=["slash", "empty", "none", "nan", "too-long", "key-not-unicode", "object", "bytes",
+        "infinite", "nested-bytes", "text-not-unicode", "text-not-str", "text-file-not-unicode"])
+def test_check_writable_names_the_key_and_the_fix(in_tmp: Path, adapter: str, row: dict,
+                                                   message: str) -> None:
+    s = TableStoreFiledir("out/{k}.json" if adapter == "json" else "out/{k}.txt", adapter=adapter)
+    good = {"k": "fine", "text" if adapter == "text" else "v": "x"}
+    df = pd.DataFrame([good, {"k": "ok", "text" if adapter == "text" else "v": "y"} | row],
+                      dtype=object)
+    with pytest.raises(FilepipeError, match=message):
+        s.check_writable(df)
+    with pytest.raises(FilepipeError, match=message):
+        s.upsert_rows(df)
+    assert not (in_tmp / "out").exists() or not list((in_tmp / "out").iterdir())
+    s.check_writable(df.iloc[:1])  # the good row alone is fine
+
+
+def test_owns_path(in_tmp: Path) -> None:
+    s = TableStoreFiledir("inbox/{user}/order_{k}.json")
+    inbox = in_tmp / "inbox"
+    assert s.owns_path(inbox / "u1" / "order_7.json")
+    assert s.owns_path(inbox / "u1") and s.owns_path(inbox)   # folders that can hold rows
+    assert not s.owns_path(inbox / "u1" / "notes.txt")
+    assert not s.owns_path(inbox / "u1" / ".order_7.json")
+    assert not s.owns_path(inbox / "u1" / "~$order_7.json")
+    assert not s.owns_path(inbox / "u1" / "sub" / "order_7.json")
+    assert not s.owns_path(inbox / ".git")
+    assert not s.owns_path(in_tmp / "other" / "u1" / "order_7.json")

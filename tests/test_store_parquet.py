@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +149,8 @@ def test_empty_table(kind: str, tmp_path: Path) -> None:
 
 def write_raw(path: Path, df: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    with open(path, "wb") as f:  # (pyarrow cannot open paths that are not UTF-8 itself)
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -481,3 +484,140 @@ def test_engine_hand_edited_output_partition_is_backed_up_and_rebuilt(ds, in_tmp
     got = out_store().read_rows()
     assert sorted(got["v2"].tolist()) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
     assert not run_steps(ds, steps).changed
+
+
+# --- values Arrow or Parquet cannot hold, entries that are not files (issue #8) --------------
+
+UNWRITABLE = [
+    # column values, what the message must say
+    ([1, 2**64], r"column 'x': row region='US', id=2 holds 18446744073709551616, an integer "
+                 r"outside the 64-bit range.*as text"),
+    ([-1, 2**63], r"column 'x': row region='US', id=2 holds 9223372036854775808.*"
+                  r"\.astype\('uint64'\)"),
+    ([[1, 2], {"a": 1}], r"column 'x': row region='US', id=2 holds dict \{'a': 1\}.*"
+                         r"cannot mix list and non-list.*one kind of value"),
+    ([1, "one"], r"column 'x': row region='US', id=2 holds str 'one'.*one kind of value"),
+    ([{}, {}], r"column 'x'.*struct type 'x' with no child field"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("values, message", UNWRITABLE,
+                         ids=["int-over-64-bit", "uint64-with-negative", "list-and-dict",
+                              "int-and-str", "empty-struct"])
+def test_check_writable_names_column_and_key(kind: str, values: list, message: str,
+                                             tmp_path: Path) -> None:
+    store = make_store(kind, tmp_path)
+    df = pd.DataFrame({"region": ["US", "US"], "id": [1, 2], "x": pd.Series(values, dtype=object)})
+    with pytest.raises(FilepipeError, match=message):
+        store.check_writable(df)
+    store.check_writable(df.iloc[:1] if values[0] != {} else df.iloc[:0])
+    # what the check would have refused, the writer refuses too, naming the table
+    store.upsert_rows(df)
+    with pytest.raises(FilepipeError, match=rf"{tmp_path}/t.*{message}"):
+        store.flush()
+    assert parquet_files(tmp_path) == []
+
+
+def test_check_writable_dataset_partition_column(tmp_path: Path) -> None:
+    store = make_store("dataset", tmp_path)
+    df = pd.DataFrame({"region": [["EU"], ["US"]], "id": [1, 2], "v": [1, 2]})
+    with pytest.raises(FilepipeError, match=r"cannot partition by column 'region'"):
+        store.check_writable(df)
+    with pytest.raises(FilepipeError, match=r"rows lack column\(s\) 'region'"):
+        store.check_writable(df.drop(columns="region"))
+
+
+def test_parquet_output_that_cannot_be_written_fails_every_run(ds, in_tmp: Path) -> None:  # noqa: ANN001
+    """Run 1 fails naming the column; run 2 must not say all is well while no file exists."""
+    write_source(in_tmp / "src.parquet", source_frame())
+
+    def tags(src: pd.DataFrame) -> pd.DataFrame:
+        return src.assign(v2=[[1] if i % 2 else {"a": 1} for i in src["id"]])[
+            ["region", "id", "v2", "note"]]
+
+    catalog = Catalog({"src": Table(TableStoreParquet("src.parquet", ["id"])), "out": Table(out_store())})
+    steps = build_compute(ds, catalog, Pipeline([BatchTransform(tags, inputs=["src"], outputs=["out"])]))
+    for _ in range(2):
+        report = run_steps(ds, steps)
+        assert not report.ok and report.failed
+        assert any("column 'v2'" in e and "cannot mix list" in e for e in report.steps["tags"].errors)
+        assert parquet_files(in_tmp / "out") == []
+
+
+def test_dataset_fifo_and_non_utf8_names_are_skipped_and_reported(tmp_path: Path) -> None:
+    from test_fileutil import promptly
+
+    seed_dataset(tmp_path, regions=("EU",))
+    root = tmp_path / "t"
+    fifo = root / "region=EU" / "part-1.parquet"
+    os.mkfifo(fifo)
+    odd = root / os.fsdecode(b"region=caf\xe9")
+    odd.mkdir()
+    write_raw(odd / "part-0.parquet", pd.DataFrame({"id": [7], "v": [7.0]}))
+    write_raw(root / "region=EU" / os.fsdecode(b"\xff.parquet"), pd.DataFrame({"id": [8], "v": [8.0]}))
+    store = TableStoreParquet(root, ["region", "id"], partition_cols=["region"])
+    listed = promptly(store.list_files, fifo)
+    assert listed["path"].tolist() == [str(root / "region=EU" / "part-0.parquet")]
+    assert store.skipped_files() == {
+        str(fifo): "not a regular file (a FIFO): filepipe never opens it; remove it or move it away",
+        f"{root}/region=caf\\xe9": "folder name is not valid UTF-8 (rename it)",
+        f"{root}/region=EU/\\xff.parquet": "file name is not valid UTF-8 (rename it)",
+    }
+    assert sorted(promptly(store.read_rows, fifo)["id"]) == [0, 1, 2]
+    assert promptly(lambda: store.read_rows(pd.DataFrame({"region": ["EU"], "id": [1]})), fifo)["id"].tolist() == [1]
+
+
+# --- BatchGenerate writing a Parquet file ------------------------------------------------------
+
+def test_generator_that_returns_a_frame_writes_it(ds, in_tmp: Path) -> None:  # noqa: ANN001
+    from filepipe import BatchGenerate
+
+    def prices() -> pd.DataFrame:  # returns instead of yielding: one chunk
+        return pd.DataFrame({"sku": ["a", "b"], "price": [1.5, 2.5]})
+
+    def pair() -> tuple[pd.DataFrame, pd.DataFrame]:
+        return (pd.DataFrame({"sku": ["a"], "price": [1.0]}), pd.DataFrame({"sku": ["z"], "n": [3]}))
+
+    catalog = Catalog({name: Table(TableStoreParquet(f"{name}.parquet", ["sku"]))
+                       for name in ("prices", "p2", "n2")})
+    steps = build_compute(ds, catalog, Pipeline([
+        BatchGenerate(prices, outputs=["prices"]),
+        BatchGenerate(pair, outputs=["p2", "n2"]),
+    ]))
+    report = run_steps(ds, steps)
+    assert report.ok, report.summary()
+    assert pd.read_parquet(in_tmp / "prices.parquet").to_dict("list") == \
+        {"sku": ["a", "b"], "price": [1.5, 2.5]}
+    assert pd.read_parquet(in_tmp / "n2.parquet")["n"].tolist() == [3]
+    assert pd.read_parquet(in_tmp / "p2.parquet")["price"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("func, message", [
+    (lambda: None, r"returned None; it must yield DataFrames"),
+    (lambda: iter([{"sku": "a"}]), r"yielded a dict; yield DataFrames"),
+    (lambda: iter([(pd.DataFrame({"sku": ["a"]}), [1])]), r"yielded a tuple holding a list at "
+                                                          r"position 1; yield DataFrames"),
+], ids=["none", "dict", "tuple-with-list"])
+def test_generator_yielding_something_else_is_named(ds, in_tmp: Path, func, message: str) -> None:  # noqa: ANN001
+    from filepipe import BatchGenerate
+
+    catalog = Catalog({"prices": Table(TableStoreParquet("prices.parquet", ["sku"]))})
+    steps = build_compute(ds, catalog, Pipeline([BatchGenerate(func, outputs=["prices"], name="gen")]))
+    report = run_steps(ds, steps)
+    assert not report.ok
+    assert any(re.search(message, e) for e in report.steps["gen"].errors), report.steps["gen"].errors
+
+
+def test_dataset_folder_that_is_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("a file where the dataset's folder should be")
+    store = make_store("dataset", tmp_path)
+    rows = pd.DataFrame({"region": ["EU"], "id": [1], "v": [1.0]})
+    message = rf"{tmp_path}/t is a file, not a folder"
+    with pytest.raises(FilepipeError, match=message):
+        store.check_writable(rows)
+    with pytest.raises(FilepipeError, match=message):  # as a source: its rows do not vanish
+        store.list_files()
+    with pytest.raises(FilepipeError, match=message):
+        store.upsert_rows(rows)
+        store.flush()

@@ -135,8 +135,10 @@ def test_round_trip_calamine(tmp_path: Path) -> None:
     assert pd.isna(back["text"][4])
     assert back["text"].tolist()[5:] == df["text"].tolist()[5:]
     assert back["int"].dtype == np.int64 and back["int"].tolist() == df["int"].tolist()
-    assert back["float"].dtype == np.float64
-    np.testing.assert_array_equal(back["float"].to_numpy(), df["float"].to_numpy(dtype=float))
+    assert back["float"].dtype == np.float64  # 15 significant digits, as Excel keeps them
+    np.testing.assert_array_equal(back["float"].to_numpy(),
+                                  xlsx.excel_floats(df["float"].to_numpy(dtype=float)))
+    assert back["float"][4] == 0.333333333333333
     # python dates come back as datetimes (midnight)
     assert pd.api.types.is_datetime64_any_dtype(back["date"])
     expected_dates = pd.to_datetime(pd.Series(df["date"], dtype=object))
@@ -161,7 +163,7 @@ def test_round_trip_openpyxl_and_layout(tmp_path: Path) -> None:
         if pd.isna(want["float"]):
             assert f is None
         else:
-            assert type(f) is float and f == want["float"]
+            assert type(f) is float and f == float(f"{want['float']:.15g}")
         if want["date"] is None:
             assert d is None
         else:
@@ -220,10 +222,10 @@ def test_special_values(tmp_path: Path) -> None:
     write_sheet(path, "S", df)
     assert_well_formed(path)
     back = read_sheet(path, "S")
-    assert back["obj"].tolist()[:4] == ['{"k":[1,2],"é":null}', '[1,"a"]', "1.10", "12:30:00"]
+    assert back["obj"].tolist()[:4] == ['{"k":[1,2],"é":null}', '[1,"a"]', "1.10", dt.time(12, 30)]
     assert back["obj"].tolist()[4:7] == [7, 2.5, "s"]
     assert pd.isna(back["obj"][7])
-    assert back["escapes"].tolist()[:6] == ["_x0041_", "_x0041__x0042_", "ctlchars", "cr\rlf",
+    assert back["escapes"].tolist()[:6] == ["_x0041_", "_x0041__x0042_", "ctlchars", "cr\nlf",
                                             "\ttab", "ok\n"]
     assert len(back["escapes"][6]) == 32_767
     # tz-aware: converted to UTC, timezone dropped
@@ -233,8 +235,8 @@ def test_special_values(tmp_path: Path) -> None:
     rows = openpyxl_rows(path, "S")
     assert [r[1] for r in rows[1:4]] == ["#NUM!", "#NUM!", 1.0]  # Excel has no infinity
     assert rows[4][1] is None
-    # a conforming XML parser turns a raw CR into LF: it must be written as &#13;
-    assert rows[4][2] == "cr\rlf"
+    # openpyxl and LibreOffice re-save a CR as LF: it is written as LF
+    assert rows[4][2] == "cr\nlf"
 
 
 def test_empty_frames(tmp_path: Path) -> None:
@@ -662,7 +664,7 @@ def test_half_written_workbook_is_reported_not_overwritten(tmp_path: Path) -> No
 
 def test_read_keeps_cell_types(tmp_path: Path) -> None:
     """Text that looks like a number stays text; bools with a gap stay bools; dates are
-    datetimes even in mixed columns; header names are made unique like pandas does."""
+    datetimes even in mixed columns; header names are text, made unique like pandas does."""
     path = tmp_path / "t.xlsx"
     df = pd.DataFrame({
         "zip": ["01234", "10115", "00501"],
@@ -672,7 +674,9 @@ def test_read_keeps_cell_types(tmp_path: Path) -> None:
         "blank": [None, None, None],
         "n": [1, 2, 3],
     })
-    df.columns = ["zip", "code", "ok", "mixed", "blank", "zip"]
+    with pytest.raises(SheetError, match="columns 'zip' and 'zip' would both be headed 'zip'"):
+        write_sheet(path, "T", df.set_axis(["zip", "code", "ok", "mixed", "blank", "zip"], axis=1))
+    df.columns = ["zip", "code", "ok", "mixed", "blank", "zip.1"]
     write_sheet(path, "T", df)
     back = read_sheet(path, "T")
     assert list(back.columns) == ["zip", "code", "ok", "mixed", "blank", "zip.1"]
@@ -683,6 +687,13 @@ def test_read_keeps_cell_types(tmp_path: Path) -> None:
     assert back["mixed"].tolist() == [dt.datetime(2020, 1, 2), "x", 3]
     assert back["blank"].dtype == np.float64 and back["blank"].isna().all()
     assert back["zip.1"].dtype == np.int64
+    # headers typed by people: repeated, numbers, booleans, dates, empty
+    wb = openpyxl.Workbook()
+    wb.active.append(["a", "a", 2019, "2019", True, dt.date(2026, 11, 30), None, 1e20])
+    wb.active.append([1, 2, 3, 4, 5, 6, 7, 8])
+    wb.save(path)
+    assert list(read_sheet(path).columns) == ["a", "a.1", "2019", "2019.1", "TRUE", "2026-11-30",
+                                              "Unnamed: 6", "1e+20"]
 
 
 def test_read_matches_pandas_on_plain_columns(tmp_path: Path) -> None:
@@ -729,7 +740,7 @@ def test_large_frame_streams_in_chunks(tmp_path: Path) -> None:
     back = read_sheet(path, "L")
     assert back["i"].tolist() == df["i"].tolist()
     assert back["s"].tolist() == df["s"].tolist()
-    np.testing.assert_array_equal(back["f"].to_numpy(), df["f"].to_numpy())
+    np.testing.assert_array_equal(back["f"].to_numpy(), xlsx.excel_floats(df["f"].to_numpy()))
     assert back["d"].tolist() == df["d"].tolist()
     sheet = CalamineWorkbook.from_path(str(path)).get_sheet_by_name("L")
     assert len(sheet.to_python()) == n + 1
@@ -780,3 +791,54 @@ def test_libreoffice_opens_and_reads_back(tmp_path: Path) -> None:
 
     csv = soffice_convert(path, "csv", tmp_path / "lo", profile)  # first sheet: Notes
     assert csv.read_text(encoding="utf-8", errors="replace").splitlines()[0].startswith("Note,")
+
+
+# --------------------------------------------------------------------------- what a cell keeps
+
+
+def test_excel_floats_are_the_15_digit_values_vectorised() -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate([
+        rng.normal(size=20_000) * 10.0 ** rng.integers(-12, 40, 20_000),
+        10.0 ** np.arange(-20, 30), np.nextafter(10.0 ** np.arange(-20, 30), 0),
+        rng.integers(0, 10**17, 2_000).astype(float) / 100,
+        [29.799999999999997, 0.1 + 0.2, 1e-300, 5e-324, 0.5, 2.5, 123456789012345.5, -0.0]])
+    got = xlsx.excel_floats(values)
+    assert got.tolist() == [float(f"{v:.15g}") for v in values.tolist()]
+    np.testing.assert_array_equal(xlsx.excel_floats(got), got)  # idempotent
+    special = xlsx.excel_floats(np.array([np.nan, np.inf, -np.inf, 1.7976931348623157e308]))
+    assert np.isnan(special[0]) and special[1:3].tolist() == [np.inf, -np.inf]
+    assert special[3] == 1.79769313486231e308  # stays finite
+    assert xlsx.excel_floats(np.array([0.1], dtype=np.float32)).tolist() == [0.1]
+
+
+def test_cell_text_is_what_the_cell_shows() -> None:
+    cases = [("x", "x"), (2019, "2019"), (2019.0, "2019"), (2019.5, "2019.5"), (True, "TRUE"),
+             (np.False_, "FALSE"), (0.1 + 0.2, "0.3"), (1e20, "1e+20"), (np.int64(7), "7"),
+             (1234567890123456789, "1.23456789012346e+18"), (np.inf, "#NUM!"),
+             (dt.date(2026, 11, 30), "2026-11-30"), (pd.Timestamp("2026-11-30"), "2026-11-30"),
+             (dt.datetime(2026, 11, 30, 10, 15), "2026-11-30 10:15:00"),
+             (dt.time(13, 30), "13:30:00"), (dt.timedelta(days=1, hours=12), "36:00:00"),
+             (pd.Timedelta(milliseconds=-1500), "-0:00:01.5"), (("a", 1), "('a', 1)")]
+    assert [xlsx.cell_text(v) for v, _ in cases] == [text for _, text in cases]
+    assert xlsx.cell_text(None) is None and xlsx.cell_text(np.nan) is None
+
+
+def test_sheet_values_is_what_reading_gives_and_is_idempotent(tmp_path: Path) -> None:
+    from filepipe.hashing import hash_rows
+
+    df = mixed_frame().assign(
+        obj=[{"k": 1}, decimal.Decimal("1.10"), dt.time(1, 2, 3, 456789), dt.timedelta(hours=30),
+             np.inf, "", "a\x01\r\nb", 10**20],
+        td=pd.to_timedelta(["1s", None, "1 day", "-1ms", "0s", "2h", "3h", "1.0004s"]),
+        old=pd.to_datetime(["1899-12-31", "1900-01-01", None, "1900-02-28 12:00", "1700-01-01",
+                            "2024-01-01 00:00:00.0015", "1900-03-01", "1900-02-28"],
+                           format="ISO8601"))
+    write_sheet(tmp_path / "v.xlsx", "V", df)
+    back = read_sheet(tmp_path / "v.xlsx", "V")
+    predicted = xlsx.sheet_values(df)
+    assert hash_rows(back).tolist() == hash_rows(predicted).tolist()
+    assert hash_rows(xlsx.sheet_values(predicted)).tolist() == hash_rows(predicted).tolist()
+    assert hash_rows(xlsx.sheet_values(back)).tolist() == hash_rows(back).tolist()
+    assert back["obj"].tolist()[2:4] == [dt.time(1, 2, 3, 457000), pd.Timedelta(hours=30)]
+    assert back["old"].tolist()[:2] == ["1899-12-31", pd.Timestamp("1900-01-01")]

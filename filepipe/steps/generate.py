@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,10 @@ log = logging.getLogger("filepipe")
 class BatchGenerate(PipelineStep):
     """``func(**kwargs)`` yields frames (a tuple of frames for several outputs).
 
-    Each run stores every chunk; rows the generator no longer yields are deleted once it
-    finishes. If it raises, what it yielded stays and nothing is deleted.
+    A function that *returns* a frame (or a tuple of one frame per output) instead of
+    yielding is taken as one chunk. Each run stores every chunk; rows the generator no
+    longer yields are deleted once it finishes. If it raises, or yields something that
+    is not frames, what it yielded before stays and nothing is deleted.
     """
 
     func: Callable[..., Any]
@@ -61,15 +63,8 @@ class BatchGenerateStep(ComputeStep):
 
     def _generate(self, changes: ChangeList, seen: list[list[pd.DataFrame]],
                   report: RunReport) -> ChangeList:
-        import pandas as pd
-
         try:
-            for chunk in self.func(**self.kwargs):
-                frames = (chunk,) if isinstance(chunk, pd.DataFrame) else tuple(chunk)
-                if len(frames) != len(self.outputs):
-                    raise StepOutputError(
-                        f"generator {self.name!r} yielded {len(frames)} frame(s) for "
-                        f"{len(self.outputs)} output(s) {[t.name for t in self.outputs]}")
+            for frames in self._chunks():
                 with self.ds.meta.begin() as conn:
                     for i, (out, df) in enumerate(zip(self.outputs, frames)):
                         changes.append(out.name, out.store_chunk(df, conn=conn))
@@ -93,3 +88,38 @@ class BatchGenerateStep(ComputeStep):
                     changes.append(out.name, out.delete_by_idx(stale, conn=conn))
         report.step_done(self.name, None)
         return changes
+
+    def _chunks(self) -> Iterator[tuple[pd.DataFrame, ...]]:
+        """The function's chunks, each a tuple of one frame per output (checked)."""
+        import pandas as pd
+
+        n = len(self.outputs)
+        per_chunk = "a tuple of one per output" if n > 1 else "one"
+        frames_per_chunk = f"DataFrames ({per_chunk} per chunk)"
+        result = self.func(**self.kwargs)
+        if isinstance(result, pd.DataFrame) or (
+                isinstance(result, tuple) and len(result) == n
+                and all(isinstance(f, pd.DataFrame) for f in result)):
+            result = [result]  # returned rather than yielded: one chunk
+        try:
+            chunks = iter(result)
+        except TypeError:
+            raise StepOutputError(f"generator {self.name!r} returned "
+                                  f"{'None' if result is None else type(result).__name__}; "
+                                  f"it must yield {frames_per_chunk} or return one chunk"
+                                  ) from None
+        for chunk in chunks:
+            frames = (chunk,) if isinstance(chunk, pd.DataFrame) else chunk
+            if not isinstance(frames, (tuple, list)):
+                raise StepOutputError(f"generator {self.name!r} yielded a "
+                                      f"{type(chunk).__name__}; yield {frames_per_chunk}")
+            bad = next((i for i, f in enumerate(frames) if not isinstance(f, pd.DataFrame)), None)
+            if bad is not None:
+                raise StepOutputError(
+                    f"generator {self.name!r} yielded a {type(chunk).__name__} holding a "
+                    f"{type(frames[bad]).__name__} at position {bad}; yield {frames_per_chunk}")
+            if len(frames) != n:
+                raise StepOutputError(
+                    f"generator {self.name!r} yielded {len(frames)} frame(s) for "
+                    f"{n} output(s) {[t.name for t in self.outputs]}")
+            yield tuple(frames)

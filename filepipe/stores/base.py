@@ -59,6 +59,21 @@ class TableStore(ABC):
     def flush(self) -> None:
         """Write buffered changes out (atomically). No-op for unbuffered stores."""
 
+    def discard(self) -> None:
+        """Forget buffered writes and cached content (next read goes to the files)."""
+
+    def use_written_kinds(self, kinds: dict[str, str]) -> None:
+        """Column dtypes of what filepipe wrote (kept in the index): a store whose format
+        keeps no types (CSV) reads its columns back with them. Default: ignored."""
+
+    def check_writable(self, df: pd.DataFrame) -> None:
+        """Raise a `FilepipeError` naming the column, key and limit when rows of `df` cannot
+        be written to this store (a cell too long for Excel, an int too large for Parquet).
+
+        The engine calls it before writing anything of a batch, so a value one output
+        cannot hold fails only the keys of that batch. Default: everything fits.
+        """
+
     def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
         """`df` as reading it back from the store will give it (default: unchanged).
 
@@ -80,6 +95,18 @@ class TableStore(ABC):
         None for stores that are not file-backed (SQL, memory): those are never synced.
         """
         return None
+
+    def skipped_files(self) -> dict[str, str]:
+        """Entries the last `list_files` found at the store's paths but left out, with why:
+        not a regular file (a FIFO, a socket), a name that is not valid UTF-8. The sync
+        reports them; the rest of the table syncs. Default: none.
+        """
+        return {}
+
+    def owns_path(self, path: Path) -> bool:
+        """Could the file `path` hold rows of this table (watchers start cycles only for
+        such paths)? Default: any path under `watch_paths()`."""
+        return any(path == root or root in path.parents for root in self.watch_paths())
 
     def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
         """Rows of each given file (a file that vanished maps to an empty frame)."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fileutil import atomic_write
+from ..fileutil import atomic_write, open_regular
 from .files import FileStore
 
 if TYPE_CHECKING:
@@ -25,16 +25,43 @@ class TableStoreCSV(FileStore):
                  dtypes: Mapping[str, Any] | None = None, **read_options: Any) -> None:
         super().__init__(path, primary_keys, dtypes)
         self.read_options = read_options
+        self.written_kinds: dict[str, str] = {}
+
+    def use_written_kinds(self, kinds: dict[str, str]) -> None:
+        """Read back what filepipe wrote with its types: text such as ``007`` stays text."""
+        self.written_kinds = {c: k for c, k in kinds.items() if c not in self.dtypes}
 
     def read_file(self, path: Path) -> pd.DataFrame:
         import pandas as pd
 
+        text = {c: "str" for c, k in self.written_kinds.items() if k == "str"}
         key_types = {k: self.dtypes[k] for k in self.primary_keys if k in self.dtypes}
-        options = {"dtype": key_types or None, **self.read_options}
+        options = {"dtype": {**text, **key_types} or None, **self.read_options}
         try:
-            return pd.read_csv(path, **options)
-        except pd.errors.EmptyDataError:
-            return self.empty()
+            with open_regular(path) as f:
+                return pd.read_csv(f, **options)
+        except pd.errors.EmptyDataError:  # retried by the sync: it may be being saved
+            raise pd.errors.EmptyDataError(
+                f"{path} is empty (0 bytes, not even a header line): the table's rows are kept "
+                "until it holds at least its header") from None
+
+    def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Columns mixing text and numbers come back from a CSV as text: make them text."""
+        import pandas as pd
+
+        from ..frames import holds_text
+
+        mixed = [c for c in df.columns if df[c].dtype == object
+                 and pd.api.types.infer_dtype(df[c], skipna=True).startswith("mixed")
+                 and c not in self.primary_keys and holds_text(df[c])]
+        if not mixed:
+            return df
+        return df.assign(**{c: df[c].astype(str).where(df[c].notna(), None) for c in mixed})
+
+    def apply_dtypes(self, df: pd.DataFrame, where: str) -> pd.DataFrame:
+        from ..frames import apply_dtypes
+
+        return apply_dtypes(df, {**self.written_kinds, **self.dtypes}, where)
 
     def write_file(self, df: pd.DataFrame) -> None:
         options = {k: self.read_options[k] for k in ("sep", "encoding", "decimal")

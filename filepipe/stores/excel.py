@@ -36,27 +36,46 @@ has: the sync reports it and keeps the table's previous rows. For an *output* a 
 sheet is simply an empty table (filepipe creates the sheet on its first write). A store
 becomes a source the first time the sync reads its file through :meth:`read_files`.
 
+Column names are text. A header cell is read as the text it shows — ``2019`` → ``"2019"``,
+``2019.5`` → ``"2019.5"``, ``TRUE`` → ``"TRUE"``, a date → ``"2026-11-30"``, a time →
+``"13:30:00"`` (:func:`filepipe.xlsx.cell_text`) — and a frame's column names are written
+as that same text, so ``primary_keys`` name columns by their text: ``primary_keys=["2019"]``
+(a non-text name such as ``[2019]`` is an error saying so).
+
 Types. Excel keeps numbers (as float64), text, booleans, dates (numbers with a date format)
 and errors. What comes back from a sheet filepipe wrote, compared with the frame it wrote:
 
 * ints come back as ints (integral floats too: row hashes treat ``2 == 2.0``), a numeric
   column with empty cells as float64 with NaN (same hash as the nullable ints written);
+  numbers keep 15 significant digits, as Excel shows them and LibreOffice saves them
+  (``0.1 + 0.2`` → ``0.3``, ``1234567890123456`` → ``1234567890123460``);
 * datetimes come back as naive ``datetime64`` at millisecond precision (Excel's);
   timezone-aware values are written as UTC; ``datetime.date`` values come back as
-  midnight datetimes;
+  midnight datetimes; dates before 1900-01-01 (no Excel date) are written and come back
+  as ISO-8601 text (``"1899-12-31"``);
+* ``datetime.time`` values are Excel times and come back as ``datetime.time``; timedeltas
+  are Excel durations (``[h]:mm:ss``) and come back as ``timedelta64``; both at the
+  millisecond;
 * ``None``/NaN/NaT/pd.NA are empty cells and come back as NaN/NaT; the empty string ``""``
   is indistinguishable from an empty cell and comes back as NaN too;
+* text loses the control characters XML cannot hold, and CR LF / CR become LF;
 * dict/list cells come back as their compact JSON text; ``inf`` as NaN (Excel shows
-  ``#NUM!``); ints beyond ±2**53 rounded to float64 precision.
+  ``#NUM!``); other objects as ``str(value)``.
 
-:meth:`TableStoreExcel.normalize` turns a frame into the values a re-read will give, and
+:meth:`TableStoreExcel.normalize` turns a frame into the values a re-read will give — of the
+file filepipe wrote, and of that file re-saved by Excel, LibreOffice or openpyxl — and
 buffered writes go through it, so what filepipe keeps in memory equals what the next
 process reads from the file. Key columns are never changed by it: keys must round-trip
-exactly (no sub-millisecond datetime keys, no empty-string keys).
+exactly, and :meth:`TableStoreExcel.check_writable` refuses, naming the cells, keys that
+would not (more than 15 significant digits, sub-millisecond times, empty or control-character
+text, dates before 1900, or a mix of kinds a sheet gives back as text), along with text
+longer than a cell holds (32,767 characters) and more rows or columns than a sheet holds.
 
 Key columns typed by people. A key column where some cells are numbers and others text
 (Excel's "number stored as text") is read as text, integral numbers without ``.0``
-(``1001`` and ``"1001"`` are then the same key, and a duplicate if both occur). Pass
+(``1001`` and ``"1001"`` are then the same key, and a duplicate if both occur). So is any
+key column that mixes kinds (``123`` and ``TRUE``: ``"123"``, ``"TRUE"``) or holds times of
+day or durations (``"13:30:00"``): the text :func:`filepipe.xlsx.cell_text` gives. Pass
 ``dtypes={"sku": "str"}`` to always read a key column as text (recommended for codes such as
 zip codes or SKUs that may start with zero or contain letters): integral numbers become
 ``"1001"``, not ``"1001.0"``. Rows with an empty key cell are an error naming the sheet.
@@ -64,26 +83,25 @@ zip codes or SKUs that may start with zero or contain letters): integral numbers
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MissingColumnsError, SourceReadError
+from ..errors import FilepipeError, MissingColumnsError, SourceReadError
 from ..xlsx import SheetError
 from .files import FileStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TableStoreExcel", "SheetNotFoundError", "EmptyKeyError"]
+__all__ = ["TableStoreExcel", "SheetNotFoundError", "EmptyKeyError", "NotWritableError", "KeyNameError"]
 
 _MAX_SHEET_NAME = 31
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
-_EXACT_FLOAT_INT = 2**53  # float64 holds every integer up to this magnitude
 _UNNAMED = re.compile(r"^Unnamed: \d+$")
+_MAX_SHOWN = 3
 
 
 class SheetNotFoundError(SourceReadError, SheetError):
@@ -92,6 +110,14 @@ class SheetNotFoundError(SourceReadError, SheetError):
 
 class EmptyKeyError(MissingColumnsError):
     """Rows of a sheet have an empty cell in a key column."""
+
+
+class NotWritableError(FilepipeError, ValueError):
+    """Rows do not fit in a sheet, or would not read back as written."""
+
+
+class KeyNameError(FilepipeError, TypeError):
+    """A primary key names a column by something other than its header text."""
 
 
 def sheet_for_stem(path: str | os.PathLike) -> str:
@@ -106,8 +132,9 @@ class TableStoreExcel(FileStore):
     """One sheet of an ``.xlsx`` workbook as a keyed table (see the module docstring).
 
     ``TableStoreExcel(path, sheet=None, primary_keys=[...], dtypes=None)``: `sheet` is the
-    sheet's name (None: see "which sheet" above); `dtypes` fixes column types the cells do
-    not carry, e.g. ``{"zip": "str"}``.
+    sheet's name (None: see "which sheet" above); `primary_keys` are column names, which are
+    header texts (``["2019"]`` for a column headed by the number 2019; see "column names are
+    text" above); `dtypes` fixes column types the cells do not carry, e.g. ``{"zip": "str"}``.
     """
 
     def __init__(self, path: str | os.PathLike, sheet: str | None = None,
@@ -119,6 +146,18 @@ class TableStoreExcel(FileStore):
             raise TypeError(f"TableStoreExcel({os.fspath(path)!s}): sheet must be a sheet name "
                             f"(str) or None, got {sheet!r}{hint}")
         super().__init__(path, primary_keys or [], dtypes)
+        not_text = [k for k in [*self.primary_keys, *self.dtypes] if not isinstance(k, str)]
+        if not_text:
+            from ..xlsx import header_text
+
+            name = not_text[0]
+            where = "primary_keys" if name in self.primary_keys else "dtypes"
+            fixed = ([header_text(k) for k in self.primary_keys] if where == "primary_keys"
+                     else {header_text(k): v for k, v in self.dtypes.items()})
+            raise KeyNameError(
+                f"TableStoreExcel({self.path}): {where} names column {name!r}, which is not "
+                f"text; column names are the text of their header cells, so write "
+                f"{where}={fixed!r}")
         if sheet is not None:
             from ..xlsx import validate_sheet_name
 
@@ -197,7 +236,7 @@ class TableStoreExcel(FileStore):
 
         where = self.describe()
         empty_cols = [c for c in df.columns
-                      if isinstance(c, str) and _UNNAMED.match(c) and df[c].isna().all()]
+                      if _UNNAMED.match(c) and df[c].isna().all()]
         if empty_cols:
             df = df.drop(columns=empty_cols)
         blank = df.isna().all(axis=1)
@@ -207,7 +246,7 @@ class TableStoreExcel(FileStore):
             wanted = self.dtypes.get(col)
             if wanted is not None and _is_text_dtype(wanted):
                 df[col] = _as_text(df[col])
-            elif col in self.primary_keys and _mixes_text_and_numbers(df[col]):
+            elif col in self.primary_keys and _read_as_text_key(df[col]):
                 df[col] = _as_text(df[col])
         keys = [k for k in self.primary_keys if k in df.columns]
         if keys and len(df):
@@ -221,12 +260,121 @@ class TableStoreExcel(FileStore):
         return df
 
     # --- writing --------------------------------------------------------------------------
+    def check_writable(self, df: pd.DataFrame) -> None:
+        """Raise a `FilepipeError` naming the column, key and limit when the rows of `df`
+        cannot go into this sheet: the path is a folder (or under a file), a column name
+        makes no header, the sheet would hold too many rows or columns, a text is longer
+        than a cell holds, or a key would not read back as it is (see the module docstring).
+        """
+        from ..xlsx import check_output_path, header_texts, sheet_values
+
+        where = self.describe()
+        check_output_path(self.path)
+        names = header_texts(df.columns, where)
+        for name, text in zip(df.columns, names):
+            if not text:
+                raise NotWritableError(f"{where}: column {name!r} has an empty name, which a sheet "
+                                       "reads back as 'Unnamed: n'; name the column")
+            if isinstance(name, str) and text != name:
+                raise NotWritableError(f"{where}: column name {name!r} holds control characters a "
+                                       f"cell does not keep (it would read back as {text!r}); "
+                                       "rename the column")
+        self._check_size(df, names, where)
+        values = sheet_values(df)
+        self._check_text_lengths(df, values, where)
+        self._check_keys(df, values, where)
+
+    def _check_size(self, df: pd.DataFrame, names: list[str], where: str) -> None:
+        from ..frames import rows_in
+        from ..xlsx import MAX_COLS, MAX_ROWS
+        from .files import _align
+
+        current = self.frame()
+        n_cols = len(set(names) | set(current.columns))
+        if n_cols > MAX_COLS:
+            raise NotWritableError(f"{where}: this write would give the sheet {n_cols:,} columns; "
+                                   f"an Excel sheet holds {MAX_COLS:,}: write fewer columns, or "
+                                   "write the table to a CSV or Parquet store")
+        n_rows = len(current) + len(df)
+        keys = self.primary_keys
+        if n_rows + 1 > MAX_ROWS and len(current) and all(k in df.columns for k in keys):
+            n_rows = len(current) + int((~rows_in(_align(df[keys], current, keys), current,
+                                                  keys)).sum())
+        if n_rows + 1 > MAX_ROWS:
+            raise NotWritableError(f"{where}: after this write the sheet would hold "
+                                   f"{n_rows + 1:,} rows with the header; an Excel sheet holds "
+                                   f"{MAX_ROWS:,}: write the table to a CSV or Parquet store, "
+                                   "or split it over several sheets")
+
+    def _check_text_lengths(self, df: pd.DataFrame, values: pd.DataFrame, where: str) -> None:
+        import numpy as np
+        import pandas as pd
+
+        from ..xlsx import MAX_CELL_CHARS
+
+        for j, name in enumerate(df.columns):
+            s = values.iloc[:, j]
+            if not (isinstance(s.dtype, pd.StringDtype) or s.dtype == object):
+                continue
+            try:
+                lengths = s.str.len().to_numpy(dtype=float, na_value=np.nan)
+            except AttributeError:  # no text in this column
+                continue
+            over = np.flatnonzero(lengths > MAX_CELL_CHARS)
+            if len(over):
+                i = int(over[0])
+                more = f" (and {len(over) - 1:,} more cells)" if len(over) > 1 else ""
+                raise NotWritableError(
+                    f"{where}: column {name!r}, {self._key_text(df, i)}: text of "
+                    f"{int(lengths[i]):,} characters{more}; an Excel cell holds at most "
+                    f"{MAX_CELL_CHARS:,}: shorten it (e.g. .str.slice(0, {MAX_CELL_CHARS})) "
+                    "or write the table to a CSV or Parquet store")
+
+    def _check_keys(self, df: pd.DataFrame, values: pd.DataFrame, where: str) -> None:
+        """Every key must read back as it is (normalize leaves keys alone)."""
+        import numpy as np
+        import pandas as pd
+
+        from ..hashing import hash_rows
+        from ..xlsx import is_missing
+
+        for k in self.primary_keys:
+            if k not in df.columns:
+                continue
+            back = values[k]
+            if _read_as_text_key(back):
+                shown = ", ".join(map(repr, df[k].drop_duplicates().head(_MAX_SHOWN).tolist()))
+                raise NotWritableError(
+                    f"{where}: key column {k!r} mixes kinds of values or holds times or "
+                    f"durations ({shown}); a sheet gives such keys back as text, so they would "
+                    f"not match: make them text first (df[{k!r}] = df[{k!r}].astype(str))")
+            changed = np.flatnonzero(hash_rows(pd.DataFrame({k: df[k]}))
+                                     != hash_rows(pd.DataFrame({k: back})))
+            if len(changed):
+                i = int(changed[0])
+                was, now = df[k].iloc[[i]].tolist()[0], back.iloc[[i]].tolist()[0]
+                shown = "an empty cell" if is_missing(now) else repr(now)
+                raise NotWritableError(
+                    f"{where}: key column {k!r} holds {was!r}, which a sheet gives back as "
+                    f"{shown} ({len(changed):,} key(s) like this); a cell keeps 15 significant "
+                    "digits, milliseconds, dates from 1900 on and text without control "
+                    "characters or emptiness, and keys must read back exactly: round or "
+                    "convert them first")
+
+    def _key_text(self, df: pd.DataFrame, i: int) -> str:
+        keys = [k for k in self.primary_keys if k in df.columns]
+        if not keys:
+            return f"row {i + 2}"
+        row = df[keys].iloc[[i]].to_dict("records")[0]
+        return "key " + ", ".join(f"{k}={v!r}" for k, v in row.items())
+
     def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
         super().upsert_rows(self.normalize(df), conn)
 
     def write_file(self, df: pd.DataFrame) -> None:
-        from ..xlsx import write_sheet
+        from ..xlsx import check_output_path, write_sheet
 
+        check_output_path(self.path)
         sheet = self.resolve_sheet(self._sheet_names(self.path))
         if sheet is None:  # an explicit name not yet in the workbook: add it
             sheet = self.sheet
@@ -236,22 +384,13 @@ class TableStoreExcel(FileStore):
         self._resolved = sheet
 
     def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
-        """`df` as reading it back from the sheet will give it (key columns untouched).
-
-        Only values Excel cannot keep change: ``""`` → NaN, datetimes → naive UTC rounded to
-        the millisecond, ``datetime.date`` → Timestamp, dict/list/tuple → compact JSON text,
-        ±inf → NaN, ints beyond ±2**53 → the nearest float64 integer.
+        """`df` as reading the sheet back will give it — the sheet filepipe writes, and that
+        sheet re-saved by Excel, LibreOffice or openpyxl (:func:`filepipe.xlsx.sheet_values`);
+        key columns untouched. Idempotent.
         """
-        out = None
-        for col in df.columns:
-            if col in self.primary_keys:
-                continue
-            new = _normalize_column(df[col])
-            if new is not None:
-                if out is None:
-                    out = df.copy()
-                out[col] = new
-        return df if out is None else out
+        from ..xlsx import sheet_values
+
+        return sheet_values(df, keep=self.primary_keys)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -268,49 +407,54 @@ def _is_text_dtype(dtype: Any) -> bool:
     return isinstance(resolved, pd.StringDtype)
 
 
-def _number_text(value: Any) -> Any:
-    """Text of one cell value: integral numbers without '.0'; missing stays missing."""
-    import pandas as pd
-
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, bool):
-        return str(value).upper()  # Excel's TRUE / FALSE
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
-    return str(value)
-
-
 def _as_text(s: pd.Series) -> pd.Series:
     import pandas as pd
+
+    from ..xlsx import cell_text
 
     if isinstance(s.dtype, pd.StringDtype):
         return s
     if s.dtype.kind in "iu":
         return s.astype("str")
-    return s.astype(object).map(_number_text).astype("str")
+    return s.astype(object).map(cell_text).astype("str")
 
 
-def _mixes_text_and_numbers(s: pd.Series) -> bool:
-    """Does an object column hold text and also numbers (or other non-text values)?"""
+def _value_kind(t: type) -> str:
+    import datetime as dt
+
+    import numpy as np
+
+    if issubclass(t, str):
+        return "text"
+    if issubclass(t, (bool, np.bool_)):
+        return "bool"
+    if issubclass(t, (int, float, np.integer, np.floating)):
+        return "number"
+    if issubclass(t, (dt.date, np.datetime64)):
+        return "datetime"
+    return "other"
+
+
+def _read_as_text_key(s: pd.Series) -> bool:
+    """Is this a key column the store reads as text: kinds mixed (numbers and text, numbers
+    and TRUE/FALSE...), or times of day, durations and other values no key type holds?"""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_timedelta64_dtype(s.dtype):
+        return True
     if s.dtype != object:
         return False
-    kinds = {type(v) for v in s.dropna().tolist()}
-    return any(issubclass(k, str) for k in kinds) and any(not issubclass(k, str) for k in kinds)
+    values = s.dropna().to_numpy(dtype=object)
+    kinds = {_value_kind(t) for t in pd.unique(np.frompyfunc(type, 1, 1)(values))}
+    return len(kinds) > 1 or "other" in kinds
 
 
 def _show_rows(rows: list[dict]) -> str:
-    def cell(v: Any) -> str:
-        try:
-            import pandas as pd
+    from ..xlsx import is_missing
 
-            if v is None or pd.isna(v):
-                return "(empty)"
-        except (TypeError, ValueError):
-            pass
-        return repr(v)
+    def cell(v: Any) -> str:
+        return "(empty)" if is_missing(v) else repr(v)
 
     return "; ".join("{" + ", ".join(f"{k}: {cell(v)}" for k, v in r.items()) + "}"
                      for r in rows)
@@ -323,71 +467,3 @@ def _sorted_by(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return df.sort_values(keys, kind="stable", ignore_index=True)
     except TypeError:  # keys of mixed types cannot be ordered
         return df
-
-
-def _normalize_column(s: pd.Series) -> pd.Series | None:
-    """The column as a re-read gives it, or None when it round-trips as it is."""
-    import numpy as np
-    import pandas as pd
-
-    dtype = s.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return s.dt.tz_convert("UTC").dt.tz_localize(None).dt.round("ms")
-    if pd.api.types.is_datetime64_dtype(dtype):
-        rounded = s.dt.round("ms")
-        return None if rounded.equals(s) else rounded
-    if pd.api.types.is_float_dtype(dtype):
-        values = s.to_numpy(dtype="float64", na_value=np.nan)
-        inf = np.isinf(values)
-        return s.where(~inf) if inf.any() else None
-    if pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        values = s.to_numpy(dtype="float64", na_value=0.0)
-        if (np.abs(values) <= _EXACT_FLOAT_INT).all():
-            return None
-        return s.astype(object).map(
-            lambda v: v if v is None or pd.isna(v) or abs(int(v)) <= _EXACT_FLOAT_INT
-            else int(float(v)))
-    if isinstance(dtype, pd.StringDtype):
-        empty = (s == "").fillna(False).to_numpy(dtype=bool)
-        return s.where(~empty) if empty.any() else None
-    if dtype == object:
-        values = s.tolist()
-        changed = False
-        fixed = []
-        for v in values:
-            new = _normalize_cell(v)
-            if new is not v:
-                changed = True
-            fixed.append(new)
-        return pd.Series(fixed, index=s.index, dtype=object, name=s.name) if changed else None
-    return None
-
-
-def _normalize_cell(v: Any) -> Any:
-    import math
-
-    import pandas as pd
-
-    if isinstance(v, str):
-        return None if v == "" else v
-    if isinstance(v, (bool, int)):
-        if not isinstance(v, bool) and abs(v) > _EXACT_FLOAT_INT:
-            return int(float(v))
-        return v
-    if isinstance(v, float):
-        return None if math.isinf(v) else v
-    if isinstance(v, (dict, list, tuple)):
-        from ..xlsx import cell_json
-
-        return cell_json(v)
-    if isinstance(v, pd.Timestamp):
-        if v.tzinfo is not None:
-            v = v.tz_convert("UTC").tz_localize(None)
-        rounded = v.round("ms")
-        return v if rounded == v and v.tzinfo is None else rounded
-    if isinstance(v, dt.datetime):
-        return _normalize_cell(pd.Timestamp(v))
-    if isinstance(v, dt.date):
-        return pd.Timestamp(v)
-    return v
-

@@ -28,10 +28,16 @@ Conventions (the same for sources and outputs):
   refused (JSON cannot hold them; use the ``bytes`` adapter for binary content).
   Dates and times read back as strings unless `dtypes` says otherwise.
 * A missing root folder is an empty table. A folder that cannot be listed
-  (permissions) raises rather than making its rows vanish. A file that cannot be
-  decoded raises `FiledirReadError` naming it (a ValueError: the sync retries it, since
-  it may be half-written, then reports it); reading all rows raises too, so no step ever
-  computes silently without that row.
+  (permissions), or a file where the root folder should be, raises rather than making
+  its rows vanish. A file that cannot be decoded raises `FiledirReadError` naming it (a
+  ValueError: the sync retries it, since it may be half-written, then reports it);
+  reading all rows raises too, so no step ever computes silently without that row.
+* Entries the pattern matches that cannot be rows are left out of the listing and
+  reported by `skipped_files()`: names that are not valid UTF-8, FIFOs, sockets and
+  devices (never opened: a FIFO would block the run). Symbolic links to files are rows.
+* `check_writable` refuses, naming the key and the fix, rows whose keys cannot name a
+  file (missing, empty, a path separator, not valid Unicode, over 255 bytes) or whose
+  content the adapter cannot write.
 * Writes go straight to the files (one atomic write per changed row); a row whose
   rendered content is byte-identical to the file on disk is not rewritten. Deleting a
   row deletes its file and the folders below the root it leaves empty. Reads never
@@ -47,10 +53,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FilepipeError
-from ..fileutil import FINGERPRINT_COLUMNS, atomic_write, is_temp_name, resolve_path
+from ..fileutil import (FINGERPRINT_COLUMNS, NOT_UTF8, NOT_UTF8_FOLDER, NotRegularFileError,
+                        atomic_write, check_folder, display_path, is_temp_name, is_utf8,
+                        not_a_file_reason, open_regular, resolve_path, row_name)
 from ..frames import apply_dtypes, check_keys
 from .base import TableStore
 
@@ -62,6 +71,8 @@ ADAPTERS = ("json", "text", "bytes")
 CONTENT_COLUMN = {"text": "text", "bytes": "data"}
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _ANY = "[^/]+"
+_NAME_MAX = 255  # bytes in one file name, on every common file system
+_SURROGATES = "lone surrogates, as decoding undecodable bytes with surrogateescape gives"
 
 
 class FiledirReadError(ValueError):
@@ -104,6 +115,7 @@ class TableStoreFiledir(TableStore):
         self._repeats = repeats               # a field used twice: check whole paths
         self._columns_seen: list[str] = []    # columns of the rows read last (schema hint)
         self._names_ok: set[str] = set()      # last-component names known to match
+        self._skipped: dict[str, str] = {}    # entries the last walk left out, with why
         self._typed_keys = [k for k in self.primary_keys if k in self.dtypes]
         self._fields_in_key_order = self.fields == self.primary_keys
 
@@ -117,6 +129,23 @@ class TableStoreFiledir(TableStore):
 
     def watch_paths(self) -> list[Path]:
         return [self.root]
+
+    def owns_path(self, path: Path) -> bool:
+        """A file the pattern matches, or a folder on the way to one (the root included)."""
+        text = str(path)
+        if text == self._root_str:
+            return True
+        if not text.startswith(self._prefix):
+            return False
+        parts = _rel(text, len(self._prefix)).split("/")
+        if len(parts) > len(self._segments) or any(
+                not part or part[0] == "." or is_temp_name(part) or not seg.fullmatch(part)
+                for part, seg in zip(parts, self._segments)):
+            return False
+        return len(parts) < len(self._segments) or bool(self._full.fullmatch("/".join(parts)))
+
+    def skipped_files(self) -> dict[str, str]:
+        return dict(self._skipped)
 
     def key_types(self) -> dict[str, sa.types.TypeEngine]:
         """Keys come from file names: text, unless `dtypes` gives them a type."""
@@ -151,10 +180,16 @@ class TableStoreFiledir(TableStore):
         """One scandir walk: paths (and stats) of the files the pattern matches.
 
         Only folders whose names match the pattern's components at their depth are
-        entered; hidden and temp/lock names are skipped at every level.
+        entered; hidden and temp/lock names are skipped at every level. Matching names
+        that are not UTF-8, and matching entries that are neither files nor folders, are
+        recorded for `skipped_files()`.
         """
+        if not is_utf8(self._root_str):
+            raise FilepipeError(f"{display_path(self._root_str)}: the path of the folder of "
+                                f"{display_path(self.describe())} is not valid UTF-8; rename it")
         paths: list[str] = []
         stats: list[os.stat_result] = []
+        skipped: dict[str, str] = {}
         last = len(self._segments) - 1
         full = self._full.fullmatch if self._repeats else None
         prefix_len = len(self._prefix)
@@ -168,7 +203,11 @@ class TableStoreFiledir(TableStore):
             folder, depth = stack.pop()
             try:
                 it = os.scandir(folder)
-            except (FileNotFoundError, NotADirectoryError):  # no folder: no rows
+            except FileNotFoundError:  # no folder: no rows
+                continue
+            except NotADirectoryError:  # the root (or a parent) is a file: say so
+                if depth == 0:
+                    check_folder(self.root, self.describe())
                 continue
             # PermissionError and other OS errors propagate: rows must not vanish because
             # a folder could not be listed for a moment
@@ -180,28 +219,39 @@ class TableStoreFiledir(TableStore):
                         if name[0] == "." or not match(name) or is_temp_name(name):
                             continue
                         try:
-                            if entry.is_dir():
-                                stack.append((entry.path, depth + 1))
+                            if not entry.is_dir():
+                                continue
                         except OSError:
                             continue
+                        if is_utf8(name):
+                            stack.append((entry.path, depth + 1))
+                        else:
+                            skipped[display_path(entry.path)] = NOT_UTF8_FOLDER
                     continue
                 for entry in it:  # the hot loop: one set lookup and one stat per file
                     name = entry.name
                     if name not in known:
                         if name[0] == "." or not match(name) or temp(name):
                             continue
+                        if not is_utf8(name):
+                            skipped[display_path(entry.path)] = NOT_UTF8
+                            continue
                         add_known(name)
                     path = entry.path
                     if full is not None and not full(_rel(path, prefix_len)):
                         continue
                     try:
-                        if not entry.is_file():
+                        if not entry.is_file():  # follows links: a link to a file is a row
+                            reason = not_a_file_reason(entry)
+                            if reason is not None:
+                                skipped[path] = reason
                             continue
                         if stat:
                             add_stat(entry.stat())
                     except FileNotFoundError:  # deleted during the walk
                         continue
                     add_path(path)
+        self._skipped = skipped
         return paths, stats
 
     def list_files(self) -> pd.DataFrame:
@@ -290,9 +340,9 @@ class TableStoreFiledir(TableStore):
         """One row: keys from the path, content from the file (None if it vanished)."""
         keys = self._keys_of(path)
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:  # never a FIFO: the listing reports those
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, NotRegularFileError):
             return None
         if self.adapter == "bytes":
             return {**keys, "data": data}
@@ -360,20 +410,34 @@ class TableStoreFiledir(TableStore):
         texts = {}
         for k, v in zip(self.primary_keys, values):
             text = _key_text(v)
+            if text is None:
+                raise FilepipeError(f"{self.describe()}: key {k}={v!r} is missing (None/NaN); "
+                                    "each row's keys name its file: give every row a value")
             if (not text or "/" in text or os.sep in text or "\0" in text
                     or text in (".", "..")):
                 raise FilepipeError(f"{self.describe()}: key {k}={v!r} cannot be part of a file "
-                                    "name (empty, '.', '..' or holds a path separator)")
+                                    "name (empty, '.', '..' or holds a path separator); "
+                                    "change the key value")
+            if not is_utf8(text):
+                raise FilepipeError(f"{self.describe()}: key {k}={v!r} is not valid Unicode "
+                                    f"({_SURROGATES}), so it cannot name a file; clean the key")
             texts[k] = text
         rel = _FIELD.sub(lambda m: texts[m.group(1)], self._rest)
         m = self._full.fullmatch(rel)
         if m is None or any(texts[f] != g for f, g in zip(self._group_fields, m.groups())):
             raise FilepipeError(f"{self.describe()}: keys {texts} give the path {rel!r}, which "
                                 "does not read back as the same keys")
-        if any(part[0] == "." or is_temp_name(part) for part in rel.split("/")):
+        parts = rel.split("/")
+        if any(part[0] == "." or is_temp_name(part) for part in parts):
             raise FilepipeError(f"{self.describe()}: keys {texts} give the path {rel!r}, a hidden "
                                 "or temporary file name that this store ignores")
-        return os.path.join(self._root_str, *rel.split("/"))
+        longest = max(len(part.encode("utf-8")) for part in parts)
+        if longest > _NAME_MAX:
+            shown = ", ".join(f"{k}={t!r:.40}" for k, t in texts.items())
+            raise FilepipeError(f"{self.describe()}: keys {shown} give a file name of {longest} "
+                                f"bytes, longer than the {_NAME_MAX} bytes file systems allow; "
+                                "shorten the key values")
+        return os.path.join(self._root_str, *parts)
 
     def _paths_of(self, idx: pd.DataFrame) -> list[str]:
         rows = idx[self.primary_keys].itertuples(index=False, name=None)
@@ -412,6 +476,16 @@ class TableStoreFiledir(TableStore):
         return {_norm_key(t): p for t, p in zip(keys.itertuples(index=False, name=None), paths)}
 
     # --- writing -------------------------------------------------------------------------
+    def check_writable(self, df: pd.DataFrame) -> None:
+        """Refuse rows whose keys cannot name a file or whose content cannot be written
+        (nothing is written; the error names the row's keys and the fix)."""
+        if df.empty:
+            return
+        check_keys(df, self.primary_keys, self.describe())
+        check_folder(self.root, self.describe())
+        self._paths_of(df)
+        self._render(df)
+
     def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
         if df.empty:
             return
@@ -463,25 +537,40 @@ class TableStoreFiledir(TableStore):
                 raise FilepipeError(
                     f"{self.describe()}: column {content!r} must hold "
                     f"{'str' if self.adapter == 'text' else 'bytes'} values; row "
-                    f"{dict(zip(self.primary_keys, df[self.primary_keys].iloc[bad[0]]))} "
-                    f"holds {type(v).__name__} {v!r:.40}")
-            if self.adapter == "text":
-                return [v.encode("utf-8", "surrogatepass") for v in values]
-            return [bytes(v) for v in values]
+                    f"{row_name(df[self.primary_keys], bad[0])} holds {type(v).__name__} "
+                    f"{v!r:.40}")
+            if self.adapter == "bytes":
+                return [bytes(v) for v in values]
+            try:
+                return [v.encode("utf-8") for v in values]
+            except UnicodeEncodeError:
+                i = next(i for i, v in enumerate(values) if not is_utf8(v))
+                raise FilepipeError(self._not_unicode(df, i, content)) from None
         columns = {}
         for c in content_cols:
             try:
                 columns[c] = _json_column(df[c])
             except (TypeError, ValueError) as exc:
-                raise FilepipeError(f"{self.describe()}: column {c!r} cannot be written as "
-                                    f"JSON: {exc}") from exc
+                i, why = _first_unjsonable(df[c], exc)
+                raise FilepipeError(f"{self.describe()}: row {row_name(df[self.primary_keys], i)}: "
+                                    f"column {c!r} cannot be written as JSON: {why}") from exc
         names = [str(c) for c in content_cols]
         out = []
         for i in range(len(df)):
             obj = {n: columns[c][i] for n, c in zip(names, content_cols)}
-            out.append((json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
-                        + "\n").encode("utf-8", "surrogatepass"))
+            text = json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+            try:
+                out.append(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                bad = next(c for c in content_cols
+                           if not is_utf8(json.dumps(columns[c][i], ensure_ascii=False)))
+                raise FilepipeError(self._not_unicode(df, i, bad)) from None
         return out
+
+    def _not_unicode(self, df: pd.DataFrame, i: int, column: str) -> str:
+        return (f"{self.describe()}: row {row_name(df[self.primary_keys], i)}: column "
+                f"{column!r} holds text that is not valid Unicode ({_SURROGATES}), which UTF-8 "
+                "cannot encode; clean or replace those characters")
 
 
 # --- the pattern ---------------------------------------------------------------------------
@@ -552,15 +641,15 @@ def _rel(path: str, prefix_len: int) -> str:
 
 # --- values --------------------------------------------------------------------------------
 
-def _key_text(value: Any) -> str:
-    """A key value as it appears in a path."""
+def _key_text(value: Any) -> str | None:
+    """A key value as it appears in a path (None for a missing value)."""
     import numpy as np
     import pandas as pd
 
     if isinstance(value, str):
         return value
     if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
-        return ""
+        return None
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
@@ -614,7 +703,8 @@ def _jsonable(v: Any) -> Any:
         if f != f:
             return None
         if f in (float("inf"), float("-inf")):
-            raise ValueError("infinite values have no JSON form")
+            raise ValueError("infinite values have no JSON form; replace them (with None, "
+                             "say)")
         return f
     if v is pd.NaT or v is pd.NA:
         return None
@@ -636,7 +726,18 @@ def _jsonable(v: Any) -> Any:
         return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, (bytes, bytearray, memoryview)):
         raise TypeError("bytes have no JSON form (use adapter='bytes' for binary files)")
-    raise TypeError(f"{type(v).__name__} value {v!r:.40} has no JSON form")
+    raise TypeError(f"{type(v).__name__} value {v!r:.40} has no JSON form; convert it to "
+                    "text, a number, a list or a dict")
+
+
+def _first_unjsonable(s: pd.Series, exc: Exception) -> tuple[int, Exception]:
+    """Position and error of the first value of `s` with no JSON form (after `exc`)."""
+    for i, v in enumerate(s.to_numpy(dtype=object)):
+        try:
+            _jsonable(v)
+        except (TypeError, ValueError) as err:
+            return i, err
+    return 0, exc
 
 
 def _json_kind(obj: Any) -> str:
@@ -659,7 +760,8 @@ def _first_bad(col: pd.Series, dtype: Any, paths: list[str]) -> str:
 def _same_bytes(path: str, payload: bytes) -> bool:
     """Does the file at `path` hold exactly `payload`? (size first, then content)."""
     try:
-        if os.stat(path).st_size != len(payload):
+        st = os.stat(path)
+        if not S_ISREG(st.st_mode) or st.st_size != len(payload):
             return False
         with open(path, "rb") as f:
             return f.read() == payload

@@ -7,12 +7,14 @@ to the in-memory frame and `flush()` writes the file atomically (temp file + ren
 from __future__ import annotations
 
 import os
+import stat
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fileutil import fingerprints, resolve_path
+from ..fileutil import (NotRegularFileError, display_path, fingerprints, resolve_path,
+                        unusable_reason)
 from ..frames import apply_dtypes, check_keys, rows_in
 from .base import TableStore
 
@@ -54,7 +56,9 @@ class FileStore(TableStore):
     def _fingerprint(self) -> tuple | None:
         try:
             st = self.path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO, a folder: never opened (skipped_files says)
             return None
         return (st.st_size, st.st_mtime_ns, st.st_ino)
 
@@ -63,6 +67,9 @@ class FileStore(TableStore):
         fp = self._fingerprint()
         if self._frame is not None and (self._dirty or fp == self._loaded_fp):
             return self._frame
+        why = unusable_reason(self.path) if fp is None else None
+        if why:  # a FIFO or a folder there: never opened, and not an empty table either
+            raise NotRegularFileError(f"{display_path(self.path)}: {why}")
         self._frame = self.load(self.path) if fp is not None else self.empty()
         self._loaded_fp = fp
         return self._frame
@@ -133,17 +140,24 @@ class FileStore(TableStore):
     def list_files(self) -> pd.DataFrame:
         return fingerprints([self.path])
 
+    def skipped_files(self) -> dict[str, str]:
+        why = unusable_reason(self.path)
+        return {display_path(self.path): why} if why else {}
+
     def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
         result = {}
         for p in paths:
             if Path(p) != self.path:
                 raise ValueError(f"{self.describe()}: not this store's file: {p}")
-            result[p] = self.load(self.path) if self.path.exists() else self.empty()
+            result[p] = self.load(self.path) if self._fingerprint() is not None else self.empty()
             self._frame, self._loaded_fp = result[p], self._fingerprint()
         return result
 
     def watch_paths(self) -> list[Path]:
         return [self.path.parent]
+
+    def owns_path(self, path: Path) -> bool:
+        return path == self.path
 
 
 def _align(idx: pd.DataFrame, df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -18,13 +18,18 @@ is a string unless the file itself holds the column, or `dtypes` names a type fo
 
 Writes are deterministic: rows are written in key order, so the same rows give
 byte-identical files whatever order they were upserted in.
+
+`check_writable` refuses rows Arrow or Parquet cannot hold (ints beyond 64 bits, a
+column mixing lists and dicts or numbers and text, an empty struct), naming the column,
+a key and the fix; the writer names the file and column of anything left. Entries of a
+dataset that cannot be files (FIFOs, names that are not UTF-8) are left out of the
+listing and reported by `skipped_files()`; no FIFO is ever opened.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import base64
+import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -33,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import FilepipeError, MissingColumnsError
-from ..fileutil import FINGERPRINT_COLUMNS, atomic_write, is_temp_name, resolve_path
+from ..fileutil import (FINGERPRINT_COLUMNS, NOT_UTF8, NOT_UTF8_FOLDER, atomic_write,
+                        check_folder, display_path, is_temp_name, is_utf8, not_a_file_reason,
+                        open_regular, resolve_path, row_name)
 from ..frames import check_keys
 from .base import TableStore
 from .files import FileStore, _align
@@ -89,8 +96,14 @@ class _ParquetFile(FileStore, TableStoreParquet):
     def read_file(self, path: Path) -> pd.DataFrame:
         return _to_pandas(_read_table(path))
 
+    def check_writable(self, df: pd.DataFrame) -> None:
+        if len(df):
+            table = _from_pandas(df, self.describe(), df[self.primary_keys])
+            _check_parquet(table.schema, self.describe())
+
     def write_file(self, df: pd.DataFrame) -> None:
-        _write_table(self.path, _from_pandas(_by_key(df, self.primary_keys), self.describe()))
+        rows = _by_key(df, self.primary_keys)
+        _write_table(self.path, _from_pandas(rows, self.describe(), rows[self.primary_keys]))
 
 
 # --- the partitioned dataset -------------------------------------------------------------
@@ -127,7 +140,8 @@ class _PartitionFile(_ParquetFile):
 
         pcols = self.partition_cols
         keys = [k for k in self.primary_keys if k not in pcols] or self.primary_keys
-        table = _from_pandas(_by_key(df, keys).drop(columns=pcols), self.describe())
+        rows = _by_key(df, keys)
+        table = _from_pandas(rows.drop(columns=pcols), self.describe(), rows[self.primary_keys])
         types = pa.schema([pa.field(c, _arrow_type(df[c], self.describe())) for c in pcols])
         meta = dict(table.schema.metadata or {})
         meta[_PARTITION_META] = base64.b64encode(types.serialize().to_pybytes())
@@ -176,6 +190,7 @@ class _ParquetDataset(TableStoreParquet):
         self.partition_cols = list(partition_cols)
         self.dtypes = dict(dtypes or {})
         self._files: dict[Path, _PartitionFile] = {}
+        self._skipped: dict[str, str] = {}  # entries the last full listing left out, with why
         # the partition columns that are keys: a key then lives in exactly one partition
         self._keyed = [c for c in self.partition_cols if c in self.primary_keys]
         self._disjoint = len(self._keyed) == len(self.partition_cols)
@@ -186,6 +201,9 @@ class _ParquetDataset(TableStoreParquet):
 
     def watch_paths(self) -> list[Path]:
         return [self.path]
+
+    def skipped_files(self) -> dict[str, str]:
+        return dict(self._skipped)
 
     def empty(self) -> pd.DataFrame:
         import pandas as pd
@@ -217,14 +235,27 @@ class _ParquetDataset(TableStoreParquet):
         return self.path.joinpath(*(f"{c}={_quote(v)}" for c, v in zip(self.partition_cols, values)))
 
     def _walk(self, filters: _Filters | None = None) -> list[tuple[str, os.stat_result]]:
-        """Parquet files under the directory (one scandir walk), pruned by `filters`."""
+        """Parquet files under the directory (one scandir walk), pruned by `filters`.
+
+        A full walk records, for `skipped_files()`, the names that are not UTF-8 and the
+        data-file names that are not regular files.
+        """
         found: list[tuple[str, os.stat_result]] = []
+        skipped: dict[str, str] = {}
         depth = len(self.partition_cols)
+        root = str(self.path)
+        if not is_utf8(root):
+            raise FilepipeError(f"{display_path(root)}: the path of the Parquet dataset is not "
+                                "valid UTF-8; rename it")
 
         def visit(folder: str, level: int, values: tuple) -> None:
             try:
                 entries = list(os.scandir(folder))
-            except (FileNotFoundError, NotADirectoryError):
+            except FileNotFoundError:
+                return
+            except NotADirectoryError:  # the dataset's folder (or a parent) is a file
+                if level == 0:
+                    check_folder(self.path, self.describe())
                 return
             col = self.partition_cols[level] if level < depth else None
             for entry in entries:
@@ -234,19 +265,28 @@ class _ParquetDataset(TableStoreParquet):
                     continue
                 try:
                     if entry.is_dir():
-                        if filters is not None and raw is not False and \
-                                not filters.level_ok(col, raw):
-                            continue
-                        visit(entry.path, level + 1, values + (raw,))
-                    elif _is_data_file(name) and entry.is_file():
+                        if not is_utf8(name):
+                            skipped[display_path(entry.path)] = NOT_UTF8_FOLDER
+                        elif filters is None or raw is False or filters.level_ok(col, raw):
+                            visit(entry.path, level + 1, values + (raw,))
+                    elif _is_data_file(name):
                         if filters is not None and level == depth and not filters.leaf_ok(values):
                             continue
-                        found.append((entry.path, entry.stat()))
+                        if not is_utf8(name):
+                            skipped[display_path(entry.path)] = NOT_UTF8
+                        elif entry.is_file():
+                            found.append((entry.path, entry.stat()))
+                        else:
+                            reason = not_a_file_reason(entry)
+                            if reason is not None:
+                                skipped[entry.path] = reason
                 except FileNotFoundError:  # removed while we looked
                     continue
 
-        visit(str(self.path), 0, ())
+        visit(root, 0, ())
         found.sort()
+        if filters is None:
+            self._skipped = skipped
         return found
 
     def _filters(self, idx: pd.DataFrame | None) -> _Filters | None:
@@ -308,15 +348,31 @@ class _ParquetDataset(TableStoreParquet):
         return self.empty()
 
     # --- writing -------------------------------------------------------------------------
+    def check_writable(self, df: pd.DataFrame) -> None:
+        """Partition values must name folders and the other columns fit one Arrow type
+        each, across the whole batch (a dataset's files must agree on their schema)."""
+        if df.empty:
+            return
+        self._check_columns(df)
+        check_folder(self.path, self.describe())
+        for c in self.partition_cols:
+            _format_column(df[c], self.describe())
+        table = _from_pandas(df.drop(columns=self.partition_cols), self.describe(),
+                             df[self.primary_keys])
+        _check_parquet(table.schema, self.describe())
+
+    def _check_columns(self, df: pd.DataFrame) -> None:
+        missing = [c for c in self.partition_cols + self.primary_keys if c not in df.columns]
+        if missing:
+            raise MissingColumnsError(f"{self.describe()}: rows lack column(s) "
+                                      f"{', '.join(map(repr, missing))}")
+
     def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
         import numpy as np
 
         if df.empty:
             return
-        missing = [c for c in self.partition_cols + self.primary_keys if c not in df.columns]
-        if missing:
-            raise MissingColumnsError(f"{self.describe()}: rows lack column(s) "
-                                      f"{', '.join(map(repr, missing))}")
+        self._check_columns(df)
         df = df.reset_index(drop=True)
         keys = self.primary_keys
         rows_of = self._rows_by_target(df)  # target file -> row positions
@@ -479,7 +535,7 @@ def _arrow_type(series: pd.Series, where: str) -> pa.DataType:
 
     try:
         return pa.Array.from_pandas(series).type
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+    except _arrow_errors() as exc:
         raise FilepipeError(f"{where}: partition column {series.name!r}: {exc}") from exc
 
 
@@ -487,14 +543,14 @@ def _format_column(series: pd.Series, where: str) -> list[str | None]:
     """Partition values as the text that names their folders (None for null)."""
     import pyarrow as pa
 
-    array = pa.Array.from_pandas(series) if len(series) else pa.array([], pa.string())
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
     try:
+        array = pa.Array.from_pandas(series) if len(series) else pa.array([], pa.string())
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
         text = array if pa.types.is_null(array.type) else array.cast(pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise FilepipeError(f"{where}: cannot partition by column {series.name!r} "
-                            f"of type {array.type}: {exc}") from exc
+    except _arrow_errors() as exc:
+        raise FilepipeError(f"{where}: cannot partition by column {series.name!r}: {exc}; "
+                            "partition by a column of numbers, text, dates or booleans") from exc
     return text.to_pylist()
 
 
@@ -527,7 +583,7 @@ def _prune_empty_dirs(folder: Path, root: Path) -> None:
 def _read_table(path: Path) -> pa.Table:
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as f:
+    with open_regular(path) as raw, pq.ParquetFile(raw) as f:
         return f.read()
 
 
@@ -547,21 +603,113 @@ def _by_key(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return df
 
 
-def _from_pandas(df: pd.DataFrame, where: str) -> pa.Table:
+def _arrow_errors() -> tuple[type[Exception], ...]:
+    """What converting pandas values to Arrow raises for values it cannot hold
+    (an int beyond 64 bits raises a bare OverflowError)."""
+    import pyarrow as pa
+
+    return (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+
+
+def _from_pandas(df: pd.DataFrame, where: str, keys: pd.DataFrame) -> pa.Table:
+    """`df` as an Arrow table; values Arrow cannot hold raise a `FilepipeError` naming the
+    column, the `keys` (aligned with `df`'s rows) of the first such row, and the fix."""
     import pyarrow as pa
 
     try:
         return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False,
                                     nthreads=None if len(df) > 100_000 else 1)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise FilepipeError(f"{where}: cannot write rows as Parquet: {exc}") from exc
+    except (*_arrow_errors(), ValueError) as exc:  # (duplicate column names: ValueError)
+        raise FilepipeError(f"{where}: {_conversion_problem(df, keys, exc)}") from exc
+
+
+def _conversion_problem(df: pd.DataFrame, keys: pd.DataFrame, exc: Exception) -> str:
+    """Which column and row of `df` Arrow refuses, and what to do (failures only)."""
+    import pyarrow as pa
+
+    errors = _arrow_errors()
+    for j, col in enumerate(df.columns):
+        s = df.iloc[:, j]
+        try:
+            pa.array(s, from_pandas=True)
+        except errors as err:
+            lo, hi = 0, len(s)  # s[:lo] converts, s[:hi] does not: bisect to the first bad row
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                try:
+                    pa.array(s.iloc[:mid], from_pandas=True)
+                    lo = mid
+                except errors:
+                    hi = mid
+            value = s.iloc[hi - 1]
+            return f"column {col!r}: row {row_name(keys, hi - 1)} {_value_problem(value, err)}"
+    return f"cannot write rows as Parquet: {exc}"
+
+
+def _value_problem(value: Any, err: Exception) -> str:
+    """What is wrong with the first `value` Arrow refused (with `err`), and the fix."""
+    import numpy as np
+
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if 0 <= value < 2**64:
+            return (f"holds {value}, an integer of 2**63 or more, which Arrow keeps only in an "
+                    "unsigned column: convert the column with .astype('uint64') if no value "
+                    "is negative, else to float or text")
+        return (f"holds {value}, an integer outside the 64-bit range Parquet can hold: store "
+                "the column as text (.astype(str)) or as float")
+    first = str(err.args[0] if err.args else err).partition("\n")[0]
+    return (f"holds {type(value).__name__} {value!r:.60}, which Arrow cannot store in one "
+            f"column with the values before it ({first}): make the column hold one kind "
+            "of value (convert it with .astype(str), say)")
+
+
+def _check_parquet(schema: pa.Schema, where: str) -> None:
+    """Raise, naming the column, if Parquet cannot store a column of `schema` (an empty
+    struct, say)."""
+    problem = _parquet_problem(schema)
+    if problem is not None:
+        raise FilepipeError(f"{where}: {problem}")
+
+
+@lru_cache(maxsize=256)
+def _parquet_problem(schema: pa.Schema) -> str | None:
+    """What Parquet refuses in `schema` (an empty table of it is written to memory)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def fails(s: pa.Schema) -> Exception | None:
+        try:
+            pq.write_table(s.empty_table(), pa.BufferOutputStream())
+        except _arrow_errors() as exc:
+            return exc
+        return None
+
+    err = fails(schema)
+    if err is None:
+        return None
+    for field in schema:
+        field_err = fails(pa.schema([field]))
+        if field_err is not None:
+            return (f"column {field.name!r} cannot be written to Parquet: {field_err}; "
+                    "convert it (to text, say)")
+    return f"cannot be written to Parquet: {err}"
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
     """Write atomically with fixed options: identical tables give identical bytes."""
+    _check_parquet(table.schema, display_path(path))
+    try:
+        atomic_write(path, lambda tmp: _write_to(tmp, table))
+    except _arrow_errors() as exc:
+        raise FilepipeError(f"{display_path(path)}: cannot write as Parquet: {exc}") from exc
+
+
+def _write_to(tmp: Path, table: pa.Table) -> None:
+    """`table` into the file `tmp` (opened here: pyarrow cannot open non-UTF-8 paths)."""
     import pyarrow.parquet as pq
 
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="snappy")
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
