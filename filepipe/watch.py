@@ -6,8 +6,12 @@ runs a catch-up full sync, then loops: events are filtered (lock, temp and swap 
 :class:`Debouncer` (a quiet period after the last event, capped by a maximum delay so an
 event storm cannot starve cycles), and each due batch of paths becomes one
 ``app.run_cycle(paths)``: only the sources holding those files are synced and only the
-steps below them run. Every cycle logs one line. A full sync runs every `rescan_every`
-seconds (and after an inotify overflow or a dead observer) to catch missed events.
+steps below them run. Only paths a source or an output owns (`TableStore.owns_path`) count:
+a log file written next to a workbook source starts no cycle. inotify does not follow
+symlinks, so the targets of symlinked folders inside the watched folders are watched too
+(:func:`find_symlinks`), their events mapped back to the paths the stores list. Every
+cycle logs one line. A full sync runs every `rescan_every` seconds (and after an inotify
+overflow, a dead observer or a symlinked folder coming or going) to catch missed events.
 Nothing a cycle raises stops the daemon; SIGINT/SIGTERM or `stop.set()` end it cleanly
 after the current cycle.
 
@@ -32,6 +36,7 @@ from .fileutil import is_temp_name
 if TYPE_CHECKING:
     from .app import FilepipeApp
     from .compute import RunReport
+    from .stores.base import TableStore
 
 log = logging.getLogger("filepipe")
 
@@ -213,6 +218,15 @@ def output_fingerprints(app: FilepipeApp) -> dict[str, Fingerprint]:
     return found
 
 
+def owning_stores(app: FilepipeApp) -> list[TableStore]:
+    """Stores of the file sources and file outputs: an event counts only for a path one of
+    them owns (a source's file, or an output's for the check of hand edits)."""
+    tables = {t.name: t for t in app.sources()}
+    for step in app.steps:
+        tables.update({t.name: t for t in step.outputs if t.is_file_backed})
+    return [t.store for t in tables.values()]
+
+
 # --- which folders -----------------------------------------------------------------------
 
 @dataclass
@@ -248,6 +262,93 @@ def _inside(child: Path, parent: Path) -> bool:
     """`child` strictly below `parent`, by spelling (so event paths keep the same prefix)."""
     c, p = str(child), str(parent).rstrip(os.sep)
     return c.startswith(p + os.sep)
+
+
+@dataclass
+class Symlinks:
+    """Symlinked folders under the watched folders, which inotify does not follow.
+
+    `links`: each link's path (spelled as the stores list it) → the real folder it leads
+    to; `follow`: the real folders to watch besides the watched ones; `loops`: links that
+    lead back to a folder holding a watched one (never followed); `real`: each watched
+    folder's spelling → its real path, to map event paths onto link targets.
+    """
+
+    links: dict[str, str] = field(default_factory=dict)
+    follow: list[str] = field(default_factory=list)
+    loops: list[str] = field(default_factory=list)
+    real: dict[str, str] = field(default_factory=dict)
+
+    def spellings(self, path: str) -> list[str]:
+        """`path` as the event named it, then as seen through each symlinked folder."""
+        if not self.links:
+            return [path]
+        real = path
+        for spelled, target in self.real.items():
+            rest = _below(path, spelled)
+            if rest is not None:
+                real = target + rest
+                break
+        found = [path]
+        for link, target in self.links.items():
+            rest = _below(real, target)
+            if rest is not None and link + rest not in found:
+                found.append(link + rest)
+        return found
+
+
+def _below(path: str, folder: str) -> str | None:
+    """The rest of `path` after `folder` ("" for the folder itself), None when outside it."""
+    if path == folder:
+        return ""
+    base = folder.rstrip(os.sep)
+    return path[len(base):] if path.startswith(base + os.sep) else None
+
+
+def find_symlinks(roots: Iterable[Path], accepts_dir: Callable[[str], bool]) -> Symlinks:
+    """The symlinked folders under `roots` (a root may be one itself), through links too.
+
+    Hidden folders and those `accepts_dir` refuses are not entered. A link leading to a
+    folder that holds (or is) a root is a loop and is not followed; a link into a folder
+    already watched is mapped but needs no watch of its own.
+    """
+    found = Symlinks()
+    stack: list[str] = []
+    for root in map(str, roots):
+        real = os.path.realpath(root)
+        found.real[root] = real
+        if os.path.islink(root):   # inotify would watch the link, not the folder
+            found.links[root] = real
+            found.follow.append(real)
+        stack.append(root)
+    roots_real = list(found.real.values())
+    watched = list(roots_real)
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:   # vanished or unreadable: nothing to follow there
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.name[0] == "." or not entry.is_dir() or not accepts_dir(entry.path):
+                        continue
+                    link = entry.is_symlink()
+                except OSError:
+                    continue
+                if not link:
+                    stack.append(entry.path)
+                    continue
+                real = os.path.realpath(entry.path)
+                if any(_below(root, real) is not None for root in roots_real):
+                    found.loops.append(entry.path)
+                    continue
+                found.links[entry.path] = real
+                if all(_below(real, w) is None for w in watched):
+                    watched.append(real)
+                    found.follow.append(real)
+                    stack.append(entry.path)
+    return found
 
 
 # --- the daemon --------------------------------------------------------------------------
@@ -311,6 +412,11 @@ class Watcher:
         self.outputs = OutputWrites(lambda: output_fingerprints(app))
         self.observer: Any = None
         self.targets: list[WatchTarget] = []
+        self.owners: list[TableStore] = []
+        self.links = Symlinks()
+        self._link_watches: dict[str, Any] = {}   # real folder followed → its watch
+        self._handler: Any = None
+        self._classes: list[type] = []
         self.cycles = 0
         self.busy = False            # a cycle is running (for tests and benchmarks)
         self._retry_at: float | None = None
@@ -323,20 +429,38 @@ class Watcher:
         kind = event.event_type
         if kind not in _FILE_EVENTS:
             return
+        src = os.fsdecode(event.src_path)
         if event.is_directory:
             # a folder moved or deleted as a whole: its files get no events of their own
-            if kind in ("moved", "deleted") and self.filter.accepts_dir(os.fsdecode(event.src_path)):
+            if kind in ("moved", "deleted") and self.filter.accepts_dir(src):
                 self.request_full(None)
             return
-        paths = [os.fsdecode(event.src_path)]
+        paths = [src]
         if kind == "moved" and event.dest_path:
             paths.append(os.fsdecode(event.dest_path))
-        accepted = [p for p in paths if self.filter.accepts(p)]
+        if self._is_link_event(kind, paths):
+            self.request_full("a symlinked folder appeared or went away")
+            return
+        accepted = [q for p in paths for q in self.links.spellings(p)
+                    if self.filter.accepts(q) and self.owned(q)]
         if accepted:
             with self._lock:
                 for p in accepted:
                     self.debouncer.add(p)
             self._wake.set()
+
+    def owned(self, path: str) -> bool:
+        """Can `path` hold rows of a source, or of an output (hand edits)?"""
+        p = Path(path)
+        return any(store.owns_path(p) for store in self.owners)
+
+    def _is_link_event(self, kind: str, paths: list[str]) -> bool:
+        """A symlink to a folder was made or moved in, or a followed one went away
+        (inotify names the link alone: the files behind it get no events)."""
+        if kind in ("deleted", "moved") and paths[0] in self.links.links:
+            return True
+        made = paths[-1] if kind == "moved" else paths[0] if kind == "created" else None
+        return made is not None and os.path.islink(made) and os.path.isdir(made)
 
     def request_full(self, reason: str | None) -> None:
         with self._lock:
@@ -352,15 +476,42 @@ class Watcher:
         else:
             from watchdog.observers import Observer as observer_class
         observer = observer_class()
-        handler = _handler(self)
-        classes = _event_classes()
+        self._handler, self._classes = _handler(self), _event_classes()
         for t in self.targets:
-            observer.schedule(handler, str(t.path), recursive=True, event_filter=classes)
+            observer.schedule(self._handler, str(t.path), recursive=True,
+                              event_filter=self._classes)
         observer.start()
         self.observer = observer
 
+    def update_links(self) -> None:
+        """Find the symlinked folders under the watched ones again: watch the targets of
+        new ones, drop the watches of those gone (full syncs call it first)."""
+        found = find_symlinks([t.path for t in self.targets], self.filter.accepts_dir)
+        for link in found.links.keys() - self.links.links.keys():
+            self.echo(f"{_now()} | watching {found.links[link]} too (symlinked as {link})")
+        for link in sorted(set(found.loops) - set(self.links.loops)):
+            self.echo(f"{_now()} | not following {link} -> {os.path.realpath(link)}: it leads "
+                      "back to a watched folder")
+        self.links = found
+        if self.observer is None:
+            return
+        for real in self._link_watches.keys() - set(found.follow):
+            try:
+                self.observer.unschedule(self._link_watches.pop(real))
+            except Exception as exc:  # noqa: BLE001 - its emitter may be gone already
+                log.debug("cannot stop watching %s: %s", real, exc)
+        for real in found.follow:
+            if real not in self._link_watches:
+                try:
+                    self._link_watches[real] = self.observer.schedule(
+                        self._handler, real, recursive=True, event_filter=self._classes)
+                except OSError as exc:  # inotify's watch limit, or the folder just went
+                    self.echo(f"{_now()} | cannot watch {real}: {exc} (changes there wait "
+                              "for the next full sync)")
+
     def stop_observer(self) -> None:
         observer, self.observer = self.observer, None
+        self._link_watches.clear()
         if observer is None:
             return
         try:
@@ -383,6 +534,8 @@ class Watcher:
             self.busy = False
 
     def _cycle(self, paths: set[str] | None, label: str) -> RunReport | None:
+        if paths is None:
+            self.update_links()
         before = self.outputs.snapshot()
         t0 = time.perf_counter()
         try:
@@ -421,6 +574,7 @@ class Watcher:
     # --- main loop ----------------------------------------------------------------------
     def run(self) -> None:
         self.targets = watch_targets(self.app.watch_paths())
+        self.owners = owning_stores(self.app)
         self._announce()
         restore = self._install_signals()
         overflow = _OverflowLog(self)
@@ -564,7 +718,8 @@ def describe_paths(paths: list[str]) -> str:
 
 
 def format_cycle(report: RunReport, label: str, ms: float) -> list[str]:
-    """One summary line for a cycle, then one line per failure, backup or missing file."""
+    """One summary line for a cycle, then one line per failure, refused sync, backup or
+    missing file."""
     stamp = _now()
     tables = [f"{name} +{c['added']} ~{c['updated']} -{c['deleted']}"
               for name, c in report.tables.items() if any(c.values())]
@@ -578,13 +733,16 @@ def format_cycle(report: RunReport, label: str, ms: float) -> list[str]:
     parts = [label, "rows: " + (", ".join(tables) if tables else "no change")]
     if steps:
         parts.append("steps: " + ", ".join(steps))
-    problems = len(report.source_errors) + sum(1 for s in report.steps.values() if s.failed)
+    problems = len(report.source_errors) + len(report.refused) + \
+        sum(1 for s in report.steps.values() if s.failed)
     if problems:
         parts.append(f"{problems} problem(s)")
     parts.append(f"{ms:.0f} ms")
     lines = [f"{stamp} | " + " | ".join(parts)]
     for path, err in report.source_errors.items():
         lines.append(f"{stamp} |   UNREADABLE {path}: {_first_line(err)}")
+    for table, why in report.refused.items():
+        lines.append(f"{stamp} |   NOT SYNCED {table}: {_first_line(why)}")
     for name, s in report.steps.items():
         for err in s.errors[:1]:
             lines.append(f"{stamp} |   FAILED step {name} ({s.failed} key(s)): {_first_line(err)}")

@@ -26,9 +26,9 @@ import pytest
 from filepipe.app import FilepipeApp, load_app
 from filepipe.compute import RunReport, StepStats
 from filepipe.fileutil import TEMP_PREFIX
-from filepipe.watch import (DEFAULT_DEBOUNCE, Debouncer, OutputWrites, PathFilter, Watcher,
-                            default_max_delay, describe_paths, fingerprint, format_cycle,
-                            watch_targets)
+from filepipe.watch import (DEFAULT_DEBOUNCE, Debouncer, OutputWrites, PathFilter, Symlinks,
+                            Watcher, default_max_delay, describe_paths, find_symlinks,
+                            fingerprint, format_cycle, watch_targets)
 
 DEBOUNCE = 0.2      # for the daemon tests: fast, but far above inotify's ~1 ms latency
 WAIT = 20.0         # upper bound for any single wait (the machine may be busy)
@@ -88,6 +88,7 @@ class Daemon:
         self.reports: list[RunReport] = []
         self.lines: list[str] = []
         self.stop = threading.Event()
+        self.log_file: Path | None = kwargs.pop("log_file", None)  # echo appends here too
         self.watcher = Watcher(app, debounce=kwargs.pop("debounce", DEBOUNCE),
                                rescan_every=kwargs.pop("rescan_every", None), echo=self._echo,
                                stop=self.stop, on_cycle=self._on_cycle, **kwargs)
@@ -101,6 +102,18 @@ class Daemon:
             add(path, now)
 
         self.watcher.debouncer.add = recording_add
+        self.seen: list[str] = []       # every path of every event the observer delivered
+        on_event = self.watcher.on_event
+
+        def recording_on_event(event) -> None:
+            on_event(event)
+            with self.cond:
+                self.seen.append(os.fsdecode(event.src_path))
+                if getattr(event, "dest_path", None):
+                    self.seen.append(os.fsdecode(event.dest_path))
+                self.cond.notify_all()
+
+        self.watcher.on_event = recording_on_event
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="watch-under-test", daemon=True)
 
@@ -114,6 +127,9 @@ class Daemon:
                 self.cond.notify_all()
 
     def _echo(self, line: str) -> None:
+        if self.log_file is not None:      # as `filepipe watch > watch.log` does
+            with self.log_file.open("a") as f:
+                f.write(line + "\n")
         with self.cond:
             self.lines.append(line)
             self.cond.notify_all()
@@ -153,6 +169,11 @@ class Daemon:
 
     def wait_accepted(self, path: Path) -> None:
         self.wait_for(lambda: str(path) in self.accepted, f"an event for {path.name}")
+
+    def wait_seen(self, path: Path) -> None:
+        """Until the observer delivered an event for `path` (filtered out or not): inotify
+        keeps the order of events, so the events of files written before it were handled."""
+        self.wait_for(lambda: str(path) in self.seen, f"the observer's event for {path.name}")
 
     def wait_idle(self, quiet: float = 3 * DEBOUNCE, timeout: float = WAIT) -> None:
         """Until nothing is pending and no event or cycle came for `quiet` seconds (bounded)."""
@@ -293,6 +314,49 @@ def test_watch_targets(tmp_path: Path) -> None:
     assert [t.path for t in got] == [tmp_path] and got[0].missing
 
 
+def test_log_lines_name_a_refused_sync() -> None:
+    r = RunReport()
+    r.refused["orders"] = "it would delete 80 of its 100 rows at once"
+    lines = format_cycle(r, "1 file(s) changed: a.csv", 5)
+    assert "1 problem(s)" in lines[0]
+    assert len(lines) == 2 and lines[1].endswith(
+        " |   NOT SYNCED orders: it would delete 80 of its 100 rows at once")
+
+
+def test_find_symlinks_maps_link_targets_and_skips_loops(tmp_path: Path) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    (inbox / "local").mkdir(parents=True)
+    (elsewhere / "deeper").mkdir(parents=True)
+    (inbox / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "nested").symlink_to(tmp_path / "third", target_is_directory=True)
+    (tmp_path / "third").mkdir()
+    (inbox / "again").symlink_to(inbox / "local", target_is_directory=True)  # already watched
+    (elsewhere / "back").symlink_to(inbox, target_is_directory=True)         # loops
+    (inbox / "up").symlink_to(tmp_path, target_is_directory=True)
+    (inbox / "self").symlink_to(inbox / "self", target_is_directory=True)    # ELOOP
+    (inbox / ".hidden").symlink_to(tmp_path / "third", target_is_directory=True)
+    found = find_symlinks([inbox], lambda path: True)
+    assert found.follow == [str(elsewhere), str(tmp_path / "third")]
+    assert sorted(found.loops) == [str(inbox / "linked" / "back"), str(inbox / "up")]
+    assert found.links == {str(inbox / "linked"): str(elsewhere),
+                           str(inbox / "linked" / "nested"): str(tmp_path / "third"),
+                           str(inbox / "again"): str(inbox / "local")}
+    assert found.spellings(str(elsewhere / "x.json")) == [str(elsewhere / "x.json"),
+                                                         str(inbox / "linked" / "x.json")]
+    assert found.spellings(str(tmp_path / "third" / "y.json"))[1:] == \
+        [str(inbox / "linked" / "nested" / "y.json")]
+    assert found.spellings(str(inbox / "local" / "1.json")) == \
+        [str(inbox / "local" / "1.json"), str(inbox / "again" / "1.json")]
+    assert found.spellings(str(elsewhere) + "-not" + os.sep + "x.json") == \
+        [str(elsewhere) + "-not" + os.sep + "x.json"]
+    # a watched folder that is itself a symlink: inotify would watch the link only
+    root = find_symlinks([inbox / "linked"], lambda path: True)
+    assert root.follow[0] == str(elsewhere) and str(tmp_path) not in root.follow
+    assert root.spellings(str(elsewhere / "x.json"))[1:] == [str(inbox / "linked" / "x.json")]
+    assert find_symlinks([tmp_path / "nowhere"], lambda path: True) == \
+        Symlinks(real={str(tmp_path / "nowhere"): str(tmp_path / "nowhere")})
+
+
 def test_log_lines_name_changes_and_failures() -> None:
     r = RunReport()
     r.table_changed("summary", 1, 2, 0)
@@ -358,10 +422,11 @@ def test_broken_source_is_reported_and_the_daemon_recovers(project: Path, app: F
         write_orders(src, [(1, "a", 10), (2, "b", 8)])                   # fixed
         d.wait_for(lambda: totals(out) == {"a": 10, "b": 8} and d.reports[-1].ok, "the recovery")
         assert d.thread.is_alive()
-        src.unlink()                                                     # deleted: rows go
-        d.wait_for(lambda: totals(out) == {}, "the output to empty")
-        d.wait_for(lambda: str(src) in d.reports[-1].missing_files, "the missing-file report")
-        assert any(f"MISSING {src}" in ln for ln in d.lines)
+        n = len(d.reports)
+        src.unlink()     # the source's only file is gone: its rows are kept, and it is said
+        d.wait_for(lambda: len(d.reports) > n and not d.reports[-1].ok, "the cycle's report")
+        assert totals(out) == {"a": 10, "b": 8}
+        assert any(str(src) in ln for ln in d.lines[-2:]), d.lines
 
 
 def test_a_cycle_that_raises_does_not_kill_the_daemon(project: Path, app: FilepipeApp,
@@ -401,10 +466,10 @@ def test_lock_and_temp_files_trigger_no_cycle(project: Path, app: FilepipeApp) -
         (data / "~$orders.csv").unlink()
         sentinel = data / "sentinel.txt"       # not a source: its event only marks the order
         sentinel.write_text("x")
-        d.wait_accepted(sentinel)              # so the lock files' events were handled too
+        d.wait_seen(sentinel)                  # so the lock files' events were handled too
         assert not [p for p in d.accepted if p and os.path.basename(p) in LOCKS]
         d.wait_idle()
-        assert len(d.reports) == n0 + 1        # the sentinel's (no-op) cycle, nothing else
+        assert len(d.reports) == n0            # no cycle
     assert not any(name in ln for ln in d.lines for name in LOCKS)
 
 
@@ -442,19 +507,32 @@ def test_own_writes_trigger_no_cycle(tmp_path: Path) -> None:
         d.wait_for(lambda: totals(out) == {"a": 10, "b": 9}, "the output")
         d.wait_cycles(n0 + 1)
         d.wait_accepted(out)                   # its rewrite did produce events...
-        sentinel = tmp_path / "sentinel.txt"
+        sentinel = tmp_path / "sentinel.txt"   # not a source: its event only marks the order
         sentinel.write_text("x")
-        d.wait_accepted(sentinel)
+        d.wait_seen(sentinel)
         d.wait_idle()
         labels = d.cycle_lines()
-        # ...but no cycle ran for them: one cycle for orders.csv, one for the sentinel
+        # ...but no cycle ran for them: one cycle for orders.csv, none for the sentinel
         assert not any("summary.csv" in ln for ln in labels), d.lines
-        assert len(d.reports) - n0 == 2, d.lines
+        assert len(d.reports) - n0 == 1, d.lines
         assert not [p for p in d.accepted if p and ".filepipe" in p]
         # a hand edit of the output is not filepipe's write: it does reach a cycle
         out.write_text("customer,amount\na,1000\nb,9\n")
-        d.wait_cycles(n0 + 3, "a cycle for the hand-edited output")
+        d.wait_cycles(n0 + 2, "a cycle for the hand-edited output")
         assert "summary.csv" in d.cycle_lines()[-1]
+
+
+def test_a_hand_edited_output_is_rebuilt_by_its_cycle(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.py").write_text(PIPELINE.replace("data/", ""))
+    src, out = tmp_path / "orders.csv", tmp_path / "summary.csv"
+    write_orders(src, [(1, "a", 10), (2, "b", 5)])
+    app = load_app(str(tmp_path / "pipeline.py"))
+    with Daemon(app) as d:
+        d.wait_idle()
+        out.write_text("customer,amount\na,1000\nb,9\n")
+        d.wait_cycles(2, "a cycle for the hand-edited output")
+        d.wait_for(lambda: totals(out) == {"a": 10, "b": 5}, "the output rebuilt", timeout=2)
+        assert "summary" in d.reports[-1].backups
 
 
 def test_poll_mode(project: Path, app: FilepipeApp) -> None:
@@ -519,8 +597,12 @@ def test_missing_source_folder_watches_its_parent(tmp_path: Path) -> None:
 
 
 def test_full_sync_before_the_first_source_file(tmp_path: Path) -> None:
+    """An empty source folder is fine; a missing one is reported (and the daemon goes on)."""
     (tmp_path / "pipeline.py").write_text(PIPELINE)
     app = load_app(str(tmp_path / "pipeline.py"))
+    report = app.run_cycle(None)
+    assert not report.ok and str(tmp_path / "data") in report.refused["orders"]
+    (tmp_path / "data").mkdir()
     assert app.run_cycle(None).ok
 
 
@@ -529,8 +611,8 @@ def test_cycle_report_counts_source_rows(project: Path, app: FilepipeApp) -> Non
     src = project / "data" / "orders.csv"
     write_orders(src, [(1, "a", 10), (2, "b", 7), (3, "a", 1), (4, "c", 1)])
     report = app.run_cycle({str(src)})
-    assert report.tables.get("summary") == {"added": 1, "updated": 1, "deleted": 0}  # passes
-    assert report.tables.get("orders") == {"added": 1, "updated": 1, "deleted": 0}   # fails
+    assert report.tables.get("summary") == {"added": 1, "updated": 1, "deleted": 0}
+    assert report.tables.get("orders") == {"added": 1, "updated": 1, "deleted": 0}
 
 
 def test_sigterm_in_the_main_thread_stops_cleanly(project: Path, app: FilepipeApp) -> None:
@@ -613,3 +695,160 @@ def test_filepipe_watch_subprocess_sigint(project: Path) -> None:
     again = subprocess.run(cmd + ["run"], cwd=project, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout, again.stdout
+
+
+# --- which events count: only paths a source (or an output) can own (issue #8, item 15) ------
+
+BOOK_PIPELINE = '''
+from filepipe import BatchTransform, Catalog, FilepipeApp, Pipeline, Table
+from filepipe.stores import TableStoreCSV, TableStoreExcel
+
+
+def doubled(prices):
+    return prices.assign(price=prices["price"] * 2)
+
+
+catalog = Catalog({
+    "prices": Table(TableStoreExcel("prices.xlsx", sheet="Prices", primary_keys=["sku"])),
+    "doubled": Table(TableStoreCSV("out/doubled.csv", primary_keys=["sku"])),
+})
+app = FilepipeApp(catalog, Pipeline([BatchTransform(doubled, inputs=["prices"],
+                                                    outputs=["doubled"])]))
+'''
+
+
+def write_prices(path: Path, prices: dict[str, int]) -> None:
+    """A real .xlsx with the sheet Prices (sku, price), as a spreadsheet program saves it."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Prices"
+    ws.append(["sku", "price"])
+    for sku, price in prices.items():
+        ws.append([sku, price])
+    wb.save(path)
+
+
+def doubled_prices(path: Path) -> dict[str, int] | None:
+    try:
+        df = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+    return dict(zip(df["sku"], df["price"].astype(int)))
+
+
+def test_files_of_no_source_start_no_cycle(tmp_path: Path) -> None:
+    """`filepipe watch > watch.log` with a workbook source at the project root: the daemon's
+    own log lines and 25 more appends to the log start no cycle (they used to feed the
+    daemon a cycle per line, forever); an Excel-style save of the workbook (temp file
+    renamed onto it: only a `moved` event names it) starts exactly one."""
+    (tmp_path / "pipeline.py").write_text(BOOK_PIPELINE)
+    book, out, log_file = tmp_path / "prices.xlsx", tmp_path / "out" / "doubled.csv", \
+        tmp_path / "watch.log"
+    write_prices(book, {"a": 1, "b": 2})
+    app = load_app(str(tmp_path / "pipeline.py"))
+    with Daemon(app, log_file=log_file) as d:
+        assert doubled_prices(out) == {"a": 2, "b": 4}
+        with log_file.open("a") as f:
+            for i in range(25):
+                f.write(f"another line {i}\n")
+                f.flush()
+                time.sleep(0.01)
+        sentinel = tmp_path / "notes.txt"           # not a source either
+        sentinel.write_text("x")
+        d.wait_seen(sentinel)                      # the log's events were handled before it
+        d.wait_idle()
+        assert len(d.reports) == 1, d.lines        # the startup sync only
+        assert not [p for p in d.accepted if p and p.endswith((".log", ".txt"))], d.accepted
+        (tmp_path / "~$prices.xlsx").write_text("someone")
+        write_prices(tmp_path / "A1B2C3D4", {"a": 1, "b": 5})
+        os.replace(tmp_path / "A1B2C3D4", book)
+        (tmp_path / "~$prices.xlsx").unlink()
+        d.wait_for(lambda: doubled_prices(out) == {"a": 2, "b": 10}, "the output")
+        d.wait_idle()
+        assert len(d.reports) == 2, d.lines
+        assert "1 file(s) changed: prices.xlsx" in d.cycle_lines()[-1]
+    assert log_file.read_text().count("file(s) changed") == 1
+
+
+def test_libreoffice_style_save_of_a_root_workbook_makes_one_cycle(tmp_path: Path) -> None:
+    """LibreOffice renames `name` to `name.osl-tmp`, then writes `name`: one cycle."""
+    (tmp_path / "pipeline.py").write_text(BOOK_PIPELINE)
+    book, out = tmp_path / "prices.xlsx", tmp_path / "out" / "doubled.csv"
+    write_prices(book, {"a": 1, "b": 2})
+    app = load_app(str(tmp_path / "pipeline.py"))
+    with Daemon(app) as d:
+        d.wait_idle()
+        os.rename(book, tmp_path / "prices.xlsx.osl-tmp")
+        write_prices(book, {"a": 3, "b": 2})
+        (tmp_path / "prices.xlsx.osl-tmp").unlink()
+        d.wait_for(lambda: doubled_prices(out) == {"a": 6, "b": 4}, "the output")
+        d.wait_idle()
+        assert len(d.reports) == 2, d.lines
+        assert not d.reports[-1].missing_files
+
+
+# --- symlinked folders inside a source (issue #8, item 16) ---------------------------------
+
+LINK_PIPELINE = '''
+from filepipe import BatchTransform, Catalog, FilepipeApp, Pipeline, Table
+from filepipe.stores import TableStoreCSV, TableStoreFiledir
+
+
+def per_shop(orders):
+    return orders.groupby("shop", as_index=False)["amount"].sum()
+
+
+catalog = Catalog({
+    "orders": Table(TableStoreFiledir("inbox/{shop}/{order_id}.json")),
+    "shops": Table(TableStoreCSV("out/shops.csv", primary_keys=["shop"])),
+})
+app = FilepipeApp(catalog, Pipeline([BatchTransform(per_shop, inputs=["orders"],
+                                                    outputs=["shops"], transform_keys=["shop"])]))
+'''
+
+
+def write_order(path: Path, amount: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'{{"amount": {amount}}}')
+
+
+def shop_totals(path: Path) -> dict[str, int] | None:
+    try:
+        df = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+    return dict(zip(df["shop"], df["amount"].astype(int)))
+
+
+def test_edits_in_a_symlinked_folder_reach_the_output(tmp_path: Path) -> None:
+    """inbox/linked -> ../elsewhere: an edit of elsewhere/x.json makes one cycle that syncs
+    inbox/linked/x.json. Loops (elsewhere/back -> ../inbox, inbox/up -> ..) are not
+    followed, and a symlinked folder created while watching is watched from then on."""
+    (tmp_path / "pipeline.py").write_text(LINK_PIPELINE)
+    inbox, out = tmp_path / "inbox", tmp_path / "out" / "shops.csv"
+    write_order(inbox / "local" / "1.json", 1)
+    write_order(tmp_path / "elsewhere" / "x.json", 2)
+    (inbox / "linked").symlink_to("../elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "back").symlink_to("../inbox", target_is_directory=True)
+    (inbox / "up").symlink_to("..", target_is_directory=True)
+    app = load_app(str(tmp_path / "pipeline.py"))
+    with Daemon(app) as d:
+        assert shop_totals(out) == {"local": 1, "linked": 2}
+        d.wait_idle()
+        n0 = len(d.reports)
+        write_order(tmp_path / "elsewhere" / "x.json", 7)
+        d.wait_for(lambda: shop_totals(out) == {"local": 1, "linked": 7}, "the output", timeout=5)
+        d.wait_idle()
+        assert len(d.reports) == n0 + 1, d.lines
+        assert "1 file(s) changed: x.json" in d.cycle_lines()[-1]
+        # a symlinked folder appears while watching: its files are synced, then watched
+        write_order(tmp_path / "third" / "y.json", 3)
+        (inbox / "later").symlink_to(tmp_path / "third", target_is_directory=True)
+        d.wait_for(lambda: shop_totals(out) == {"local": 1, "linked": 7, "later": 3},
+                   "the new linked folder's rows", timeout=5)
+        d.wait_idle()
+        write_order(tmp_path / "third" / "y.json", 9)
+        d.wait_for(lambda: shop_totals(out) == {"local": 1, "linked": 7, "later": 9},
+                   "the edit in the new linked folder", timeout=5)
