@@ -135,15 +135,21 @@ class FilepipeApp:
 
     # --- running ------------------------------------------------------------------------
     def run(self, steps: Sequence[str] | None = None, full: bool = False,
-            report: RunReport | None = None, trigger: str = "run") -> RunReport:
-        """Sync the sources, then run what is stale (everything with `full`)."""
+            report: RunReport | None = None, trigger: str = "run",
+            allow_deletes: bool = False) -> RunReport:
+        """Sync the sources, then run what is stale (everything with `full`).
+
+        `allow_deletes`: let a sync delete all rows of a source whose files are gone, or
+        more than its `max_delete_share` at once (refused otherwise, nothing changed).
+        """
         from .compute import RunReport, reset_step, run_steps
 
         selected = self.select_steps(steps)
         if full:
             for s in selected:
                 reset_step(s)
-        return run_steps(self.ds, selected, report=report or RunReport(trigger=trigger))
+        return run_steps(self.ds, selected, report=report or RunReport(trigger=trigger),
+                         allow_deletes=allow_deletes)
 
     def run_cycle(self, paths: set[str] | None = None, trigger: str = "watch") -> RunReport:
         """Sync only the sources holding `paths` (all when None) and run the steps below them."""
@@ -158,8 +164,11 @@ class FilepipeApp:
                 if result.changed is not None and len(result.changed):
                     changed.add(t.name)
             steps = self.steps
-            if paths is not None:
-                wanted = self.downstream(changed) + self._steps_with_failures()
+            if paths is not None:  # and the steps writing outputs someone touched
+                touched = {t.name for s in self.steps for t in s.outputs if t.is_file_backed
+                           and any(t.store.owns_path(Path(p)) for p in paths)}
+                wanted = (self.downstream(changed | touched) + self._steps_with_failures()
+                          + [s for s in self.steps if any(t.name in touched for t in s.outputs)])
                 steps = [s for s in self.steps if s in wanted]
             run_steps(self.ds, steps, report=report, sync_sources=False)
         return report
@@ -205,6 +214,46 @@ class FilepipeApp:
             if found:
                 plans.append(SourcePlan(t.name, found.new, found.changed, found.missing))
         return plans
+
+    def output_plan(self) -> list[SourcePlan]:
+        """File outputs whose files differ from what filepipe last wrote (fingerprints
+        only): the next run checks their rows, backs up real edits and rebuilds them."""
+        from .sync import file_changes
+
+        plans = []
+        for s in self.steps:
+            for t in s.outputs:
+                if not t.is_file_backed:
+                    continue
+                found = file_changes(t)
+                files = set(found.stored.loc[found.stored["size"].notna(), "path"])
+                changed = sorted(found.changed + found.new + [p for p in found.missing if p in files])
+                if found.stored.empty or not changed:
+                    continue
+                plans.append(SourcePlan(t.name, [], changed, []))
+        return plans
+
+    def reset_index(self) -> Path | None:
+        """Move the metadata index aside (kept as ``meta.<time>.bak.sqlite``) so the next
+        run starts a fresh one from the files; returns where the old one went."""
+        from .fileutil import backup_path
+
+        if not self.meta_url.startswith("sqlite:///"):
+            raise FilepipeError(f"reset --all works on a SQLite index; {self.meta_url} is not one: "
+                                "drop its fp_* tables with the database's own tools")
+        index = Path(self.meta_url[len("sqlite:///"):])
+        if self._ds is not None:
+            self._ds.meta_dbconn.dispose()
+            self._ds = self._steps = None
+        if not index.exists():
+            return None
+        kept = backup_path(index)
+        index.rename(kept)
+        for extra in ("-wal", "-shm", "-journal"):
+            side = index.with_name(index.name + extra)
+            if side.exists():
+                side.rename(kept.with_name(kept.name + extra))
+        return kept
 
     def step_plan(self) -> list[StepPlan]:
         """Per step: keys pending, keys failed, and why it would run."""

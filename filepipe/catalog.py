@@ -16,9 +16,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class Table:
-    """A catalog entry: where a table's rows live."""
+    """A catalog entry: where a table's rows live.
+
+    `max_delete_share`: a sync of this (source) table that would delete more than this
+    share of its rows at once (once it holds 20 or more) stops and changes nothing,
+    unless the run allows deletes; None turns the guard off.
+    """
 
     store: TableStore
+    max_delete_share: float | None = 0.5
 
 
 class Catalog:
@@ -35,7 +41,8 @@ class Catalog:
         if name not in self.catalog:
             known = ", ".join(sorted(self.catalog)) or "(none)"
             raise UnknownTableError(f"unknown table {name!r}; the catalog has: {known}")
-        return ds.get_or_create_table(name, self.catalog[name].store)
+        entry = self.catalog[name]
+        return ds.get_or_create_table(name, entry.store, entry.max_delete_share)
 
     def __contains__(self, name: object) -> bool:
         return name in self.catalog

@@ -97,9 +97,11 @@ def main(ctx: click.Context, pipeline: str | None, debug: bool) -> None:
 @click.option("--step", "steps", multiple=True, metavar="NAME", help="Run only this step (repeatable).")
 @click.option("--full", is_flag=True, help="Recompute everything, not only what changed.")
 @click.option("--dry-run", is_flag=True, help="Show what would run and why; write nothing.")
+@click.option("--allow-deletes", is_flag=True,
+              help="Let a source lose all its rows (its folder is gone) or most of them at once.")
 @click.pass_obj
 @handle_errors
-def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool) -> None:
+def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool, allow_deletes: bool) -> None:
     """Sync the sources and run what is stale.
 
     \b
@@ -116,7 +118,8 @@ def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool) -> None:
         _print_plan(app, steps)
         return
     with app.lock(wait=0):
-        report = app.run(steps=list(steps), full=full, report=_new_report("run"))
+        report = app.run(steps=list(steps), full=full, report=_new_report("run"),
+                         allow_deletes=allow_deletes)
     _print_report(app, report)
     if not report.ok:
         sys.exit(EXIT_FAILED)
@@ -158,6 +161,10 @@ def _print_report(app: FilepipeApp, report: RunReport) -> None:
             click.echo(f"FAILED {name}: {err}", err=True)
     for path, err in report.source_errors.items():
         click.echo(f"UNREADABLE {path}: {err.replace(f'{path}: ', '')}", err=True)
+    for table, why in report.refused.items():
+        click.echo(f"NOT SYNCED {table}: {why}", err=True)
+    for step, why in report.waiting.items():
+        click.echo(f"WAITING {step}: {why}", err=True)
     _print_some("MISSING", report.missing_files, "not found (rows it held are deleted)")
     for table, backup in report.backups.items():
         click.echo(f"CHANGED BY HAND: output {table} was edited outside filepipe; "
@@ -250,6 +257,14 @@ def status(obj: Context) -> None:
                                              ("missing", s.missing)) if v]
         click.echo(f"Source {s.table}: {', '.join(parts)} file(s) since the last run "
                    "(run `filepipe run`)")
+    for o in app.output_plan():
+        click.echo(f"Output {o.table}: {len(o.changed)} file(s) changed on disk since filepipe "
+                   "wrote them; the next run checks them (a copy is kept of real edits) and "
+                   "rebuilds the output")
+        for path in o.changed[:5]:
+            click.echo(f"  {path}")
+        if len(o.changed) > 5:
+            click.echo(f"  ... and {len(o.changed) - 5} more")
 
 
 @main.command()
@@ -325,13 +340,29 @@ def graph(obj: Context, fmt: str) -> None:
 
 
 @main.command()
-@click.argument("step")
+@click.argument("step", required=False)
+@click.option("--all", "everything", is_flag=True,
+              help="Start a fresh metadata index (the old one is kept aside).")
 @click.pass_obj
 @handle_errors
-def reset(obj: Context, step: str) -> None:
-    """Make STEP recompute every key on the next run."""
+def reset(obj: Context, step: str | None, everything: bool) -> None:
+    """Make STEP recompute every key on the next run; or, with --all, start a fresh index.
+
+    \b
+    Examples:
+      filepipe reset totals     # totals recomputes everything next run
+      filepipe reset --all      # the index is damaged or lost track: rebuild it from the files
+    """
+    if bool(step) == everything:
+        raise click.UsageError("give a STEP, or --all")
     app = obj.app
     with app.lock(wait=0):
+        if everything:
+            kept = app.reset_index()
+            where = f"; the old one is kept as {kept}" if kept else ""
+            click.echo(f"Started a fresh metadata index{where}. The next `filepipe run` rebuilds "
+                       "it from the files and makes every output equal a fresh recompute.")
+            return
         app.reset(step)
     click.echo(f"{step}: every key will be recomputed by the next `filepipe run`")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,16 @@ class DataTable:
                 f"{self.primary_keys}; run `filepipe reset` for it or use a new table name")
         self._wanted_tracked: set[str] = set()
         self._defer_flush = False
+        #: the step writing this table (None: a source, only read)
+        self.produced_by: str | None = None
+        #: a batch failed after writing to the store: its file may disagree with the meta
+        self.tainted = False
+        #: a sync deleting more than this share of the rows at once is refused
+        self.max_delete_share: float | None = None
+        self._written_kinds = ds.meta.written_kinds(name)
+        self._kinds_changed = False
+        if self._written_kinds:
+            store.use_written_kinds(self._written_kinds)
 
     def __repr__(self) -> str:
         return f"DataTable({self.name!r}, {self.store.describe()})"
@@ -189,6 +199,7 @@ class DataTable:
         if absent and not df.empty:
             raise MissingColumnsError(f"{where}: rows lack column(s) {absent} used as transform keys")
         if write_store:
+            self.store.check_writable(df)
             df = self.store.normalize(df)
         df = self.meta.coerce(df).reset_index(drop=True)
         merged, existed, live, write = self._diff(conn, df, file_id, known)
@@ -212,6 +223,7 @@ class DataTable:
         if len(written):
             if chunk.write_store:
                 self.store.upsert_rows(chunk.df[write], conn=conn)
+                self._remember_kinds(chunk.df[write])
             self.meta.write(conn, written)
             self._log_moves(conn, written, chunk.existed[write])
         if len(gone):
@@ -227,6 +239,18 @@ class DataTable:
             self.ds.report.table_changed(self.name, n_new, len(written) - n_new, len(gone))
         parts = [pick(f, keys) for f in (written, gone) if len(f)]  # disjoint keys
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+    def _remember_kinds(self, df: pd.DataFrame) -> None:
+        """Note the column types written to a file store (CSV loses them); `_flush`
+        keeps them in the index once the file holds them."""
+        from .frames import merge_kinds, value_kinds
+
+        if not self.is_file_backed:
+            return
+        kinds = merge_kinds(self._written_kinds, value_kinds(df))
+        if kinds != self._written_kinds:
+            self._written_kinds, self._kinds_changed = kinds, True
+            self.store.use_written_kinds(kinds)
 
     @staticmethod
     def _written_meta(chunk: Chunk, first: int, now: float) -> pd.DataFrame:
@@ -349,18 +373,32 @@ class DataTable:
         """Collect writes of buffered (file) stores and flush once at the end.
 
         The output's file is marked dirty in the index meanwhile: if the process dies
-        before the flush, the next run sees that the file lags behind its meta.
+        before the flush, the next run sees that the file lags behind its meta. A write
+        that fails raises `OutputWriteError` and leaves the mark (the next run rebuilds
+        the output); so does a batch that failed after writing to the store.
         """
+        from .errors import OutputWriteError
         from .sync import mark_output
 
-        if self.is_file_backed:
-            mark_output(self, "dirty")
+        try:
+            if self.is_file_backed:
+                mark_output(self, "dirty")
+        except Exception as exc:
+            raise OutputWriteError(f"cannot write {self.store.describe()}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
         self._defer_flush = True
         try:
             yield
         finally:
             self._defer_flush = False
-            self._flush()
+            try:
+                self._flush()
+            except Exception as exc:
+                self.store.discard()  # what could not be written
+                with suppress(Exception):  # the dirty mark made above stays, at least
+                    mark_output(self, "dirty", current=True)
+                raise OutputWriteError(f"cannot write {self.store.describe()}: "
+                                       f"{type(exc).__name__}: {exc}") from exc
 
     def _flush(self) -> None:
         from .sync import mark_output
@@ -368,7 +406,15 @@ class DataTable:
         before = self.store.list_files() if self.is_file_backed else None
         self.store.flush()
         if before is not None:
-            mark_output(self, "clean", before=before)
+            if self.tainted:  # rows of a failed batch may be in the file: rebuild next run
+                mark_output(self, "dirty", current=True)
+                self.tainted = False
+            else:
+                mark_output(self, "clean", before=before)
+        if self._kinds_changed:
+            with self.ds.meta.begin() as conn:
+                self.ds.meta.set_written_kinds(conn, self.name, self._written_kinds)
+            self._kinds_changed = False
 
     @property
     def is_file_backed(self) -> bool:

@@ -96,12 +96,16 @@ def test_resaved_identical_content_changes_nothing(ds, tmp_path) -> None:
     assert not report.changed
 
 
-def test_missing_file_deletes_its_rows_downstream(ds, tmp_path) -> None:
+def test_missing_file_deletes_its_rows_downstream_when_allowed(ds, tmp_path) -> None:
+    """A source whose only file is gone is refused (all rows would go) unless allowed."""
     _write(tmp_path / "orders.csv", ROWS)
     catalog, steps = _pipeline(ds, tmp_path)
     run_steps(ds, steps)
     (tmp_path / "orders.csv").unlink()
     report = run_steps(ds, steps)
+    assert str(tmp_path / "orders.csv") in report.refused["orders"] and not report.ok
+    assert len(pd.read_csv(tmp_path / "out" / "totals.csv")) == 3
+    report = run_steps(ds, steps, allow_deletes=True)
     assert report.missing_files == [str(tmp_path / "orders.csv")]
     assert report.tables["orders"]["deleted"] == 4
     assert pd.read_csv(tmp_path / "out" / "totals.csv").empty

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MetaIndexError
 from ..sql import DBConn
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ class MetaIndex:
             sa.Column("state", sa.String, nullable=False),  # synced | clean | dirty
             sa.UniqueConstraint("table_name", "path"),
         )
+        self.schemas = sa.Table(
+            f"{PREFIX}schemas", self.md,
+            sa.Column("table_name", sa.String, primary_key=True),
+            sa.Column("kinds", sa.JSON, nullable=False),  # column → dtype, as written
+        )
         self.runs = sa.Table(
             f"{PREFIX}runs", self.md,
             sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
@@ -68,10 +74,17 @@ class MetaIndex:
             sa.Column("seq_to", sa.BigInteger),
             sa.Column("summary", sa.JSON),
         )
-        self.md.create_all(self.dbconn.engine, checkfirst=True)
-        with self.begin() as conn:
-            if conn.execute(sa.select(self.clock.c.seq)).first() is None:
-                conn.execute(self.clock.insert().values(id=1, seq=0))
+        try:
+            self.md.create_all(self.dbconn.engine, checkfirst=True)
+            with self.begin() as conn:
+                if conn.execute(sa.select(self.clock.c.seq)).first() is None:
+                    conn.execute(self.clock.insert().values(id=1, seq=0))
+        except sa.exc.DatabaseError as exc:
+            where = self.dbconn.engine.url.database or str(self.dbconn.engine.url)
+            raise MetaIndexError(
+                f"the metadata index {where} cannot be used: {exc.orig}. Run `filepipe reset "
+                "--all` to keep it aside and start a fresh index: the next run rebuilds it "
+                "from the files and makes the outputs equal a fresh recompute") from None
         self._rows: dict[str, RowMeta] = {}
         self._steps: dict[str, StepMeta] = {}
 
@@ -132,6 +145,22 @@ class MetaIndex:
             executemany(conn, insert_sql(conn, self.runs, columns),
                         [(report.started, report.finished, report.trigger, seq_from,
                           self.current_seq(conn), json.dumps(report.summary()))])
+
+    # --- column types of written files ---------------------------------------------------
+    def written_kinds(self, table: str) -> dict[str, str]:
+        """Column dtypes of what filepipe wrote to `table`'s files (see `value_kinds`)."""
+        import sqlalchemy as sa
+
+        with self.begin() as conn:
+            found = conn.execute(sa.select(self.schemas.c.kinds)
+                                 .where(self.schemas.c.table_name == table)).scalar()
+        return dict(found or {})
+
+    def set_written_kinds(self, conn: sa.Connection, table: str, kinds: dict[str, str]) -> None:
+        import sqlalchemy as sa
+
+        conn.execute(sa.delete(self.schemas).where(self.schemas.c.table_name == table))
+        conn.execute(sa.insert(self.schemas).values(table_name=table, kinds=kinds))
 
     def has_table(self, name: str) -> bool:
         import sqlalchemy as sa

@@ -36,6 +36,10 @@ class ComputeStep(ABC):
     inputs: list[DataTable]
     outputs: list[DataTable]
 
+    def prepare(self) -> None:
+        """Learn what the step needs of its tables (columns to track) before a run
+        syncs or guards them. Default: nothing."""
+
     @abstractmethod
     def run_full(self, report: RunReport) -> ChangeList:
         """Process everything that is stale; return what changed in the outputs."""
@@ -68,12 +72,16 @@ def error_text(exc: BaseException) -> str:
 
 
 def _library_file(filename: str) -> bool:
+    """Is `filename` filepipe's, an installed package's or the standard library's?"""
     import os
+    import sysconfig
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stdlib = [os.path.abspath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
+    path = os.path.abspath(filename)
     return ("site-packages" in filename or "dist-packages" in filename
-            or os.path.abspath(filename).startswith(package + os.sep)
-            or filename.startswith("<frozen"))
+            or path.startswith(package + os.sep) or filename.startswith("<frozen")
+            or any(path.startswith(d + os.sep) for d in stdlib))
 
 
 @contextmanager

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MissingColumnsError, PipelineError, StepOutputError
+from ..errors import (MissingColumnsError, OutputWriteError, PipelineError, SourceChangedError,
+                      StepOutputError)
 from ..frames import check_keys, empty_frame, key_positions, latest_rows, pick, unique_rows
 from ..types import ChangeList
 from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
@@ -116,6 +117,9 @@ class BatchTransformStep(ComputeStep):
         return result
 
     # --- running ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.input_keys()
+
     def run_full(self, report: RunReport) -> ChangeList:
         with self.ds.meta.begin() as conn:
             pending, advance, hwm, snap = self._pending(conn)
@@ -153,9 +157,13 @@ class BatchTransformStep(ComputeStep):
         # after a code change, keys done before (by change-list runs) are to redo as well
         pending, seen = self._changed_keys(conn, ikeys, hwm, snap, skip_done=not full)
         # every key, and those whose rows were deleted since (their outputs go); a step
-        # that never read its inputs already has every key among the changes
-        if full and any(hwm.get(t.name, 0) for t in self.inputs):
-            pending = unique_rows(_concat([self._all_keys(conn, ikeys), pending]))
+        # that never read its inputs already has every key among the changes; keys only
+        # the outputs hold (their inputs went while the index was lost) go too
+        if full:
+            every = [self._output_keys(conn), pending]
+            if any(hwm.get(t.name, 0) for t in self.inputs):
+                every.append(self._all_keys(conn, ikeys))
+            pending = unique_rows(_concat(every))
             if pending.empty:
                 pending = self._empty_keys()
         return self._with_failed(conn, pending), full or seen, hwm, snap
@@ -235,6 +243,15 @@ class BatchTransformStep(ComputeStep):
                   for t in self.inputs if ikeys[t.name] and t.meta.holds(ikeys[t.name])]
         return _concat(frames).drop_duplicates() if frames else self._empty_keys()
 
+    def _output_keys(self, conn: sa.Connection) -> pd.DataFrame:
+        """Every transform key present in the outputs."""
+        if self.whole:
+            return _whole_key() if any(t.meta.exists and t.meta.count(conn) for t in self.outputs) \
+                else self._empty_keys()
+        frames = [t.meta.scan(conn, columns=self.transform_keys) for t in self.outputs
+                  if t.meta.holds(self.transform_keys)]
+        return _concat(frames).drop_duplicates() if frames else self._empty_keys()
+
     def _expand(self, conn: sa.Connection, source: DataTable, rows: pd.DataFrame,
                 ikeys: dict[str, list[str]], hwm: Mapping[str, int] | None) -> pd.DataFrame:
         """Complete partial transform keys with the values the other inputs hold.
@@ -299,7 +316,13 @@ class BatchTransformStep(ComputeStep):
 
     # --- processing ---------------------------------------------------------------------
     def _process(self, pending: pd.DataFrame, done_seq: int, report: RunReport) -> ChangeList:
-        """Run the function over `pending` keys in batches; isolate failing batches."""
+        """Run the function over `pending` keys in batches; isolate failing batches.
+
+        A batch that read a source file changed since its sync is recorded as failed
+        and handed to the run (`report.stale_reads`), which syncs the file again and redoes
+        it. If writing an output file fails, every key fails with that error, and the
+        output is rebuilt by the next run.
+        """
         keys = self._key_columns()
         pending = unique_rows(pick(pending, keys))
         if not self._keys_table_fits():
@@ -307,24 +330,39 @@ class BatchTransformStep(ComputeStep):
         changes = ChangeList()
         total = len(pending)
         report.step_started(self.name, total)
-        with flush_once(self.outputs):
-            for start in range(0, total, self.chunk_size):
-                batch = pending.iloc[start:start + self.chunk_size].reset_index(drop=True)
-                try:
-                    frames = self._read_batch(batch)
-                    # every input row under these keys is gone: so must their outputs be
-                    result = self._call(frames) if any(len(f) for f in frames) else \
-                        tuple(empty_frame(o.primary_keys) for o in self.outputs)
-                    self._write_batch(batch, result, done_seq, changes, report)
-                except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
-                    text = error_text(exc)
-                    log.error("step %s failed for %d key(s) %s: %s", self.name, len(batch),
-                              _show_keys(batch), text)
-                    with self.ds.meta.begin() as conn:
-                        self.meta.record(conn, batch, text, done_seq)
-                    report.step_failed(self.name, batch, text)
-                report.step_progress(self.name, len(batch))
+        try:
+            with flush_once(self.outputs):
+                for start in range(0, total, self.chunk_size):
+                    batch = pending.iloc[start:start + self.chunk_size].reset_index(drop=True)
+                    try:
+                        frames = self._read_batch(batch)
+                        # every input row under these keys is gone: so must their outputs be
+                        result = self._call(frames) if any(len(f) for f in frames) else \
+                            tuple(empty_frame(o.primary_keys) for o in self.outputs)
+                        self._write_batch(batch, result, done_seq, changes, report)
+                    except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
+                        self._fail(batch, exc, done_seq, report)
+                    report.step_progress(self.name, len(batch))
+        except OutputWriteError as exc:
+            # none of the keys is done: all fail with this error, and the output is
+            # rebuilt by the next run (it stays marked dirty; its readers wait)
+            report.stale_reads[:] = [r for r in report.stale_reads if r[0] != self.name]
+            self._fail(pending, exc, done_seq, report)
+            return ChangeList()
         return changes
+
+    def _fail(self, batch: pd.DataFrame, exc: Exception, done_seq: int, report: RunReport) -> None:
+        """Record `batch` as failed with `exc` (retried next run, or soon if a source changed)."""
+        text = error_text(exc)
+        with self.ds.meta.begin() as conn:
+            self.meta.record(conn, batch, text, done_seq)
+        if isinstance(exc, SourceChangedError):
+            log.info("step %s: %s; redoing %d key(s)", self.name, exc, len(batch))
+            report.stale_reads.append((self.name, batch, text))
+            return
+        log.error("step %s failed for %d key(s) %s: %s", self.name, len(batch),
+                  _show_keys(batch), text)
+        report.step_failed(self.name, batch, text)
 
     def _read_batch(self, batch: pd.DataFrame) -> list[pd.DataFrame]:
         """All current input rows under the batch's keys, oldest change first."""
@@ -347,7 +385,10 @@ class BatchTransformStep(ComputeStep):
             pos = key_positions(rows, meta, t.primary_keys)
             keep = np.flatnonzero(pos >= 0)
             order = keep[np.argsort(meta["seq"].to_numpy()[pos[keep]], kind="stable")]
-            frames.append(rows.take(order).reset_index(drop=True))
+            rows = rows.take(order).reset_index(drop=True)
+            if t.is_file_backed and t.produced_by is None:
+                _check_as_synced(t, rows, meta, pos[order])
+            frames.append(rows)
         return frames
 
     @staticmethod
@@ -356,7 +397,7 @@ class BatchTransformStep(ComputeStep):
         """Keys and seq of the live rows of `t` matching the batch's keys in columns `on`."""
         if not t.meta.holds(on):
             return None
-        columns = t.primary_keys + ["seq"]
+        columns = t.primary_keys + ["seq", "hash"]
         if not on:
             return t.meta.scan(conn, columns=columns)
         return t.meta.matching(conn, batch, columns=columns, on=on)
@@ -392,20 +433,28 @@ class BatchTransformStep(ComputeStep):
 
         Every output is checked and diffed before any is written.
         """
-        with self.ds.meta.begin() as conn:
-            chunks = []
-            for out, df in zip(self.outputs, result):
-                if not out.meta.exists and df.empty:
-                    continue
-                if df.empty and not len(df.columns):
-                    df = empty_frame(out.primary_keys)
-                prev = self._previous_outputs(conn, out, batch)
-                chunks.append((out, out.prepare_chunk(df, prev, conn, known=prev)))
-            # outputs that roll back with the transaction first: if one of those fails,
-            # no file or memory output has been touched yet
-            for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
-                changes.append(out.name, out.apply_chunk(chunk, conn))
-            self.meta.record(conn, batch, None, done_seq)
+        applied: list[DataTable] = []
+        try:
+            with self.ds.meta.begin() as conn:
+                chunks = []
+                for out, df in zip(self.outputs, result):
+                    if not out.meta.exists and df.empty:
+                        continue
+                    if df.empty and not len(df.columns):
+                        df = empty_frame(out.primary_keys)
+                    prev = self._previous_outputs(conn, out, batch)
+                    chunks.append((out, out.prepare_chunk(df, prev, conn, known=prev)))
+                # outputs that roll back with the transaction first: if one of those fails,
+                # no file or memory output has been touched yet
+                for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
+                    applied.append(out)
+                    changes.append(out.name, out.apply_chunk(chunk, conn))
+                self.meta.record(conn, batch, None, done_seq)
+        except Exception:
+            for out in applied:  # its file may hold rows whose meta just rolled back
+                if not out.store.transactional:
+                    out.tainted = True
+            raise
         report.step_done(self.name, batch)
 
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
@@ -417,6 +466,20 @@ class BatchTransformStep(ComputeStep):
         if self.whole:
             return out.meta.scan(conn)
         return out.meta.matching(conn, batch, on=self.transform_keys)
+
+
+def _check_as_synced(t: DataTable, rows: pd.DataFrame, meta: pd.DataFrame, pos: Any) -> None:
+    """Raise SourceChangedError unless `rows` (read from `t`'s files now, `pos` their meta
+    rows) are exactly the rows the last sync hashed: the file may have changed since."""
+    import numpy as np
+
+    from ..hashing import hash_rows
+
+    same = len(rows) == len(meta) and bool(
+        (np.asarray(hash_rows(rows), dtype="int64")
+         == meta["hash"].to_numpy(dtype="int64")[pos]).all())
+    if not same:
+        raise SourceChangedError(f"{t.store.describe()} changed since it was synced")
 
 
 def _whole_key() -> pd.DataFrame:
