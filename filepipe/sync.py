@@ -135,12 +135,11 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     result.errors.update(errors)
 
     with table.ds.meta.begin() as conn:
-        stored_ids = dict(zip(stored["path"], stored["file_id"].astype("int64")))
         if data is not None:
-            data = _without_clashes(conn, table, data, stored_ids, result.missing, result.errors)
+            data = _without_clashes(conn, table, data, stored, result.missing, result.errors)
         read_ok = [p for p in found.to_read if p not in result.errors]
         result.opened = read_ok
-        old_ids = [int(stored_ids[p]) for p in read_ok + result.missing if p in stored_ids]
+        old_ids = [int(i) for i in stored.loc[stored["path"].isin(read_ok + result.missing), "file_id"]]
         prev = _rows_of_files(conn, table, old_ids)
         refused = None if allow_deletes else _mass_delete(conn, table, data, prev)
         if refused:
@@ -315,7 +314,7 @@ def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -
 
 
 def _without_clashes(conn: sa.Connection, table: DataTable, data: pd.DataFrame,
-                     stored_ids: dict[str, int], missing: list[str],
+                     stored: pd.DataFrame, missing: list[str],
                      errors: dict[str, str]) -> pd.DataFrame:
     """`data` (rows of the files just read, column ``_path``) less the files whose keys
     clash with another file's (``7.json`` and ``007.json`` with an int key): those are
@@ -336,13 +335,14 @@ def _without_clashes(conn: sa.Connection, table: DataTable, data: pd.DataFrame,
     if table.meta.exists:  # against rows of files not read now
         live = table.meta.matching(conn, data[keys], columns=keys + ["file_id"])
         if len(live):
-            names = {v: k for k, v in stored_ids.items()}
-            reread = {stored_ids[p] for p in [*set(data["_path"]), *missing] if p in stored_ids}
+            reread = stored.loc[stored["path"].isin([*set(data["_path"]), *missing]), "file_id"]
             pos = key_positions(data, live, keys)
             owner = take_rows(live, pos, ["file_id"])["file_id"].to_numpy(dtype="float64", na_value=-1)
-            other = (pos >= 0) & (owner >= 0) & ~np.isin(owner, list(reread))
-            for p, fid in zip(data["_path"].to_numpy()[other], owner[other]):
-                clash.setdefault(p, set()).add(names.get(int(fid), f"file #{int(fid)}"))
+            other = (pos >= 0) & (owner >= 0) & ~np.isin(owner, reread.to_numpy(dtype="float64"))
+            if other.any():
+                names = dict(zip(stored["file_id"], stored["path"]))
+                for p, fid in zip(data["_path"].to_numpy()[other], owner[other]):
+                    clash.setdefault(p, set()).add(names.get(int(fid), f"file #{int(fid)}"))
     for p, others in clash.items():
         if p in errors:
             continue
@@ -366,12 +366,12 @@ def _mass_delete(conn: sa.Connection, table: DataTable, data: pd.DataFrame | Non
     share = table.max_delete_share
     if share is None or prev.empty:
         return None
-    total = table.meta.count(conn)
-    if total < MASS_DELETE_MIN_ROWS:
-        return None
     gone = len(prev) - (int(rows_in(prev, data, table.primary_keys).sum())
                         if data is not None and len(data) else 0)
-    if gone <= share * total:
+    if gone == 0:
+        return None
+    total = table.meta.count(conn)  # a scan: only when rows go
+    if total < MASS_DELETE_MIN_ROWS or gone <= share * total:
         return None
     return (f"this sync would delete {gone} of {total} rows (more than {share:.0%}) of "
             f"{table.store.describe()}; nothing was changed. If that is what you want, run "

@@ -386,7 +386,7 @@ class BatchTransformStep(ComputeStep):
             keep = np.flatnonzero(pos >= 0)
             order = keep[np.argsort(meta["seq"].to_numpy()[pos[keep]], kind="stable")]
             rows = rows.take(order).reset_index(drop=True)
-            if t.is_file_backed and t.produced_by is None:
+            if _read_as_synced(t):
                 _check_as_synced(t, rows, meta, pos[order])
             frames.append(rows)
         return frames
@@ -397,7 +397,7 @@ class BatchTransformStep(ComputeStep):
         """Keys and seq of the live rows of `t` matching the batch's keys in columns `on`."""
         if not t.meta.holds(on):
             return None
-        columns = t.primary_keys + ["seq", "hash"]
+        columns = t.primary_keys + ["seq"] + (["hash"] if _read_as_synced(t) else [])
         if not on:
             return t.meta.scan(conn, columns=columns)
         return t.meta.matching(conn, batch, columns=columns, on=on)
@@ -466,6 +466,11 @@ class BatchTransformStep(ComputeStep):
         if self.whole:
             return out.meta.scan(conn)
         return out.meta.matching(conn, batch, on=self.transform_keys)
+
+
+def _read_as_synced(t: DataTable) -> bool:
+    """Must rows read from `t` be checked against the sync's hashes (a file source)?"""
+    return t.is_file_backed and t.produced_by is None
 
 
 def _check_as_synced(t: DataTable, rows: pd.DataFrame, meta: pd.DataFrame, pos: Any) -> None:
