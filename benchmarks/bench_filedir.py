@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from filepipe import BatchTransform, Catalog, DataStore, DBConn, Pipeline, Table, build_compute, run_steps  # noqa: E402
 from filepipe.stores import TableStoreFiledir, TableStoreMemory  # noqa: E402
-from filepipe.sync import file_changes, stored_fingerprints, sync_table  # noqa: E402
+from filepipe.sync import file_changes, sync_table  # noqa: E402
 
 
 def bare_walk(root: str) -> int:
@@ -109,7 +109,7 @@ def main() -> None:
 
         def stored() -> None:
             with ds.meta.begin() as conn:
-                stored_fingerprints(conn, table)
+                ds.meta.file_meta.stored(conn, table.name)
 
         root = str(store.root)
         for _ in range(2):  # warm the caches

@@ -15,13 +15,13 @@ _EXPORTS = {
     "BatchTransform": "filepipe.steps",
     "Catalog": "filepipe.catalog",
     "ChangeList": "filepipe.types",
-    "DataStore": "filepipe.compute",
+    "DataStore": "filepipe.table",
     "DataTable": "filepipe.table",
     "DBConn": "filepipe.sql",
     "FilepipeApp": "filepipe.app",
     "load_app": "filepipe.app",
     "Pipeline": "filepipe.compute",
-    "RunReport": "filepipe.compute",
+    "RunReport": "filepipe.report",
     "Table": "filepipe.catalog",
     "build_compute": "filepipe.compute",
     "run_steps": "filepipe.compute",
@@ -33,10 +33,11 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .app import FilepipeApp, load_app
     from .catalog import Catalog, Table
-    from .compute import DataStore, Pipeline, RunReport, build_compute, run_steps, run_steps_changelist
+    from .compute import Pipeline, build_compute, run_steps, run_steps_changelist
+    from .report import RunReport
     from .sql import DBConn
     from .steps import BatchGenerate, BatchTransform
-    from .table import DataTable
+    from .table import DataStore, DataTable
     from .types import ChangeList
 
 

@@ -22,7 +22,9 @@ from .fileutil import _base_dir, base_dir
 
 if TYPE_CHECKING:
     from .catalog import Catalog
-    from .compute import DataStore, Pipeline, RunReport
+    from .compute import Pipeline
+    from .report import RunReport
+    from .table import DataStore
     from .steps.base import ComputeStep
     from .table import DataTable
 
@@ -81,7 +83,7 @@ class FilepipeApp:
     @property
     def ds(self) -> DataStore:
         if self._ds is None:
-            from .compute import DataStore
+            from .table import DataStore
 
             if self.meta_url.startswith("sqlite:///"):
                 Path(self.meta_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +144,8 @@ class FilepipeApp:
         `allow_deletes`: let a sync delete all rows of a source whose files are gone, or
         more than its `max_delete_share` at once (refused otherwise, nothing changed).
         """
-        from .compute import RunReport, reset_step, run_steps
+        from .compute import reset_step, run_steps
+        from .report import RunReport
 
         selected = self.select_steps(steps)
         if full:
@@ -153,7 +156,8 @@ class FilepipeApp:
 
     def run_cycle(self, paths: set[str] | None = None, trigger: str = "watch") -> RunReport:
         """Sync only the sources holding `paths` (all when None) and run the steps below them."""
-        from .compute import RunReport, reporting, run_steps
+        from .compute import reporting, run_steps
+        from .report import RunReport
         from .sync import sync_table
 
         report = RunReport(trigger=trigger)

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 from .errors import UnknownTableError
 
 if TYPE_CHECKING:
-    from .compute import DataStore
     from .stores.base import TableStore
-    from .table import DataTable
+    from .table import DataStore, DataTable
 
 
 @dataclass

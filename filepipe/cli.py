@@ -17,7 +17,7 @@ import click
 
 if TYPE_CHECKING:
     from .app import FilepipeApp
-    from .compute import RunReport
+    from .report import RunReport
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -126,7 +126,7 @@ def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool, allow_del
 
 
 def _new_report(trigger: str) -> RunReport:
-    from .compute import RunReport
+    from .report import RunReport
 
     report = RunReport(trigger=trigger)
     if sys.stderr.isatty():

@@ -1,4 +1,8 @@
-"""DataStore, Pipeline and running steps: the seed tutorial's lower-level API."""
+"""Pipeline, build_compute and running steps: the seed tutorial's lower-level API.
+
+`DataStore` (from `filepipe.table`) and `RunReport` (from `filepipe.report`) are
+re-exported here, where the tutorial imports them from.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import PipelineError
-from .meta import MetaIndex
-from .sql import DBConn
+from .report import RunReport, StepStats
+from .table import DataStore, DataTable
 from .types import ChangeList
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from .catalog import Catalog
     from .steps.base import ComputeStep, PipelineStep
-    from .stores.base import TableStore
-    from .table import DataTable
+
+__all__ = ["DataStore", "Pipeline", "RunReport", "StepStats", "build_compute", "run_steps",
+           "run_steps_changelist"]
 
 log = logging.getLogger("filepipe")
-
-
-class DataStore:
-    """The metadata index of a pipeline (``DataStore(DBConn("sqlite:///meta.sqlite"))``)."""
-
-    def __init__(self, meta_dbconn: DBConn | str) -> None:
-        self.meta = MetaIndex(meta_dbconn)
-        self.meta_dbconn = self.meta.dbconn
-        self._tables: dict[str, DataTable] = {}
-        self.report: RunReport | None = None
-
-    def get_or_create_table(self, name: str, store: TableStore,
-                            max_delete_share: float | None = None) -> DataTable:
-        from .table import DataTable
-
-        table = self._tables.get(name)
-        if table is None or table.store is not store:
-            table = self._tables[name] = DataTable(self, name, store)
-        table.max_delete_share = max_delete_share
-        return table
 
 
 @dataclass
@@ -50,94 +33,6 @@ class Pipeline:
     """An ordered list of steps."""
 
     steps: list[PipelineStep]
-
-
-@dataclass
-class StepStats:
-    keys: int | None = None
-    processed: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-@dataclass
-class RunReport:
-    """What a run did: rows changed per table, keys processed and failed per step.
-
-    `on_progress(step, done, total)` is called after each batch (for progress bars).
-    """
-
-    trigger: str = "api"
-    tables: dict[str, dict[str, int]] = field(default_factory=dict)
-    steps: dict[str, StepStats] = field(default_factory=dict)
-    on_progress: Callable[[str, int, int | None], None] | None = None
-    source_errors: dict[str, str] = field(default_factory=dict)
-    missing_files: list[str] = field(default_factory=list)
-    backups: dict[str, str] = field(default_factory=dict)
-    #: copies of outputs a fresh index found holding rows the pipeline no longer makes
-    kept: dict[str, str] = field(default_factory=dict)
-    #: source tables whose sync was refused (it would have deleted too much), and why
-    refused: dict[str, str] = field(default_factory=dict)
-    #: steps that did not run because an input is not ready, and why
-    waiting: dict[str, str] = field(default_factory=dict)
-    #: batches that read a source file changed since its sync: (step, keys, error)
-    stale_reads: list[tuple[str, pd.DataFrame, str]] = field(default_factory=list)
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-
-    def step_started(self, name: str, total: int | None) -> None:
-        stats = self.steps.setdefault(name, StepStats())
-        stats.keys = (stats.keys or 0) + total if total is not None else stats.keys
-        stats.seconds -= time.perf_counter()
-
-    def step_progress(self, name: str, n: int) -> None:
-        stats = self.steps[name]
-        stats.processed += n
-        if self.on_progress:
-            self.on_progress(name, stats.processed, stats.keys)
-
-    def step_done(self, name: str, batch: pd.DataFrame | None) -> None:
-        stats = self.steps.get(name)
-        if stats is not None and stats.seconds < 0:
-            stats.seconds += time.perf_counter()
-
-    def step_failed(self, name: str, batch: pd.DataFrame, error: str) -> None:
-        stats = self.steps.setdefault(name, StepStats())
-        stats.failed += max(1, len(batch))
-        if len(stats.errors) < 5:
-            stats.errors.append(error)
-
-    def table_changed(self, name: str, added: int, updated: int, deleted: int) -> None:
-        t = self.tables.setdefault(name, {"added": 0, "updated": 0, "deleted": 0})
-        t["added"] += added
-        t["updated"] += updated
-        t["deleted"] += deleted
-
-    @property
-    def failed(self) -> int:
-        return sum(s.failed for s in self.steps.values())
-
-    @property
-    def ok(self) -> bool:
-        """No failed key, no unreadable source file, no refused sync, no step waiting."""
-        return not (self.failed or self.source_errors or self.refused or self.waiting)
-
-    @property
-    def changed(self) -> bool:
-        return any(any(v.values()) for v in self.tables.values()) or bool(self.backups or self.kept)
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished or time.time()) - self.started
-
-    def summary(self) -> dict[str, Any]:
-        return {"tables": self.tables, "source_errors": self.source_errors,
-                "refused": self.refused, "waiting": self.waiting,
-                "missing_files": self.missing_files,
-                "backups": self.backups, "kept": self.kept,
-                "steps": {n: {"keys": s.keys, "processed": s.processed, "failed": s.failed,
-                              "errors": s.errors} for n, s in self.steps.items()}}
 
 
 def build_compute(ds: DataStore, catalog: Catalog, pipeline: Pipeline) -> list[ComputeStep]:
@@ -236,11 +131,10 @@ def run_steps(ds: DataStore, steps: Sequence[ComputeStep], report: RunReport | N
 def waiting_inputs(step: ComputeStep, report: RunReport) -> list[str]:
     """Why `step` cannot run now: inputs whose sync was refused, or output files of other
     steps that are not written as their meta says (marked dirty)."""
-    from .sync import is_dirty
-
     why = [f"the sync of {t.name!r} was refused" for t in step.inputs if t.name in report.refused]
     why += [f"its input {t.name!r} is not written yet (step {t.produced_by!r} has to redo it)"
-            for t in step.inputs if t.produced_by is not None and t.is_file_backed and is_dirty(t)]
+            for t in step.inputs if t.produced_by is not None and t.is_file_backed
+            and t.ds.meta.file_meta.is_dirty(t.name)]
     return why
 
 
@@ -275,7 +169,7 @@ class Held:
 def guard_outputs(steps: Sequence[ComputeStep], report: RunReport) -> list[Held]:
     """Back up and rebuild file outputs someone else changed (or a crash left behind);
     adopt outputs the index does not know. Returns the copies held of adopted outputs."""
-    from .sync import check_output
+    from .outputs import check_output
 
     held = []
     for step in steps:
@@ -295,7 +189,7 @@ def guard_outputs(steps: Sequence[ComputeStep], report: RunReport) -> list[Held]
 def release_held(held: list[Held], report: RunReport) -> None:
     """Keep the copy of an adopted output beside it if the run changed the output, or
     could not finish it (its step failed keys); one copy per file."""
-    from .sync import release_adopted
+    from .outputs import release_adopted
 
     kept: dict[Path, str] = {}
     for h in held:

@@ -42,9 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from .codeversion import code_version  # re-exported: steps import it from here
 
-__all__ = ["code_version", "hash_rows"]
+__all__ = ["hash_rows"]
 
 _xxh3 = xxhash.xxh3_64_intdigest
 

@@ -1,4 +1,4 @@
-"""Change detection for file-backed tables (DESIGN §5) and guarding file outputs (§7).
+"""Change detection for file sources (docs/design.md); outputs are guarded in `outputs`.
 
 A source's files are listed with one stat each and compared with their stored
 fingerprints (path, size, mtime_ns, inode): unchanged files are never opened. Changed,
@@ -11,20 +11,18 @@ keeps its previous rows, and the rest of the sync goes on.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FilepipeError, SourceReadError
-from .fileutil import backup_path
 
 if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
-    from .compute import RunReport
+    from .report import RunReport
     from .table import DataTable
 
 log = logging.getLogger("filepipe")
@@ -45,18 +43,6 @@ class SyncResult:
     changed: pd.DataFrame | None = None
     #: why the sync changed nothing (it would have deleted too much), else None
     refused: str | None = None
-
-
-def stored_fingerprints(conn: sa.Connection, table: DataTable) -> pd.DataFrame:
-    """Fingerprints recorded for `table`'s files (file_id, path, size, mtime_ns, inode, ...)."""
-    from .sql import select_all
-
-    files = table.ds.meta.files
-    cols = ["file_id", "path", "size", "mtime_ns", "inode", "synced_ns", "state"]
-    from .sql import placeholders
-
-    ph = placeholders(conn, 1)[0]
-    return select_all(conn, files, cols, where=f"table_name = {ph}", params=(table.name,))
 
 
 @dataclass
@@ -84,7 +70,7 @@ def file_changes(table: DataTable, paths: set[str] | None = None) -> FileChanges
     if listed is None:
         raise FilepipeError(f"table {table.name!r} ({table.store.describe()}) is not file-backed")
     with table.ds.meta.begin() as conn:
-        stored = stored_fingerprints(conn, table)
+        stored = table.ds.meta.file_meta.stored(conn, table.name)
     both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"), indicator=True)
     if paths is not None:
         both = both[both["path"].isin(paths)]
@@ -134,6 +120,7 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     data, errors = _read_changed(table, found.to_read)
     result.errors.update(errors)
 
+    files = table.ds.meta.file_meta
     with table.ds.meta.begin() as conn:
         if data is not None:
             data = _without_clashes(conn, table, data, stored, result.missing, result.errors)
@@ -146,7 +133,7 @@ def sync_table(table: DataTable, report: RunReport | None = None,
             result.refused = refused
             result.opened, result.missing = [], []
             return _reported(result, report, missing=False)
-        ids = _register_files(conn, table, listed[listed["path"].isin(read_ok)], now_ns)
+        ids = files.register(conn, table.name, listed[listed["path"].isin(read_ok)], now_ns)
         file_ids = None
         if data is None:
             data = table.store.empty() if hasattr(table.store, "empty") else prev.iloc[0:0]
@@ -159,7 +146,7 @@ def sync_table(table: DataTable, report: RunReport | None = None,
         else:
             changed = table.store_chunk(data, processed_idx=prev, conn=conn,
                                         file_id=file_ids, write_store=False)
-        _forget_files(conn, table, result.missing)
+        files.forget(conn, table.name, result.missing)
     result.changed = changed
     return _reported(result, report)
 
@@ -178,7 +165,7 @@ def _root_missing(table: DataTable) -> bool:
 def _vanished(table: DataTable) -> str:
     """Why a source none of whose files is left is not emptied."""
     gone = [r for r in table.store.watch_paths() if not r.exists()]
-    if _single(table):
+    if table.store.single_file:
         what = f"{table.store.describe()} does not exist"
     elif gone:
         what = f"its folder {gone[0]} does not exist"
@@ -278,31 +265,6 @@ def _stat(path: str) -> tuple | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _register_files(conn: sa.Connection, table: DataTable, listed: pd.DataFrame,
-                    now_ns: int) -> dict[str, int]:
-    """Record fingerprints of the files just read; returns path → file_id."""
-    from .sql import select_where_in, upsert
-
-    files = table.ds.meta.files
-    if listed.empty:
-        return {}
-    rows = listed.assign(table_name=table.name, synced_ns=now_ns, state="synced")
-    upsert(conn, files, rows, ["table_name", "path"])
-    found = select_where_in(conn, files, ["path", "file_id"], rows, ["table_name", "path"])
-    return dict(zip(found["path"], found["file_id"].astype(int)))
-
-
-def _forget_files(conn: sa.Connection, table: DataTable, paths: list[str]) -> None:
-    if not paths:
-        return
-    import pandas as pd
-
-    from .sql import delete_keys
-
-    delete_keys(conn, table.ds.meta.files,
-                pd.DataFrame({"table_name": table.name, "path": paths}), ["table_name", "path"])
-
-
 def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -> pd.DataFrame:
     """Keys of the live rows that came from the given files."""
     import pandas as pd
@@ -376,264 +338,3 @@ def _mass_delete(conn: sa.Connection, table: DataTable, data: pd.DataFrame | Non
     return (f"this sync would delete {gone} of {total} rows (more than {share:.0%}) of "
             f"{table.store.describe()}; nothing was changed. If that is what you want, run "
             "again with --allow-deletes, or raise Table(..., max_delete_share=...)")
-
-
-# --- outputs ---------------------------------------------------------------------------
-
-def mark_output(table: DataTable, state: str, before: pd.DataFrame | None = None,
-                current: bool = False) -> None:
-    """Record an output file's state: 'dirty' before buffered writes, 'clean' after flush.
-
-    A clean record also stores the fingerprint the flush left, so a later edit by
-    someone else shows as a mismatch. A dirty record keeps the fingerprints the files
-    had before filepipe started writing (those they have now with `current`), and a
-    new output gets a placeholder row, so a write that never finished is always seen.
-    `before` holds the fingerprints the files had before the flush (see
-    `_follow_own_write`).
-    """
-    from .sql import upsert
-
-    listed = table.store.list_files()
-    if listed is None:
-        return
-    with table.ds.meta.begin() as conn:
-        if before is not None:
-            _follow_own_write(conn, table, before, listed)
-        if state == "dirty":
-            stored = stored_fingerprints(conn, table)
-            rows = stored.drop(columns=["file_id"]) if len(stored) and not current else \
-                listed.assign(synced_ns=None)
-            if rows.empty:
-                rows = _placeholder(table)
-            upsert(conn, table.ds.meta.files,
-                   rows.assign(table_name=table.name, state="dirty"), ["table_name", "path"])
-        else:
-            upsert(conn, table.ds.meta.files,
-                   listed.assign(table_name=table.name, synced_ns=time.time_ns(), state="clean"),
-                   ["table_name", "path"])
-            stored = stored_fingerprints(conn, table)
-            _forget_files(conn, table, sorted(set(stored["path"]) - set(listed["path"])))
-
-
-def _placeholder(table: DataTable) -> pd.DataFrame:
-    """A fingerprint row standing for an output that has no file yet."""
-    import pandas as pd
-
-    return pd.DataFrame({"path": [table.store.describe()], "size": [None], "mtime_ns": [None],
-                         "inode": [None], "synced_ns": [None]})
-
-
-def _follow_own_write(conn: sa.Connection, table: DataTable, before: pd.DataFrame,
-                      after: pd.DataFrame) -> None:
-    """Other tables in the files filepipe just rewrote (sheets of one workbook) were not
-    touched by the write: where their record matched the file before it, it now matches
-    the file after it, so the next sync does not re-read them.
-    """
-    from .sql import placeholders, qualified
-
-    moved = before.merge(after, on="path", suffixes=("", "_new"))
-    moved = moved[(moved["size"] != moved["size_new"]) | (moved["mtime_ns"] != moved["mtime_ns_new"])
-                  | (moved["inode"] != moved["inode_new"])]
-    ph = placeholders(conn, 5)
-    for r in moved.itertuples(index=False):  # one row per rewritten file, not per data row
-        conn.exec_driver_sql(
-            f"UPDATE {qualified(conn, table.ds.meta.files)} SET size = {ph[0]}, mtime_ns = {ph[1]}, inode = {ph[2]} "
-            f"WHERE path = {ph[3]} AND table_name != {ph[4]} AND size = {int(r.size)} "
-            f"AND mtime_ns = {int(r.mtime_ns)} AND inode = {int(r.inode)}",
-            (int(r.size_new), int(r.mtime_ns_new), int(r.inode_new), r.path, table.name))
-
-
-@dataclass
-class OutputCheck:
-    """What guarding an output found: rebuilt (its producer must recompute every key),
-    the backup kept of someone else's edit, or the copy held of an output adopted by a
-    fresh index (see `adopt_output`)."""
-
-    rebuilt: bool = False
-    backup: str | None = None
-    held: Path | None = None
-
-
-def check_output(table: DataTable) -> OutputCheck:
-    """If the output's files no longer hold what filepipe wrote, back them up and rebuild.
-
-    Files that changed on disk but still hold the recorded rows (another sheet was
-    edited, or the workbook re-saved) are simply re-fingerprinted. A write filepipe
-    itself did not finish (the record says 'dirty') is redone without a backup, unless
-    someone changed the file since. An output the index has no record of is adopted.
-    """
-    listed = table.store.list_files()
-    if listed is None:
-        return OutputCheck()
-    with table.ds.meta.begin() as conn:
-        stored = stored_fingerprints(conn, table)
-    unknown = stored.empty and not (table.meta.exists and table.count())
-    dirty = bool((stored["state"] == "dirty").any())
-    if unknown or dirty:  # a write may have been killed: its temp files go first
-        _remove_temp_files(table)
-        listed = table.store.list_files()
-    if unknown:
-        return adopt_output(table, listed)
-    both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"))
-    same = ((both["size"] == both["size_old"]) & (both["mtime_ns"] == both["mtime_ns_old"])
-            & (both["inode"] == both["inode_old"]))
-    if same.all() and not dirty:
-        return OutputCheck()
-    if _content_matches(table):
-        mark_output(table, "clean")
-        return OutputCheck()
-    present = both["size"].notna()
-    if dirty:  # only files someone changed since filepipe began its write are theirs
-        edited = both.loc[present & both["size_old"].notna() & ~same, "path"].tolist()
-    else:
-        edited = both.loc[present & ~same, "path"].tolist() or listed["path"].tolist()
-    backup = _backup(table, [Path(p) for p in edited]) if edited else None
-    if backup:
-        log.warning("output %s was changed outside filepipe since it was written; kept a copy as "
-                    "%s and rebuilding it", table.store.describe(), backup)
-    else:
-        log.info("output %s: finishing a write that was interrupted", table.store.describe())
-    rebuild_output(table)
-    return OutputCheck(rebuilt=True, backup=backup)
-
-
-def _remove_temp_files(table: DataTable) -> None:
-    """Remove the temp files a killed write of filepipe's left among `table`'s files."""
-    from .fileutil import remove_stale_temp_files
-
-    roots = [table.store.path] if _single(table) else table.store.watch_paths()
-    for root in roots:
-        for left in remove_stale_temp_files(root):
-            log.info("removed %s, left by an interrupted write", left)
-
-
-def adopt_output(table: DataTable, listed: pd.DataFrame) -> OutputCheck:
-    """An output with files but no record in the index (lost, or new) is taken as it is.
-
-    Its rows enter the meta as they are, and its producer recomputes every key (the
-    caller resets it): rows that nothing produces any more go, others are rewritten
-    only if they differ. A copy of the files is held meanwhile; `release_adopted`
-    keeps it as a backup if the recompute changed anything, else drops it. Files that
-    cannot be read are backed up and rebuilt, as after a hand edit.
-    """
-    import tempfile
-
-    if listed.empty:
-        return OutputCheck()
-    table.store.discard()
-    try:
-        rows = table.store.read_rows()
-    except Exception:  # noqa: BLE001 - unreadable: someone's file, keep it
-        backup = _backup(table, [Path(p) for p in listed["path"]])
-        rebuild_output(table)
-        return OutputCheck(rebuilt=True, backup=backup)
-    if rows.empty:  # a workbook without this sheet yet, say: nothing to account for
-        mark_output(table, "clean")
-        return OutputCheck()
-    held = Path(tempfile.mkdtemp(prefix="filepipe-adopted-"))
-    for p in listed["path"]:
-        dest = held / (Path(p).name if _single(table) else
-                       Path(p).relative_to(table.store.watch_paths()[0]))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
-    report, table.ds.report = table.ds.report, None  # not a change of this run
-    try:
-        table.store_chunk(rows, write_store=False)
-    finally:
-        table.ds.report = report
-    mark_output(table, "clean")
-    log.info("output %s is not in the index: taking its %d row(s) as they are and "
-             "recomputing them", table.store.describe(), len(rows))
-    return OutputCheck(rebuilt=True, held=held)
-
-
-def release_adopted(table: DataTable, held: Path, changed: bool,
-                    kept: dict[Path, str]) -> str | None:
-    """Keep the held copy of an adopted output beside it if the run `changed` the
-    output (rows filepipe could not account for were replaced); returns its path.
-    `kept` maps files already kept this run to their copy (two sheets, one workbook)."""
-    root = table.store.path if _single(table) else table.store.watch_paths()[0]
-    if not changed or root in kept:
-        shutil.rmtree(held, ignore_errors=True)
-        return kept.get(root) if changed else None
-    target = backup_path(root)
-    shutil.move(str(next(held.iterdir()) if _single(table) else held), target)
-    shutil.rmtree(held, ignore_errors=True)
-    kept[root] = str(target)
-    log.warning("output %s held rows that the pipeline does not produce from the current "
-                "sources; kept its previous content as %s", table.store.describe(), target)
-    return str(target)
-
-
-def is_dirty(table: DataTable) -> bool:
-    """Is the output's file marked as lagging behind its meta (a write not finished)?"""
-    from .sql import placeholders, qualified
-
-    with table.ds.meta.begin() as conn:
-        ph = placeholders(conn, 1)[0]
-        return conn.exec_driver_sql(
-            f"SELECT 1 FROM {qualified(conn, table.ds.meta.files)} WHERE table_name = {ph} "
-            "AND state = 'dirty' LIMIT 1", (table.name,)).first() is not None
-
-
-def _single(table: DataTable) -> bool:
-    from .stores.files import FileStore
-
-    return isinstance(table.store, FileStore)
-
-
-def _backup(table: DataTable, paths: list[Path]) -> str:
-    """Copy edited output files aside; returns where they went.
-
-    A single-file output gets a timestamped copy beside it; files of a folder output go
-    to a timestamped sibling folder, where the store's own pattern cannot pick them up.
-    """
-    if _single(table) and len(paths) == 1:
-        target = backup_path(paths[0])
-        shutil.copy2(paths[0], target)
-        return str(target)
-    root = table.store.watch_paths()[0]
-    folder = backup_path(root)
-    for p in paths:
-        dest = folder / p.relative_to(root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
-    return str(folder)
-
-
-def _content_matches(table: DataTable) -> bool:
-    """Do the rows in the output's files hash to exactly what the meta recorded?
-
-    Rows read back go through the store's `normalize`, as the rows written did.
-    """
-    from .hashing import hash_rows
-
-    table.store.discard()
-    try:
-        rows = table.store.read_rows()
-    except Exception:  # noqa: BLE001 - unreadable counts as changed
-        return False
-    meta = table.get_metadata()
-    if len(rows) != len(meta):
-        return False
-    if rows.empty:
-        return True
-    rows = table.meta.coerce(table.store.normalize(rows))
-    got = rows[table.primary_keys].assign(hash=hash_rows(rows))
-    both = got.merge(meta[table.primary_keys + ["hash"]], on=table.primary_keys,
-                     how="inner", suffixes=("", "_meta"))
-    return len(both) == len(meta) and bool((both["hash"] == both["hash_meta"].astype("int64")).all())
-
-
-def rebuild_output(table: DataTable) -> None:
-    """Empty an output for its producer to rebuild: its rows are deleted (soft deletes in
-    the meta, so steps reading it see the change) without reading the file, which may be
-    the broken one someone left behind. The file is left as it is, marked dirty, until
-    the producer writes it: a run that stops before that redoes it without a backup.
-    """
-    table.store.clear()
-    if table.meta.exists:
-        live = table.get_metadata()[table.primary_keys]
-        if len(live):
-            table.store_chunk(live.iloc[0:0], processed_idx=live, write_store=False)
-    mark_output(table, "dirty", current=True)

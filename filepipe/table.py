@@ -1,4 +1,5 @@
-"""DataTable: a store plus its row meta; the unit steps read from and write to."""
+"""DataTable: a store plus its row meta, the unit steps read from and write to; and
+DataStore, the metadata index that holds the tables of one pipeline."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import sql
 from .errors import MissingColumnsError
+from .meta import MetaIndex
+from .sql import DBConn
 from .frames import check_keys, key_positions, pick, rows_in, sql_type_for, take_rows
 
 if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
-    from .compute import DataStore
+    from .report import RunReport
     from .stores.base import TableStore
 
 
@@ -32,6 +35,24 @@ class Chunk:
     gone: pd.DataFrame | None  # meta rows of processed_idx not re-emitted
     file_id: Any
     write_store: bool
+
+
+class DataStore:
+    """The metadata index of a pipeline (``DataStore(DBConn("sqlite:///meta.sqlite"))``)."""
+
+    def __init__(self, meta_dbconn: DBConn | str) -> None:
+        self.meta = MetaIndex(meta_dbconn)
+        self.meta_dbconn = self.meta.dbconn
+        self._tables: dict[str, DataTable] = {}
+        self.report: RunReport | None = None
+
+    def get_or_create_table(self, name: str, store: TableStore,
+                            max_delete_share: float | None = None) -> DataTable:
+        table = self._tables.get(name)
+        if table is None or table.store is not store:
+            table = self._tables[name] = DataTable(self, name, store)
+        table.max_delete_share = max_delete_share
+        return table
 
 
 class DataTable:
@@ -378,11 +399,10 @@ class DataTable:
         the output); so does a batch that failed after writing to the store.
         """
         from .errors import OutputWriteError
-        from .sync import mark_output
 
         try:
             if self.is_file_backed:
-                mark_output(self, "dirty")
+                self.mark_files("dirty")
         except Exception as exc:
             raise OutputWriteError(f"cannot write {self.store.describe()}: "
                                    f"{type(exc).__name__}: {exc}") from exc
@@ -396,31 +416,53 @@ class DataTable:
             except Exception as exc:
                 self.store.discard()  # what could not be written
                 with suppress(Exception):  # the dirty mark made above stays, at least
-                    mark_output(self, "dirty", current=True)
+                    self.mark_files("dirty", current=True)
                 raise OutputWriteError(f"cannot write {self.store.describe()}: "
                                        f"{type(exc).__name__}: {exc}") from exc
 
     def _flush(self) -> None:
-        from .sync import mark_output
-
         before = self.store.list_files() if self.is_file_backed else None
         self.store.flush()
         if before is not None:
             if self.tainted:  # rows of a failed batch may be in the file: rebuild next run
-                mark_output(self, "dirty", current=True)
+                self.mark_files("dirty", current=True)
                 self.tainted = False
             else:
-                mark_output(self, "clean", before=before)
+                self.mark_files("clean", before=before)
         if self._kinds_changed:
             with self.ds.meta.begin() as conn:
                 self.ds.meta.set_written_kinds(conn, self.name, self._written_kinds)
             self._kinds_changed = False
 
+    def mark_files(self, state: str, before: pd.DataFrame | None = None,
+                   current: bool = False) -> None:
+        """Record the output's files as 'dirty' (before buffered writes) or 'clean' (after).
+
+        A clean record stores the fingerprints the write left, so a later edit by someone
+        else shows as a mismatch. A dirty record keeps the fingerprints the files had
+        before filepipe began writing (or, with `current`, those they have now), and a new
+        output gets a placeholder, so a write that never finished is always seen.
+        `before`: the fingerprints before the write, which other tables of the same
+        files (sheets of one workbook) follow (`FileMeta.follow_own_write`).
+        """
+        listed = self.store.list_files()
+        if listed is None:
+            return
+        files = self.ds.meta.file_meta
+        with self.ds.meta.begin() as conn:
+            if before is not None:
+                files.follow_own_write(conn, self.name, before, listed)
+            if state == "clean":
+                files.mark_clean(conn, self.name, listed)
+                return
+            stored = files.stored(conn, self.name)
+            rows = stored.drop(columns=["file_id", "state"]) if len(stored) and not current \
+                else listed.assign(synced_ns=None)
+            files.mark_dirty(conn, self.name, rows, placeholder=self.store.describe())
+
     @property
     def is_file_backed(self) -> bool:
-        from .stores.base import TableStore
-
-        return type(self.store).list_files is not TableStore.list_files
+        return self.store.file_backed
 
 
 

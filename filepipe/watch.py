@@ -1,4 +1,4 @@
-"""The watch daemon (DESIGN §6): file events → filter → debounce → one incremental cycle.
+"""The watch daemon (docs/design.md §8): file events → filter → debounce → one incremental cycle.
 
 ``watch(app)`` starts a watchdog observer on the folders of the pipeline's file sources,
 runs a catch-up full sync, then loops: events are filtered (lock, temp and swap files,
@@ -35,7 +35,7 @@ from .fileutil import is_temp_name
 
 if TYPE_CHECKING:
     from .app import FilepipeApp
-    from .compute import RunReport
+    from .report import RunReport
     from .stores.base import TableStore
 
 log = logging.getLogger("filepipe")

@@ -20,7 +20,7 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-from filepipe.hashing import code_version
+from filepipe.codeversion import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ CHILD = textwrap.dedent('''
     owner, name = {
         "rename": (os, "replace"),
         "meta_write": (filepipe.meta.rows.RowMeta, "write"),
-        "mark_output": (filepipe.sync, "mark_output"),
+        "mark_files": (filepipe.table.DataTable, "mark_files"),
         "apply_chunk": (filepipe.table.DataTable, "apply_chunk"),
         "excel_write": (filepipe.stores.excel.TableStoreExcel, "write_file"),
         "folder_write": (filepipe.stores.filedir.TableStoreFiledir, "upsert_rows"),
@@ -73,7 +73,7 @@ CHILD = textwrap.dedent('''
     load_app(sys.argv[1]).run()
 ''')
 
-TARGETS = ["rename", "meta_write", "mark_output", "apply_chunk", "excel_write",
+TARGETS = ["rename", "meta_write", "mark_files", "apply_chunk", "excel_write",
            "folder_write", "folder_delete"]
 
 

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filepipe.hashing import code_version, hash_rows
+from filepipe.codeversion import code_version
+from filepipe.hashing import hash_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -526,7 +527,7 @@ def test_code_version_is_stable_across_processes(
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
         import stable_step
-        from filepipe.hashing import code_version
+        from filepipe.codeversion import code_version
         params = {{"columns": {{"b", "a", "c", "d"}}, "n": 1, "nested": {{"z": [1, "x"], "y": None}}}}
         print(code_version(stable_step.step, params))
         print(code_version(lambda df: df[df["k"].isin({{"p", "q", "r", "s"}})]))

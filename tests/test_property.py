@@ -1,4 +1,4 @@
-"""Stateful property test of the incremental engine (DESIGN.md §4).
+"""Stateful property test of the incremental engine (docs/design.md §5).
 
 Random inserts, updates and deletes on the three inputs of a small pipeline, interleaved
 with `run_steps` and `run_steps_changelist` (fed with the indexes `store_chunk` returned).

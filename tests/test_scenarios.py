@@ -1,4 +1,4 @@
-"""The 18 behaviour scenarios of shared/SCENARIOS.md, one test each.
+"""The 18 behaviour scenarios of docs/design.md, appendix B, one test each.
 
 Every test runs on a real SQLite metadata index (the `ds` fixture) with TableStoreDB tables
 in that same database; a few are also parametrized over TableStoreMemory. The user's
@@ -191,7 +191,7 @@ def test_s01_noop_rerun(ds: DataStore, kind: str) -> None:
 
 
 def test_s01_noop_rerun_writes_no_meta(ds: DataStore) -> None:
-    """DESIGN §4: "A no-op run writes nothing: no meta rewrite" (the whole index compared).
+    """docs/design.md §5.12: "A no-op run writes nothing: no meta rewrite" (the whole index compared).
 
     (Regression: the run after a writing run used to rewrite the high-water marks.)
     """
@@ -472,7 +472,7 @@ def test_s06_store_chunk_change_set(ds: DataStore, kind: str) -> None:
     assert after[1]["hash"] != before[1]["hash"] and after[1]["create_ts"] == before[1]["create_ts"]
     assert pd.isna(after[10]["delete_ts"])
 
-    # the same rows again, columns reordered and as floats: nothing changed (DESIGN §3:
+    # the same rows again, columns reordered and as floats: nothing changed (docs/design.md §2:
     # column order and equivalent dtypes do not change a row's hash)
     same = new[["a", "id"]].astype({"a": "float64"})
     assert t.store_chunk(same, processed_idx=frame({"id": range(11)})).empty

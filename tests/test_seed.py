@@ -1,4 +1,4 @@
-"""The datapipe tutorial (shared/seed) replayed on filepipe: the exact tables it prints."""
+"""The datapipe tutorial (docs/design.md, appendix A) replayed on filepipe: the exact tables it prints."""
 
 from __future__ import annotations
 

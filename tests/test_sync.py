@@ -1,4 +1,4 @@
-"""Change detection for file sources (DESIGN §5), on CSV files."""
+"""Change detection for file sources (docs/design.md §6), on CSV files."""
 
 from __future__ import annotations
 

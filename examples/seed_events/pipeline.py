@@ -1,4 +1,4 @@
-"""The datapipe tutorial's example (shared/seed) on filepipe: only the imports changed.
+"""The datapipe tutorial's example (docs/design.md, appendix A) on filepipe: only the imports changed.
 
 Website events (user_id, event_id, event JSON) go into `events`; one step derives
 `click_count` (clicks per user) and `ip` (the ip of the user's latest event).

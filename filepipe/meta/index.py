@@ -1,13 +1,13 @@
-"""MetaIndex: the SQL database holding all of filepipe's metadata."""
+"""MetaIndex: the metadata index, with row meta per table, step meta per step, the file
+fingerprints, written column types and the run log."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MetaIndexError
 from ..sql import DBConn
+from .files import FileMeta
+from .schema import IndexDB
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -15,108 +15,15 @@ if TYPE_CHECKING:
     from .rows import RowMeta
     from .steps import StepMeta
 
-PREFIX = "fp_"
 
-
-class MetaIndex:
-    """Row meta per table, step meta per transform, a global change clock, a run log.
-
-    The clock is one counter shared by every table: each stored change takes the next
-    value as its `seq`, so "what changed since X" is an indexed range scan.
-    """
+class MetaIndex(IndexDB):
+    """``MetaIndex(DBConn("sqlite:///meta.sqlite"))``: creates what is missing."""
 
     def __init__(self, dbconn: DBConn | str) -> None:
-        import sqlalchemy as sa
-
-        self.dbconn = DBConn(dbconn) if isinstance(dbconn, str) else dbconn
-        self.md = sa.MetaData(schema=self.dbconn.schema)
-        self.clock = sa.Table(
-            f"{PREFIX}clock", self.md,
-            sa.Column("id", sa.Integer, primary_key=True),
-            sa.Column("seq", sa.BigInteger, nullable=False),
-        )
-        self.steps = sa.Table(
-            f"{PREFIX}steps", self.md,
-            sa.Column("name", sa.String, primary_key=True),
-            sa.Column("code_version", sa.String),
-            sa.Column("transform_keys", sa.JSON),
-        )
-        self.step_inputs = sa.Table(
-            f"{PREFIX}step_inputs", self.md,
-            sa.Column("step", sa.String, primary_key=True),
-            sa.Column("input", sa.String, primary_key=True),
-            sa.Column("hwm", sa.BigInteger, nullable=False),
-        )
-        self.files = sa.Table(
-            f"{PREFIX}files", self.md,
-            sa.Column("file_id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("table_name", sa.String, nullable=False),
-            sa.Column("path", sa.String, nullable=False),
-            sa.Column("size", sa.BigInteger),
-            sa.Column("mtime_ns", sa.BigInteger),
-            sa.Column("inode", sa.BigInteger),
-            sa.Column("synced_ns", sa.BigInteger),
-            sa.Column("state", sa.String, nullable=False),  # synced | clean | dirty
-            sa.UniqueConstraint("table_name", "path"),
-        )
-        self.schemas = sa.Table(
-            f"{PREFIX}schemas", self.md,
-            sa.Column("table_name", sa.String, primary_key=True),
-            sa.Column("kinds", sa.JSON, nullable=False),  # column → dtype, as written
-        )
-        self.runs = sa.Table(
-            f"{PREFIX}runs", self.md,
-            sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("started", sa.Float, nullable=False),
-            sa.Column("finished", sa.Float),
-            sa.Column("trigger", sa.String),
-            sa.Column("seq_from", sa.BigInteger),
-            sa.Column("seq_to", sa.BigInteger),
-            sa.Column("summary", sa.JSON),
-        )
-        try:
-            self.md.create_all(self.dbconn.engine, checkfirst=True)
-            with self.begin() as conn:
-                if conn.execute(sa.select(self.clock.c.seq)).first() is None:
-                    conn.execute(self.clock.insert().values(id=1, seq=0))
-        except sa.exc.DatabaseError as exc:
-            where = self.dbconn.engine.url.database or str(self.dbconn.engine.url)
-            raise MetaIndexError(
-                f"the metadata index {where} cannot be used: {exc.orig}. Run `filepipe reset "
-                "--all` to keep it aside and start a fresh index: the next run rebuilds it "
-                "from the files and makes the outputs equal a fresh recompute") from None
+        super().__init__(dbconn)
+        self.file_meta = FileMeta(self)
         self._rows: dict[str, RowMeta] = {}
         self._steps: dict[str, StepMeta] = {}
-
-    @property
-    def engine(self) -> sa.Engine:
-        return self.dbconn.engine
-
-    @contextmanager
-    def begin(self) -> Iterator[sa.Connection]:
-        """One transaction on the index database (data of stores in it joins in)."""
-        with self.dbconn.begin() as conn:
-            yield conn
-
-    # --- the change clock --------------------------------------------------------------
-    def take_seq(self, conn: sa.Connection, n: int) -> int:
-        """Reserve `n` clock values; returns the first."""
-        from ..sql import placeholders, qualified
-
-        table = qualified(conn, self.clock)
-        ph = placeholders(conn, 1)[0]
-        # plain driver SQL: a compiled SQLAlchemy statement costs ~1 ms on the one-row path
-        conn.exec_driver_sql(f"UPDATE {table} SET seq = seq + {ph} WHERE id = 1", (n,))
-        return self.current_seq(conn) - n + 1
-
-    def current_seq(self, conn: sa.Connection | None = None) -> int:
-        from ..sql import qualified
-
-        if conn is None:
-            with self.begin() as c:
-                return self.current_seq(c)
-        table = qualified(conn, self.clock)
-        return int(conn.exec_driver_sql(f"SELECT seq FROM {table} WHERE id = 1").scalar_one())
 
     # --- per-table and per-step meta ---------------------------------------------------
     def row_meta(self, name: str) -> RowMeta:
@@ -161,8 +68,3 @@ class MetaIndex:
 
         conn.execute(sa.delete(self.schemas).where(self.schemas.c.table_name == table))
         conn.execute(sa.insert(self.schemas).values(table_name=table, kinds=kinds))
-
-    def has_table(self, name: str) -> bool:
-        import sqlalchemy as sa
-
-        return sa.inspect(self.engine).has_table(name, schema=self.dbconn.schema)

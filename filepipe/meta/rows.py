@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
-    from .index import MetaIndex
+    from .schema import IndexDB
 
 ROW_COLUMNS = ["hash", "create_ts", "update_ts", "delete_ts", "seq", "file_id"]
 
@@ -27,7 +27,7 @@ ROW_COLUMNS = ["hash", "create_ts", "update_ts", "delete_ts", "seq", "file_id"]
 class RowMeta:
     """The meta table ``fp_rows__<name>`` (created at the first write if key types are unknown)."""
 
-    def __init__(self, index: MetaIndex, name: str) -> None:
+    def __init__(self, index: IndexDB, name: str) -> None:
         self.index = index
         self.name = name
         self.table_name = f"fp_rows__{name}"
@@ -245,7 +245,7 @@ class RowMeta:
 
 
 @contextmanager
-def _on(index: MetaIndex, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+def _on(index: IndexDB, conn: sa.Connection | None) -> Iterator[sa.Connection]:
     """The caller's connection, or a new transaction."""
     if conn is not None:
         yield conn

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
-    from .index import MetaIndex
+    from .schema import IndexDB
 
 WHOLE = "_whole"  # the single key column of a whole-table step
 
@@ -27,7 +27,7 @@ class StepMeta:
     say up to which clock value every change has been looked at.
     """
 
-    def __init__(self, index: MetaIndex, name: str) -> None:
+    def __init__(self, index: IndexDB, name: str) -> None:
         import sqlalchemy as sa
 
         self.index = index

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
-    from ..compute import DataStore, RunReport
+    from ..report import RunReport
+    from ..table import DataStore
     from ..table import DataTable
     from ..types import ChangeList
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..catalog import Catalog
-    from ..compute import DataStore, RunReport
+    from ..report import RunReport
+    from ..table import DataStore
     from ..table import DataTable
 
 log = logging.getLogger("filepipe")

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from ..catalog import Catalog
-    from ..compute import DataStore, RunReport
+    from ..report import RunReport
+    from ..table import DataStore
     from ..table import DataTable
 
 log = logging.getLogger("filepipe")
@@ -60,7 +61,7 @@ class BatchTransformStep(ComputeStep):
                  inputs: list[DataTable], outputs: list[DataTable],
                  transform_keys: Sequence[str] | None = None, chunk_size: int = 1000,
                  kwargs: Mapping[str, Any] | None = None) -> None:
-        from ..hashing import code_version
+        from ..codeversion import code_version
 
         if not outputs:
             raise PipelineError(f"step {name!r} has no outputs")

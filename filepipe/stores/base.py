@@ -24,6 +24,10 @@ class TableStore(ABC):
     primary_keys: list[str]
     #: writes go through the index's transaction (and roll back with it)
     transactional: bool = False
+    #: the rows live in files, which the sync fingerprints (`list_files`) and reads
+    file_backed: bool = False
+    #: all rows in one file, `location()` (else a folder of files, or not files at all)
+    single_file: bool = False
 
     # --- schema -------------------------------------------------------------------------
     def key_types(self) -> dict[str, sa.types.TypeEngine] | None:
@@ -89,6 +93,11 @@ class TableStore(ABC):
             self.delete_rows(rows[self.primary_keys])
 
     # --- files --------------------------------------------------------------------------
+    def location(self) -> Path | None:
+        """The file (single-file stores) or folder holding the table's files; None for
+        stores that are not file-backed."""
+        return None
+
     def list_files(self) -> pd.DataFrame | None:
         """Fingerprints of the files holding the table: columns path, size, mtime_ns, inode.
 

@@ -82,6 +82,8 @@ class FiledirReadError(ValueError):
 class TableStoreFiledir(TableStore):
     """A folder where each file is one row and the path pattern names the keys."""
 
+    file_backed = True
+
     def __init__(self, pattern: str | os.PathLike, adapter: str = "json",
                  primary_keys: Sequence[str] | None = None,
                  dtypes: Mapping[str, Any] | None = None) -> None:
@@ -126,6 +128,9 @@ class TableStoreFiledir(TableStore):
     def __repr__(self) -> str:
         return (f"TableStoreFiledir({self.pattern!r}, adapter={self.adapter!r}, "
                 f"primary_keys={self.primary_keys})")
+
+    def location(self) -> Path:
+        return self.root
 
     def watch_paths(self) -> list[Path]:
         return [self.root]

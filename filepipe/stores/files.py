@@ -40,6 +40,9 @@ class FileStore(TableStore):
         self._loaded_fp: tuple | None = None
         self._dirty = False
 
+    file_backed = True
+    single_file = True
+
     # --- what a format implements -------------------------------------------------------
     @abstractmethod
     def read_file(self, path: Path) -> pd.DataFrame:
@@ -137,6 +140,9 @@ class FileStore(TableStore):
         self._frame, self._loaded_fp, self._dirty = None, None, False
 
     # --- files --------------------------------------------------------------------------
+    def location(self) -> Path:
+        return self.path
+
     def list_files(self) -> pd.DataFrame:
         return fingerprints([self.path])
 

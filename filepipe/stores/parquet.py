@@ -176,6 +176,8 @@ class _PartitionFile(_ParquetFile):
 class _ParquetDataset(TableStoreParquet):
     """A hive-style dataset ``col=value/.../part-0.parquet``, one `_PartitionFile` per file."""
 
+    file_backed = True
+
     def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
                  partition_cols: Sequence[str] | None = None,
                  dtypes: Mapping[str, Any] | None = None) -> None:
@@ -198,6 +200,9 @@ class _ParquetDataset(TableStoreParquet):
     # --- description ---------------------------------------------------------------------
     def describe(self) -> str:
         return f"{self.path}/ (parquet dataset by {', '.join(self.partition_cols)})"
+
+    def location(self) -> Path:
+        return self.path
 
     def watch_paths(self) -> list[Path]:
         return [self.path]
