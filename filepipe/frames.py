@@ -307,6 +307,9 @@ def value_kinds(df: pd.DataFrame) -> dict[str, str]:
 
     kinds = {}
     for c in df.columns:
+        if isinstance(df[c].dtype, pd.DatetimeTZDtype):  # keep the zone: "datetime64[ns, UTC]"
+            kinds[str(c)] = str(df[c].dtype)
+            continue
         inferred = pd.api.types.infer_dtype(df[c], skipna=True)
         kind = _VALUE_KINDS.get(inferred)
         if kind is None and inferred.startswith("mixed") and holds_text(df[c]):

@@ -405,9 +405,7 @@ def test_text_that_looks_empty_or_null_round_trips(
     """``""`` and text such as ``"NULL"`` or ``"nan"`` (Excel documents that ``""`` reads
     back as an empty cell, and normalises it so)."""
     xfail_for(request, env, {
-        "csv": "BUG: TableStoreCSV.read_file reads with pandas' default NA parsing, so text "
-               "'', 'NA', 'N/A', 'NULL', 'nan', 'None' written by filepipe reads back as "
-               "missing; normalize() does not model it: hash(normalize(df)) != hash(read back)"})
+})
     df = pd.DataFrame({"region": ["EU", "US"] * 4, "id": range(1, 9),
                        "s": ["", " ", "NA", "N/A", "NULL", "nan", "None", None]})
     assert_round_trip(env, df)
@@ -416,9 +414,7 @@ def test_text_that_looks_empty_or_null_round_trips(
 def test_text_with_line_breaks_round_trips(request: pytest.FixtureRequest, env: Env) -> None:
     """CR LF, a lone CR, LF, tab (Excel documents CR LF / CR become LF, and normalises so)."""
     xfail_for(request, env, {
-        "csv": "BUG: TableStoreCSV.write_file (DataFrame.to_csv) leaves a field holding a lone "
-               "'\\r' unquoted; read_csv takes the '\\r' as a line end: the file reads back "
-               "with a row split in two (or does not read at all)"})
+})
     df = pd.DataFrame({"region": ["EU", "US", "EU", "US"], "id": [1, 2, 3, 4],
                        "s": ["a\r\nb", "x\ry", "a\nb", "tab\tend"]})
     assert_round_trip(env, df)
@@ -430,9 +426,6 @@ def test_dates_round_trip(request: pytest.FixtureRequest, env: Env) -> None:
     xfail_for(request, env, {
         "filedir": "documented (filedir.py): JSON dates read back as strings unless `dtypes` "
                    "says otherwise (and no dtype holds datetime.date)",
-        "csv": "BUG: dates are written as 'YYYY-MM-DD' and read back as text (value_kinds() "
-               "records no kind for dates); TableStoreCSV.normalize() keeps datetime.date: "
-               "hash(normalize(df)) != hash(read back)",
         "db": "BUG: an sa.Date column reads back as datetime64 (frames.python_kind() calls "
               "Date 'datetime', sql.typed_column() applies pd.to_datetime) while "
               "TableStoreDB.normalize() keeps datetime.date, which hashes differently"})
@@ -448,10 +441,7 @@ def test_timezone_aware_datetimes_round_trip(request: pytest.FixtureRequest, env
     xfail_for(request, env, {
         "filedir": "documented (filedir.py): JSON datetimes read back as strings unless "
                    "`dtypes` says otherwise",
-        "csv": "BUG: the written kind of an aware column is 'datetime64[ns]' "
-               "(frames.value_kinds), and TableStoreCSV.apply_dtypes casts the text "
-               "'2024-01-01 10:00:00+00:00' to it, which raises: another process cannot "
-               "read the CSV at all"})
+})
     df = pd.DataFrame({"region": ["EU", "US", "EU", "US"], "id": [1, 2, 3, 4],
                        "tz": pd.to_datetime(["2024-01-01 10:00", None, "2000-01-01 00:00:01",
                                              "2024-06-01"], utc=True, format="ISO8601")})
@@ -709,10 +699,7 @@ def test_skipped_files_is_a_dict(env: Env) -> None:
 def test_owns_its_files_not_an_unrelated_file_beside_them(
         request: pytest.FixtureRequest, env: Env) -> None:
     xfail_for(request, env, {
-        "parquet_dataset": "BUG: _ParquetDataset does not override owns_path(): the base "
-                           "default owns every path under the dataset folder, so "
-                           "region=EU/notes.txt (never read: not a .parquet data file) starts "
-                           "watch cycles"})
+})
     store = env.make()
     write(store, rows([1, 2, 3]))
     if not env.kind.files:

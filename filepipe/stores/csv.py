@@ -36,7 +36,10 @@ class TableStoreCSV(FileStore):
 
         text = {c: "str" for c, k in self.written_kinds.items() if k == "str"}
         key_types = {k: self.dtypes[k] for k in self.primary_keys if k in self.dtypes}
-        options = {"dtype": {**text, **key_types} or None, **self.read_options}
+        options: dict[str, Any] = {"dtype": {**text, **key_types} or None}
+        if self.written_kinds:  # filepipe's own file: only an empty field is missing
+            options.update(keep_default_na=False, na_values=[""])
+        options.update(self.read_options)
         try:
             with open_regular(path) as f:
                 return pd.read_csv(f, **options)
@@ -46,17 +49,25 @@ class TableStoreCSV(FileStore):
                 "until it holds at least its header") from None
 
     def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Columns mixing text and numbers come back from a CSV as text: make them text."""
+        """What reading the written file back gives: in text columns an empty string is
+        missing and a CR (alone or before LF) is LF; a column mixing text and numbers is
+        text; `datetime.date` values are their ISO text."""
         import pandas as pd
 
         from ..frames import holds_text
 
-        mixed = [c for c in df.columns if df[c].dtype == object
-                 and pd.api.types.infer_dtype(df[c], skipna=True).startswith("mixed")
-                 and c not in self.primary_keys and holds_text(df[c])]
-        if not mixed:
-            return df
-        return df.assign(**{c: df[c].astype(str).where(df[c].notna(), None) for c in mixed})
+        changed = {}
+        for c in df.columns:
+            if c in self.primary_keys or df[c].dtype.kind not in "OU" and \
+                    not pd.api.types.is_string_dtype(df[c].dtype):
+                continue
+            kind = pd.api.types.infer_dtype(df[c], skipna=True)
+            if kind == "date" or (kind.startswith("mixed") and holds_text(df[c])):
+                changed[c] = df[c].astype(str).where(df[c].notna(), None)
+            elif kind == "string":
+                text = df[c].str.replace("\r\n?", "\n", regex=True)
+                changed[c] = text.where(text != "", None)
+        return df.assign(**changed) if changed else df
 
     def apply_dtypes(self, df: pd.DataFrame, where: str) -> pd.DataFrame:
         from ..frames import apply_dtypes

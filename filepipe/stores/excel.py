@@ -368,9 +368,6 @@ class TableStoreExcel(FileStore):
         row = df[keys].iloc[[i]].to_dict("records")[0]
         return "key " + ", ".join(f"{k}={v!r}" for k, v in row.items())
 
-    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
-        super().upsert_rows(self.normalize(df), conn)
-
     def write_file(self, df: pd.DataFrame) -> None:
         from ..xlsx import check_output_path, write_sheet
 

@@ -107,6 +107,7 @@ class FileStore(TableStore):
 
         if df.empty:
             return
+        df = self.normalize(df)  # the buffer holds what reading the file back will give
         rest = self._without(df)
         self._frame = df.reset_index(drop=True).copy() if rest.empty else \
             pd.concat([rest, df], ignore_index=True)

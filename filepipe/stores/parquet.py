@@ -207,6 +207,10 @@ class _ParquetDataset(TableStoreParquet):
     def watch_paths(self) -> list[Path]:
         return [self.path]
 
+    def owns_path(self, path: Path) -> bool:
+        """Data files of the dataset (not notes, temp files or backups beside them)."""
+        return self.path in path.parents and _is_data_file(path.name)
+
     def skipped_files(self) -> dict[str, str]:
         return dict(self._skipped)
 
