@@ -31,8 +31,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filepipe import (BatchTransform, Catalog, DataStore, DBConn, Pipeline,  # noqa: E402
-                      RunReport, Table, build_compute, run_steps)
+from filepipe import (  # noqa: E402
+    BatchTransform,
+    Catalog,
+    DataStore,
+    DBConn,
+    Pipeline,
+    RunReport,
+    Table,
+    build_compute,
+    run_steps,
+)
 from filepipe.stores import TableStoreExcel  # noqa: E402
 from filepipe.sync import sync_table  # noqa: E402
 

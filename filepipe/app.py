@@ -24,9 +24,8 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .compute import Pipeline
     from .report import RunReport
-    from .table import DataStore
     from .steps.base import ComputeStep
-    from .table import DataTable
+    from .table import DataStore, DataTable
 
 STATE_DIR = ".filepipe"
 

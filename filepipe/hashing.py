@@ -42,7 +42,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-
 __all__ = ["hash_rows"]
 
 _xxh3 = xxhash.xxh3_64_intdigest
@@ -204,7 +203,7 @@ def _as_datetime64(value: dt.datetime | np.datetime64) -> np.datetime64:
         return value.to_datetime64()  # always the UTC instant for tz-aware timestamps
     if isinstance(value, dt.datetime):
         if value.utcoffset() is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return np.datetime64(value, "us")
     return value
 

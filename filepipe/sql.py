@@ -132,7 +132,7 @@ def _python_values(s: pd.Series) -> list[Any]:
         arr = s.to_numpy()
         nan = np.isnan(arr)
         return np.where(nan, None, arr).tolist() if nan.any() else arr.tolist()
-    if pd.api.types.is_string_dtype(dtype) and dtype != object:
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
         return s.to_numpy(dtype=object, na_value=None).tolist()
     if isinstance(dtype, pd.ArrowDtype) or pd.api.types.is_extension_array_dtype(dtype):
         return [None if _is_na(v) else _py(v) for v in s.to_numpy(dtype=object, na_value=None)]

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import sql
 from .errors import MissingColumnsError
+from .frames import check_keys, key_positions, pick, rows_in, sql_type_for, take_rows
 from .meta import MetaIndex
 from .sql import DBConn
-from .frames import check_keys, key_positions, pick, rows_in, sql_type_for, take_rows
 
 if TYPE_CHECKING:
     import pandas as pd

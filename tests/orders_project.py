@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from conftest import age
 
 from filepipe import BatchTransform, Catalog, FilepipeApp, Pipeline, Table
 from filepipe.stores import TableStoreExcel, TableStoreFiledir
-
-from conftest import age
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -7,8 +7,13 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, String
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
-from filepipe.errors import (DuplicateKeysError, KeyTypeError, MissingColumnsError,
-                             PipelineError, UnknownTableError)
+from filepipe.errors import (
+    DuplicateKeysError,
+    KeyTypeError,
+    MissingColumnsError,
+    PipelineError,
+    UnknownTableError,
+)
 from filepipe.stores import TableStoreDB
 
 

@@ -126,7 +126,7 @@ def table(text: str, first: str) -> dict[str, list]:
     of cells (a blank line, the next table's header, the `done in` line).
     """
     lines = text.splitlines()
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines):  # noqa: B007 - i is the header line, used below
         header = cells(line)
         if header and header[0] == first:
             break
@@ -729,7 +729,8 @@ def test_deleted_order_file_is_reported_and_its_rows_removed(project: Path) -> N
     fp(project, "run")
     (project / "inbox" / "1002.json").unlink()  # ACME 80.5; ACME keeps 1001
     result = fp(project, "run")  # exit 0: deleting a file is a normal change
-    assert result.stderr == f"MISSING {project.resolve() / 'inbox' / '1002.json'}: not found (rows it held are deleted)\n"
+    gone = project.resolve() / "inbox" / "1002.json"
+    assert result.stderr == f"MISSING {gone}: not found (rows it held are deleted)\n"
     assert table(result.stdout, "table") == {"orders": [0, 0, 1, 4], "summary": [0, 1, 0, 2]}
     assert totals(project)["ACME"] == 120.0
 

@@ -16,10 +16,9 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+from conftest import age
 
 from filepipe.app import load_app
-
-from conftest import age
 
 PIPELINE = textwrap.dedent('''
     import pandas as pd

@@ -17,16 +17,15 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
+from conftest import age
+from test_store_excel import edit_workbook, make_workbook
+from test_xlsx import SOFFICE, soffice_convert
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
 from filepipe.errors import FilepipeError
 from filepipe.hashing import hash_rows
 from filepipe.stores import TableStoreExcel
 from filepipe.xlsx import SheetError, read_sheet, sheet_names, write_sheet
-
-from conftest import age
-from test_store_excel import edit_workbook, make_workbook
-from test_xlsx import SOFFICE, soffice_convert
 
 needs_soffice = pytest.mark.skipif(SOFFICE is None, reason="LibreOffice (soffice) is not installed")
 

@@ -29,7 +29,6 @@ The pipeline:
 from __future__ import annotations
 
 import os
-
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,19 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from pandas.testing import assert_frame_equal
 from sqlalchemy import Column, Integer, String
 
-from filepipe import (BatchTransform, Catalog, ChangeList, DataStore, DBConn, Pipeline,
-                      RunReport, Table, build_compute, run_steps, run_steps_changelist)
+from filepipe import (
+    BatchTransform,
+    Catalog,
+    ChangeList,
+    DataStore,
+    DBConn,
+    Pipeline,
+    RunReport,
+    Table,
+    build_compute,
+    run_steps,
+    run_steps_changelist,
+)
 from filepipe.stores import TableStoreDB, TableStoreMemory
 
 # --- the pipeline's functions (each separable by its transform keys) ----------------------

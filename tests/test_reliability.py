@@ -15,15 +15,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import age
+from orders_project import (
+    assert_fresh,
+    backups,
+    close,
+    copy_rows,
+    expected,
+    orders_app,
+    read_copy,
+    read_totals,
+    seed_orders,
+    totals,
+    write_json,
+)
 
 from filepipe import BatchTransform, Catalog, FilepipeApp, Pipeline, Table
 from filepipe.errors import FilepipeError
 from filepipe.stores import TableStoreCSV, TableStoreExcel, TableStoreFiledir
-
-from conftest import age
-from orders_project import (assert_fresh, backups, close, copy_rows, expected, orders_app,
-                            read_copy, read_totals, seed_orders, totals, write_json)
-
 
 # --- 1. an edit during a run, then undone -------------------------------------------------
 

@@ -12,19 +12,29 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from orders_project import (
+    assert_fresh,
+    backups,
+    close,
+    copy_rows,
+    expected,
+    orders_app,
+    read_copy,
+    read_totals,
+    seed_orders,
+    totals,
+    write_json,
+)
 
 from filepipe import BatchTransform, Catalog, FilepipeApp, Pipeline, Table
 from filepipe.stores import TableStoreCSV, TableStoreExcel, TableStoreFiledir
-
-from orders_project import (assert_fresh, backups, close, copy_rows, expected, orders_app,
-                            read_copy, read_totals, seed_orders, totals, write_json)
-
 
 # --- key clashes: a renamed file is a move, not a clash ------------------------------------
 
 def test_renaming_a_source_file_to_a_name_with_an_equal_key_is_a_move_not_a_clash(
         tmp_path: Path) -> None:
-    # found by review (fixed): _without_clashes counts rows of a file that is missing in this very sync as a clash
+    # found by review (fixed): _without_clashes counts rows of a file that is missing in this very sync as a
+    # clash
     def double(items: pd.DataFrame) -> pd.DataFrame:
         return items.assign(v=items["v"] * 2)
 
@@ -49,7 +59,8 @@ def test_renaming_a_source_file_to_a_name_with_an_equal_key_is_a_move_not_a_clas
 
 def test_adding_a_step_writing_a_new_sheet_of_an_existing_output_workbook_keeps_no_copy(
         tmp_path: Path) -> None:
-    # found by review (fixed): a new output (no rows, no fp_files record) in an existing workbook is "adopted": its first write leaves a KEPT .bak copy and a false warning
+    # found by review (fixed): a new output (no rows, no fp_files record) in an existing workbook is
+    # "adopted": its first write leaves a KEPT .bak copy and a false warning
     seed_orders(tmp_path, 3)
     app = orders_app(tmp_path)
     assert app.run().ok
@@ -95,7 +106,9 @@ def _notes_app(root: Path) -> FilepipeApp:
 @pytest.mark.parametrize("when", ["later_run", "same_run"])
 def test_csv_output_text_column_stays_text_when_numbers_are_written_into_it(
         tmp_path: Path, when: str) -> None:
-    # found by review (fixed): a column holding text and numbers gets kind Int64 (merge_kinds: later kind wins) or none (value_kinds skips mixed columns): the next process reads "0012" as 12 and rewrites the CSV with 12
+    # found by review (fixed): a column holding text and numbers gets kind Int64 (merge_kinds: later kind
+    # wins) or none (value_kinds skips mixed columns): the next process reads "0012" as 12 and rewrites the
+    # CSV with 12
     write_json(tmp_path / "notes/a.json", {"ref": "0012"})
     write_json(tmp_path / "notes/b.json", {"ref": "0034"})
     if when == "same_run":
@@ -155,7 +168,8 @@ def test_a_lost_index_with_a_csv_output_of_numeric_looking_text_keys(
 
 def test_a_folder_output_write_failing_half_way_leaves_no_stale_file_after_an_undo(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # found by review (fixed): TableStoreFiledir writes files inside the batch; the batch fails and its meta rolls back, but the flush marks the folder 'clean' with the half-written files
+    # found by review (fixed): TableStoreFiledir writes files inside the batch; the batch fails and its meta
+    # rolls back, but the flush marks the folder 'clean' with the half-written files
     import filepipe.stores.filedir as filedir
 
     seed_orders(tmp_path, 4)  # b: 1+3, a: 2+4
@@ -185,7 +199,8 @@ def test_a_folder_output_write_failing_half_way_leaves_no_stale_file_after_an_un
 # --- a lost index: the copy of an adopted output is kept until its keys are all redone -----
 
 def test_a_lost_index_with_a_hand_edit_whose_key_fails_first_keeps_a_copy(tmp_path: Path) -> None:
-    # found by review (fixed): release_adopted drops the held copy after the first run even though failed keys (hand-edited rows) are overwritten by a later run without any backup
+    # found by review (fixed): release_adopted drops the held copy after the first run even though failed keys
+    # (hand-edited rows) are overwritten by a later run without any backup
     seed_orders(tmp_path, 3)
     flag = tmp_path / "fail"
 
@@ -232,7 +247,8 @@ def test_a_lost_index_with_a_hand_edit_whose_key_fails_first_keeps_a_copy(tmp_pa
 
 def test_a_lost_index_while_the_source_folder_is_missing_does_not_empty_the_outputs(
         tmp_path: Path) -> None:
-    # found by review (fixed): with a fresh index the vanished-source guard cannot fire (nothing stored), so adopted outputs are all deleted and the run exits 0
+    # found by review (fixed): with a fresh index the vanished-source guard cannot fire (nothing stored), so
+    # adopted outputs are all deleted and the run exits 0
     seed_orders(tmp_path, 4)
     app = orders_app(tmp_path)
     assert app.run().ok
@@ -275,7 +291,8 @@ def _chain_app(root: Path, whole: bool = False) -> FilepipeApp:
 
 @pytest.mark.parametrize("whole", [False, True], ids=["group_by", "whole_table"])
 def test_a_lost_index_with_a_chained_step_ends_fresh(tmp_path: Path, whole: bool) -> None:
-    # found by review (fixed, group_by): adopt_output stored the rows of `copy` before the reader's transform key `customer` is tracked; rows deleted in the same run keep customer NULL -> IntegrityError traceback
+    # found by review (fixed, group_by): adopt_output stored the rows of `copy` before the reader's transform
+    # key `customer` is tracked; rows deleted in the same run keep customer NULL -> IntegrityError traceback
     seed_orders(tmp_path, 5)
     app = _chain_app(tmp_path, whole)
     assert app.run().ok
@@ -298,7 +315,8 @@ def test_a_lost_index_with_a_chained_step_ends_fresh(tmp_path: Path, whole: bool
 
 
 def test_a_lost_index_makes_one_copy_per_workbook_not_one_per_sheet(tmp_path: Path) -> None:
-    # found by review (fixed): release_adopted keeps one copy per adopted table: two output sheets of one workbook give two identical .bak copies
+    # found by review (fixed): release_adopted keeps one copy per adopted table: two output sheets of one
+    # workbook give two identical .bak copies
     seed_orders(tmp_path, 3)
 
     def make() -> FilepipeApp:
@@ -331,7 +349,9 @@ def test_a_lost_index_makes_one_copy_per_workbook_not_one_per_sheet(tmp_path: Pa
 
 def test_a_step_run_alone_does_not_read_an_input_left_unwritten_by_a_failed_flush(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # found by review (fixed): `run --step summary` syncs the dirty output `copy` as a source (source_tables), which replaces its 'dirty' mark by 'synced': the failed write is never redone, copy.csv and summary.csv stay without order 5 for good
+    # found by review (fixed): `run --step summary` syncs the dirty output `copy` as a source (source_tables),
+    # which replaces its 'dirty' mark by 'synced': the failed write is never redone, copy.csv and summary.csv
+    # stay without order 5 for good
     seed_orders(tmp_path, 4)
 
     def make() -> FilepipeApp:

@@ -19,8 +19,19 @@ import pytest
 from pandas.testing import assert_frame_equal
 from sqlalchemy import JSON, Column, Integer, String
 
-from filepipe import (BatchGenerate, BatchTransform, Catalog, ChangeList, DataStore, DBConn,
-                      Pipeline, Table, build_compute, run_steps, run_steps_changelist)
+from filepipe import (
+    BatchGenerate,
+    BatchTransform,
+    Catalog,
+    ChangeList,
+    DataStore,
+    DBConn,
+    Pipeline,
+    Table,
+    build_compute,
+    run_steps,
+    run_steps_changelist,
+)
 from filepipe.errors import DuplicateKeysError
 from filepipe.stores import TableStoreDB, TableStoreMemory
 

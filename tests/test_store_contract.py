@@ -18,9 +18,8 @@ filepipe recorded when it wrote (`use_written_kinds`), as `DataTable` does.
 
 from __future__ import annotations
 
-import io
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,15 @@ from filepipe import DBConn
 from filepipe.fileutil import TEMP_PREFIX
 from filepipe.frames import merge_kinds, value_kinds
 from filepipe.hashing import hash_rows
-from filepipe.stores import (TableStore, TableStoreCSV, TableStoreDB, TableStoreExcel,
-                             TableStoreFiledir, TableStoreMemory, TableStoreParquet)
+from filepipe.stores import (
+    TableStore,
+    TableStoreCSV,
+    TableStoreDB,
+    TableStoreExcel,
+    TableStoreFiledir,
+    TableStoreMemory,
+    TableStoreParquet,
+)
 
 KEYS = ["region", "id"]
 FINGERPRINT = ["path", "size", "mtime_ns", "inode"]

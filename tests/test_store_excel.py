@@ -17,6 +17,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
+from conftest import age
 from openpyxl.styles import Font, PatternFill
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
@@ -25,8 +26,6 @@ from filepipe.hashing import hash_rows
 from filepipe.stores import TableStoreExcel
 from filepipe.stores.excel import EmptyKeyError, SheetNotFoundError, sheet_for_stem
 from filepipe.xlsx import read_sheet, sheet_names, write_sheet
-
-from conftest import age
 
 # --- helpers ------------------------------------------------------------------------------
 

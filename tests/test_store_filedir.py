@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
 from conftest import age
+from test_fileutil import promptly
+
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
 from filepipe.errors import DuplicateKeysError, FilepipeError
 from filepipe.stores import TableStoreFiledir, TableStoreMemory
 from filepipe.stores.filedir import FiledirReadError
 from filepipe.sync import sync_table
-from test_fileutil import promptly
 
 # --- helpers -----------------------------------------------------------------------------
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import age
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
 from filepipe.stores import TableStoreCSV
 from filepipe.stores.csv import TableStoreCSV as CSVClass
 from filepipe.sync import RACY_NS, sync_table
-
-from conftest import age
 
 
 def _pipeline(ds, tmp_path: Path, calls: list | None = None):

@@ -26,9 +26,20 @@ import pytest
 from filepipe.app import FilepipeApp, load_app
 from filepipe.compute import RunReport, StepStats
 from filepipe.fileutil import TEMP_PREFIX
-from filepipe.watch import (DEFAULT_DEBOUNCE, Debouncer, OutputWrites, PathFilter, Symlinks,
-                            Watcher, default_max_delay, describe_paths, find_symlinks,
-                            fingerprint, format_cycle, watch_targets)
+from filepipe.watch import (
+    DEFAULT_DEBOUNCE,
+    Debouncer,
+    OutputWrites,
+    PathFilter,
+    Symlinks,
+    Watcher,
+    default_max_delay,
+    describe_paths,
+    find_symlinks,
+    fingerprint,
+    format_cycle,
+    watch_targets,
+)
 
 DEBOUNCE = 0.2      # for the daemon tests: fast, but far above inotify's ~1 ms latency
 WAIT = 20.0         # upper bound for any single wait (the machine may be busy)

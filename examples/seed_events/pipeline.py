@@ -11,8 +11,17 @@ import os
 import pandas as pd
 from sqlalchemy import JSON, Column, Integer, String
 
-from filepipe import (BatchTransform, Catalog, ChangeList, DataStore, DBConn, Pipeline, Table,
-                      build_compute, run_steps_changelist)
+from filepipe import (
+    BatchTransform,
+    Catalog,
+    ChangeList,
+    DataStore,
+    DBConn,
+    Pipeline,
+    Table,
+    build_compute,
+    run_steps_changelist,
+)
 from filepipe.stores import TableStoreDB
 
 events_schema = [

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..catalog import Catalog
     from ..report import RunReport
-    from ..table import DataStore
-    from ..table import DataTable
+    from ..table import DataStore, DataTable
     from ..types import ChangeList
 
 

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
     from ..catalog import Catalog
     from ..report import RunReport
-    from ..table import DataStore
-    from ..table import DataTable
+    from ..table import DataStore, DataTable
 
 log = logging.getLogger("filepipe")
 

@@ -7,8 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (MissingColumnsError, OutputWriteError, PipelineError, SourceChangedError,
-                      StepOutputError)
+from ..errors import MissingColumnsError, OutputWriteError, PipelineError, SourceChangedError, StepOutputError
 from ..frames import check_keys, empty_frame, key_positions, latest_rows, pick, unique_rows
 from ..types import ChangeList
 from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
 
     from ..catalog import Catalog
     from ..report import RunReport
-    from ..table import DataStore
-    from ..table import DataTable
+    from ..table import DataStore, DataTable
 
 log = logging.getLogger("filepipe")
 WHOLE = "_whole"

@@ -57,9 +57,21 @@ from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FilepipeError
-from ..fileutil import (FINGERPRINT_COLUMNS, NOT_UTF8, NOT_UTF8_FOLDER, NotRegularFileError,
-                        atomic_write, check_folder, display_path, is_temp_name, is_utf8,
-                        not_a_file_reason, open_regular, resolve_path, row_name)
+from ..fileutil import (
+    FINGERPRINT_COLUMNS,
+    NOT_UTF8,
+    NOT_UTF8_FOLDER,
+    NotRegularFileError,
+    atomic_write,
+    check_folder,
+    display_path,
+    is_temp_name,
+    is_utf8,
+    not_a_file_reason,
+    open_regular,
+    resolve_path,
+    row_name,
+)
 from ..frames import apply_dtypes, check_keys
 from .base import TableStore
 

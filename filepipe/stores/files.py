@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fileutil import (NotRegularFileError, display_path, fingerprints, resolve_path,
-                        unusable_reason)
+from ..fileutil import NotRegularFileError, display_path, fingerprints, resolve_path, unusable_reason
 from ..frames import apply_dtypes, check_keys, rows_in
 from .base import TableStore
 

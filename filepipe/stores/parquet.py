@@ -38,9 +38,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import FilepipeError, MissingColumnsError
-from ..fileutil import (FINGERPRINT_COLUMNS, NOT_UTF8, NOT_UTF8_FOLDER, atomic_write,
-                        check_folder, display_path, is_temp_name, is_utf8, not_a_file_reason,
-                        open_regular, resolve_path, row_name)
+from ..fileutil import (
+    FINGERPRINT_COLUMNS,
+    NOT_UTF8,
+    NOT_UTF8_FOLDER,
+    atomic_write,
+    check_folder,
+    display_path,
+    is_temp_name,
+    is_utf8,
+    not_a_file_reason,
+    open_regular,
+    resolve_path,
+    row_name,
+)
 from ..frames import check_keys
 from .base import TableStore
 from .files import FileStore, _align
