@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import FilepipeError, PipelineError
+from .errors import FilepipeError, LockedError, PipelineError, PipelineLoadError
 from .fileutil import _base_dir, base_dir
 
 if TYPE_CHECKING:
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
     from .table import DataStore, DataTable
 
 STATE_DIR = ".filepipe"
-
-
-class PipelineLoadError(FilepipeError):
-    """The pipeline file or module cannot be loaded."""
-
-
-class LockedError(FilepipeError):
-    """Another filepipe process is writing to the same index."""
 
 
 @dataclass

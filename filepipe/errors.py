@@ -1,8 +1,15 @@
-"""Exceptions filepipe raises for bad input; each message names the culprit."""
+"""Every exception filepipe raises on purpose; each message names the culprit.
+
+All are `FilepipeError`s. `retryable` says whether the same operation may succeed if
+tried again soon without anyone fixing anything (a file still being saved, another
+filepipe holding the lock): the sync retries those with backoff; the others need a fix.
+"""
 
 
 class FilepipeError(Exception):
     """Base class of filepipe's own errors."""
+
+    retryable: bool = False
 
 
 class DuplicateKeysError(FilepipeError, ValueError):
@@ -36,13 +43,11 @@ class SourceReadError(FilepipeError):
     """A source file could not be read (after retries)."""
 
 
-class OutputConflictError(FilepipeError):
-    """An output file was changed by someone else and the policy says stop."""
-
-
 class SourceChangedError(FilepipeError):
     """A source file changed between the sync that hashed it and the step that read it;
     the run syncs it again and redoes the keys."""
+
+    retryable = True
 
 
 class MetaIndexError(FilepipeError):
@@ -51,3 +56,44 @@ class MetaIndexError(FilepipeError):
 
 class OutputWriteError(FilepipeError):
     """An output file could not be written (a full disk, a path that is a folder...)."""
+
+
+class FileDecodeError(SourceReadError, ValueError):
+    """A file's content could not be decoded (it may be half-written): retried, then reported."""
+
+    retryable = True
+
+
+class NotRegularFileError(FilepipeError):
+    """A data path holds a FIFO, socket, device or folder: filepipe never reads one."""
+
+
+class SheetError(FilepipeError, ValueError):
+    """A sheet cannot be read or written; the message names the file and the sheet."""
+
+
+class SheetNotFoundError(SourceReadError, SheetError):
+    """A source's sheet is not in its workbook (renamed or deleted): retrying will not help."""
+
+
+class EmptyKeyError(MissingColumnsError):
+    """Rows of a sheet have an empty cell in a key column."""
+
+
+class NotWritableError(FilepipeError, ValueError):
+    """Rows an output cannot hold, or would not give back as written (a cell too long,
+    too many rows, an integer Parquet cannot store); checked before anything is written."""
+
+
+class KeyNameError(FilepipeError, TypeError):
+    """A primary key names a column by something other than its header text."""
+
+
+class PipelineLoadError(FilepipeError):
+    """The pipeline file or module cannot be loaded."""
+
+
+class LockedError(FilepipeError):
+    """Another filepipe process is writing to the same index."""
+
+    retryable = True

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .errors import FilepipeError
+from .errors import FilepipeError, NotRegularFileError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,10 +24,6 @@ NOT_UTF8 = "file name is not valid UTF-8 (rename it)"
 NOT_UTF8_FOLDER = "folder name is not valid UTF-8 (rename it)"
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-class NotRegularFileError(FilepipeError):
-    """A data path holds a FIFO, socket, device or folder: filepipe never reads one."""
 
 
 _base_dir: ContextVar[Path | None] = ContextVar("filepipe_base_dir", default=None)

@@ -245,8 +245,11 @@ def _read_stable(table: DataTable, path: str) -> pd.DataFrame:
         before = _stat(path)
         try:
             df = table.store.read_files([path])[path]
-        except FilepipeError:
-            raise  # bad data (duplicate keys, bad types): retrying will not help
+        except FilepipeError as exc:
+            if not exc.retryable:
+                raise  # bad data (duplicate keys, bad types): retrying will not help
+            last = exc
+            continue
         except Exception as exc:  # noqa: BLE001 - zip/parquet/CSV errors while saving
             last = exc
             continue

@@ -618,7 +618,7 @@ def test_pipeline_module_errors(spec: str, message: str) -> None:
 
 
 def test_debug_raises_the_error_with_its_traceback(tmp_path: Path) -> None:
-    from filepipe.app import PipelineLoadError
+    from filepipe.errors import PipelineLoadError
 
     target = tmp_path / "pipeline.py"
     result = runner.invoke(main, ["--debug", "-p", str(target), "status"])

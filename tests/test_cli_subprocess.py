@@ -147,5 +147,5 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> No
     proc = filepipe("--debug", "status", cwd=tmp_path, code=1)
     assert "Traceback (most recent call last)" in proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1] == (
-        "filepipe.app.PipelineLoadError: pipeline file not found: pipeline.py (give one with "
+        "filepipe.errors.PipelineLoadError: pipeline file not found: pipeline.py (give one with "
         "-p PATH, or run `filepipe init` to start one)")

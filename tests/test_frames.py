@@ -451,3 +451,23 @@ def test_a_missing_key_named_by_a_number_column_gets_a_hint() -> None:
 
     with pytest.raises(MissingColumnsError, match=r"column 2019 is named by a int, not text"):
         check_keys(pd.DataFrame({2019: [1], "v": [2]}), ["2019"], "table 't'")
+
+
+def test_every_exception_filepipe_defines_is_a_filepipe_error_in_errors_py() -> None:
+    """One home for exceptions: no module but errors.py defines one (#9)."""
+    import ast
+    from pathlib import Path
+
+    import filepipe
+    from filepipe import errors
+
+    root = Path(filepipe.__file__).parent
+    elsewhere = [f"{p.relative_to(root)}:{node.name}" for p in root.rglob("*.py") if p.name != "errors.py"
+                 for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.ClassDef)
+                 and any(getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception"))
+                         for b in node.bases)]
+    assert elsewhere == []
+    defined = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert all(issubclass(e, errors.FilepipeError) for e in defined)
+    assert {e.__name__ for e in defined if e.retryable} == {
+        "SourceChangedError", "FileDecodeError", "LockedError"}

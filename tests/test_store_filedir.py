@@ -16,9 +16,8 @@ from conftest import age
 from test_fileutil import promptly
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
-from filepipe.errors import DuplicateKeysError, FilepipeError
+from filepipe.errors import DuplicateKeysError, FileDecodeError, FilepipeError
 from filepipe.stores import TableStoreFiledir, TableStoreMemory
-from filepipe.stores.filedir import FiledirReadError
 from filepipe.sync import sync_table
 
 # --- helpers -----------------------------------------------------------------------------
@@ -382,9 +381,9 @@ def test_bad_files_raise_naming_the_path(in_tmp: Path) -> None:
     half = in_tmp / "inbox" / "1.json"
     half.parent.mkdir()
     half.write_text('{"qty": 1, "cust')
-    with pytest.raises(FiledirReadError, match=r"1\.json: not valid JSON") as err:
+    with pytest.raises(FileDecodeError, match=r"1\.json: not valid JSON") as err:
         s.read_files([str(half)])
-    assert not isinstance(err.value, FilepipeError)  # sync retries it (may be half-written)
+    assert err.value.retryable  # the sync retries it (it may be half-written)
     arr = write_json(in_tmp / "inbox" / "2.json", [1, 2])
     with pytest.raises(FilepipeError, match=r"2\.json: holds a JSON array, not an object"):
         s.read_files([str(arr)])
@@ -392,7 +391,7 @@ def test_bad_files_raise_naming_the_path(in_tmp: Path) -> None:
         s.read_files([str(in_tmp / "elsewhere" / "3.json")])
     text = TableStoreFiledir("inbox/{name}.txt", adapter="text")
     (in_tmp / "inbox" / "latin1.txt").write_bytes("café".encode("latin-1"))
-    with pytest.raises(FiledirReadError, match=r"latin1\.txt: not UTF-8"):
+    with pytest.raises(FileDecodeError, match=r"latin1\.txt: not UTF-8"):
         text.read_rows()
 
 
@@ -551,7 +550,7 @@ def test_bad_file_in_source_is_reported_by_path_and_rest_goes_on(
     assert calls.count([str(bad)]) == 3  # first try + the retries
     assert sorted(table.get_metadata()["order_id"]) == ["0", "1", "2"]
     # reading all rows names the bad file (a step never silently computes without it)
-    with pytest.raises(FiledirReadError, match=r"bad\.json"):
+    with pytest.raises(FileDecodeError, match=r"bad\.json"):
         table.get_data()
     # once fixed, the file is picked up
     write_json(bad, {"customer": "c", "amount": 9})

@@ -89,8 +89,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FilepipeError, MissingColumnsError, SourceReadError
-from ..xlsx import SheetError
+from ..errors import (
+    EmptyKeyError,
+    KeyNameError,
+    NotWritableError,
+    SheetError,
+    SheetNotFoundError,
+)
 from .files import FileStore
 
 if TYPE_CHECKING:
@@ -102,22 +107,6 @@ _MAX_SHEET_NAME = 31
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 _UNNAMED = re.compile(r"^Unnamed: \d+$")
 _MAX_SHOWN = 3
-
-
-class SheetNotFoundError(SourceReadError, SheetError):
-    """A source's sheet is not in its workbook (renamed or deleted): retrying will not help."""
-
-
-class EmptyKeyError(MissingColumnsError):
-    """Rows of a sheet have an empty cell in a key column."""
-
-
-class NotWritableError(FilepipeError, ValueError):
-    """Rows do not fit in a sheet, or would not read back as written."""
-
-
-class KeyNameError(FilepipeError, TypeError):
-    """A primary key names a column by something other than its header text."""
 
 
 def sheet_for_stem(path: str | os.PathLike) -> str:

@@ -29,7 +29,7 @@ Conventions (the same for sources and outputs):
   Dates and times read back as strings unless `dtypes` says otherwise.
 * A missing root folder is an empty table. A folder that cannot be listed
   (permissions), or a file where the root folder should be, raises rather than making
-  its rows vanish. A file that cannot be decoded raises `FiledirReadError` naming it (a
+  its rows vanish. A file that cannot be decoded raises `FileDecodeError` naming it (a
   ValueError: the sync retries it, since it may be half-written, then reports it);
   reading all rows raises too, so no step ever computes silently without that row.
 * Entries the pattern matches that cannot be rows are left out of the listing and
@@ -56,7 +56,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FilepipeError
+from ..errors import FileDecodeError, FilepipeError
 from ..fileutil import (
     FINGERPRINT_COLUMNS,
     NOT_UTF8,
@@ -85,10 +85,6 @@ _FIELD = re.compile(r"\{([^{}]*)\}")
 _ANY = "[^/]+"
 _NAME_MAX = 255  # bytes in one file name, on every common file system
 _SURROGATES = "lone surrogates, as decoding undecodable bytes with surrogateescape gives"
-
-
-class FiledirReadError(ValueError):
-    """A file could not be decoded (maybe half-written): sync retries, then reports it."""
 
 
 class TableStoreFiledir(TableStore):
@@ -367,11 +363,11 @@ class TableStoreFiledir(TableStore):
             try:
                 return {**keys, "text": data.decode("utf-8")}
             except UnicodeDecodeError as exc:
-                raise FiledirReadError(f"{path}: not UTF-8 text: {exc}") from exc
+                raise FileDecodeError(f"{path}: not UTF-8 text: {exc}") from exc
         try:
             obj = json.loads(data)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            raise FiledirReadError(f"{path}: not valid JSON: {exc}") from exc
+            raise FileDecodeError(f"{path}: not valid JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise FilepipeError(f"{path}: holds a JSON {_json_kind(obj)}, not an object; each "
                                 f"file of {self.describe()} must hold one JSON object (one row)")

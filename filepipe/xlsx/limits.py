@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import FilepipeError
+from ..errors import SheetError
 from .xmltext import ILLEGAL_XML_RE
 
 MAX_ROWS = 1_048_576
@@ -14,10 +14,6 @@ MAX_CELL_CHARS = 32_767
 MAX_SHEET_NAME = 31
 
 _BAD_SHEET_CHARS = set("[]:*?/\\")
-
-
-class SheetError(FilepipeError, ValueError):
-    """A sheet cannot be read or written; the message names the file and the sheet."""
 
 
 def validate_sheet_name(sheet: object, path: str | os.PathLike | None = None) -> str:
