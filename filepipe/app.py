@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FilepipeError, LockedError, PipelineError, PipelineLoadError
-from .fileutil import _base_dir, base_dir
+from .fileutil import base_dir, current_base_dir
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -61,7 +61,7 @@ class FilepipeApp:
                  root: str | os.PathLike | None = None) -> None:
         self.catalog = catalog
         self.pipeline = pipeline
-        self.root = Path(root).resolve() if root else (_base_dir.get() or Path.cwd())
+        self.root = Path(root).resolve() if root else (current_base_dir() or Path.cwd())
         self.meta_url = meta or f"sqlite:///{self.root / STATE_DIR / 'meta.sqlite'}"
         self._ds: DataStore | None = None
         self._steps: list[ComputeStep] | None = None

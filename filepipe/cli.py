@@ -156,31 +156,12 @@ def _print_report(app: FilepipeApp, report: RunReport) -> None:
              for n, s in report.steps.items()]
     if steps:
         _table(["step", "keys processed", "failed"], steps)
-    for name, stats in report.steps.items():
-        for err in dict.fromkeys(e.splitlines()[0] for e in stats.errors):
-            click.echo(f"FAILED {name}: {err}", err=True)
-    for path, err in report.source_errors.items():
-        click.echo(f"UNREADABLE {path}: {err.replace(f'{path}: ', '')}", err=True)
-    for table, why in report.refused.items():
-        click.echo(f"NOT SYNCED {table}: {why}", err=True)
-    for step, why in report.waiting.items():
-        click.echo(f"WAITING {step}: {why}", err=True)
-    _print_some("MISSING", report.missing_files, "not found (rows it held are deleted)")
-    for table, backup in report.backups.items():
-        click.echo(f"CHANGED BY HAND: output {table} was edited outside filepipe; "
-                   f"kept a copy as {backup} and rebuilt it", err=True)
+    for line in report.problems(most_missing=5):
+        click.echo(line, err=True)
     state = "nothing to do" if not rows and not steps else "done"
     if not report.ok:
         state = "finished with errors"
     click.echo(f"{state} in {report.seconds:.2f}s")
-
-
-def _print_some(label: str, paths: list[str], what: str, most: int = 5) -> None:
-    """One line per path, the first `most` of them, then a count of the rest."""
-    for p in paths[:most]:
-        click.echo(f"{label} {p}: {what}", err=True)
-    if len(paths) > most:
-        click.echo(f"{label} ... and {len(paths) - most} more", err=True)
 
 
 def _print_plan(app: FilepipeApp, steps: Sequence[str]) -> None:

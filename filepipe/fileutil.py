@@ -39,6 +39,11 @@ def base_dir(path: str | os.PathLike) -> Iterator[None]:
         _base_dir.reset(token)
 
 
+def current_base_dir() -> Path | None:
+    """The folder relative store paths resolve against now (set by `base_dir`), if any."""
+    return _base_dir.get()
+
+
 def resolve_path(path: str | os.PathLike) -> Path:
     """`path` made absolute against the pipeline's folder, else the working directory."""
     p = Path(path).expanduser()

@@ -336,6 +336,44 @@ def merge_kinds(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str
     return merged
 
 
+def concat_rows(frames: Sequence[pd.DataFrame]) -> pd.DataFrame | None:
+    """The non-empty frames one after the other, in a new frame; None when all are empty."""
+    import pandas as pd
+
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].copy()
+
+
+def sorted_by_key(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows in key order, so equal tables give equal files whatever order rows came in;
+    keys of mixed types that cannot be ordered keep the order they have."""
+    if len(df) < 2 or not all(k in df.columns for k in keys):
+        return df
+    try:
+        if len(keys) == 1 and df[keys[0]].is_monotonic_increasing:
+            return df
+        return df.sort_values(keys, kind="stable", ignore_index=True)
+    except TypeError:
+        return df
+
+
+def align_keys(idx: pd.DataFrame, df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`idx` with its key columns cast to the dtypes `df` has, so merges match."""
+    import pandas as pd
+
+    out = idx
+    for k in keys:
+        if k in df.columns and idx[k].dtype != df[k].dtype and len(df):
+            try:
+                casted = idx[k].astype(df[k].dtype)
+            except (TypeError, ValueError):
+                casted = idx[k].astype(str) if pd.api.types.is_string_dtype(df[k].dtype) else idx[k]
+            out = out.assign(**{k: casted})
+    return out
+
+
 def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
     import pandas as pd
 

@@ -91,6 +91,27 @@ class RunReport:
     def seconds(self) -> float:
         return (self.finished or time.time()) - self.started
 
+    def problems(self, most_missing: int | None = None) -> list[str]:
+        """One line per thing the user must hear of, worded alike wherever it is shown (the
+        CLI's stderr, the watch log): failed steps, unreadable files, refused syncs,
+        waiting steps, missing files (the first `most_missing`), backups and kept copies."""
+        lines = [f"FAILED {name}: {err}" for name, s in self.steps.items()
+                 for err in dict.fromkeys(_first_line(e) for e in s.errors)]
+        lines += [f"UNREADABLE {path}: {_first_line(err).replace(f'{path}: ', '')}"
+                  for path, err in self.source_errors.items()]
+        lines += [f"NOT SYNCED {table}: {why}" for table, why in self.refused.items()]
+        lines += [f"WAITING {step}: {why}" for step, why in self.waiting.items()]
+        shown = self.missing_files[:most_missing]
+        lines += [f"MISSING {path}: not found (rows it held are deleted)" for path in shown]
+        if len(self.missing_files) > len(shown):
+            lines.append(f"MISSING ... and {len(self.missing_files) - len(shown)} more")
+        lines += [f"CHANGED BY HAND: output {table} was edited outside filepipe; kept a copy "
+                  f"as {backup} and rebuilt it" for table, backup in self.backups.items()]
+        lines += [f"KEPT: output {table} held rows the pipeline does not make from the current "
+                  f"sources (the index had no record of it); its previous content is in {copy}"
+                  for table, copy in self.kept.items()]
+        return lines
+
     def summary(self) -> dict[str, Any]:
         return {"tables": self.tables, "source_errors": self.source_errors,
                 "refused": self.refused, "waiting": self.waiting,
@@ -98,3 +119,8 @@ class RunReport:
                 "backups": self.backups, "kept": self.kept,
                 "steps": {n: {"keys": s.keys, "processed": s.processed, "failed": s.failed,
                               "errors": s.errors} for n, s in self.steps.items()}}
+
+
+def _first_line(text: str) -> str:
+    text = str(text).strip()
+    return text.splitlines()[0] if text else "(no message)"

@@ -94,9 +94,9 @@ class DataTable:
     def track(self, columns: Iterable[str]) -> None:
         """Keep these non-key columns in the row meta (steps group by them)."""
         self._wanted_tracked |= {c for c in columns if c not in self.primary_keys}
-        self._ensure_tracked()
+        self.ensure_tracked()
 
-    def _ensure_tracked(self, sample: pd.DataFrame | None = None,
+    def ensure_tracked(self, sample: pd.DataFrame | None = None,
                         conn: sa.Connection | None = None) -> None:
         missing = sorted(self._wanted_tracked - set(self.meta.tracked))
         if not missing or not self.meta.exists:
@@ -215,7 +215,7 @@ class DataTable:
             if processed_idx is None or processed_idx.empty:
                 return Chunk(df.iloc[0:0], None, None, None, None, None, None, write_store)
             raise MissingColumnsError(f"{where}: cannot infer key types from an empty frame")
-        self._ensure_tracked(sample=df, conn=conn)
+        self.ensure_tracked(sample=df, conn=conn)
         absent = [c for c in self.meta.tracked if c not in df.columns]
         if absent and not df.empty:
             raise MissingColumnsError(f"{where}: rows lack column(s) {absent} used as transform keys")

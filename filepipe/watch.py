@@ -733,30 +733,12 @@ def format_cycle(report: RunReport, label: str, ms: float) -> list[str]:
     parts = [label, "rows: " + (", ".join(tables) if tables else "no change")]
     if steps:
         parts.append("steps: " + ", ".join(steps))
-    problems = len(report.source_errors) + len(report.refused) + \
-        sum(1 for s in report.steps.values() if s.failed)
-    if problems:
-        parts.append(f"{problems} problem(s)")
+    problems = report.problems()
+    counted = [ln for ln in problems if not ln.startswith(("MISSING", "CHANGED BY HAND", "KEPT"))]
+    if counted:
+        parts.append(f"{len(counted)} problem(s)")
     parts.append(f"{ms:.0f} ms")
-    lines = [f"{stamp} | " + " | ".join(parts)]
-    for path, err in report.source_errors.items():
-        lines.append(f"{stamp} |   UNREADABLE {path}: {_first_line(err)}")
-    for table, why in report.refused.items():
-        lines.append(f"{stamp} |   NOT SYNCED {table}: {_first_line(why)}")
-    for name, s in report.steps.items():
-        for err in s.errors[:1]:
-            lines.append(f"{stamp} |   FAILED step {name} ({s.failed} key(s)): {_first_line(err)}")
-    for path in report.missing_files:
-        lines.append(f"{stamp} |   MISSING {path}: its rows were deleted")
-    for table, backup in report.backups.items():
-        lines.append(f"{stamp} |   CHANGED BY HAND: output {table} was edited outside "
-                     f"filepipe; kept a copy as {backup} and rebuilt it")
-    return lines
-
-
-def _first_line(text: str) -> str:
-    text = str(text).strip()
-    return text.splitlines()[0] if text else "(no message)"
+    return [f"{stamp} | " + " | ".join(parts)] + [f"{stamp} |   {line}" for line in problems]
 
 
 def _flushing(echo: Callable[[str], Any]) -> Callable[[str], Any]:

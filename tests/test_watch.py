@@ -381,7 +381,7 @@ def test_log_lines_name_changes_and_failures() -> None:
     assert "summary +1 ~2 -0" in lines[0] and "orders" not in lines[0]
     assert "summarize 3 key(s) (1 FAILED)" in lines[0] and "12 ms" in lines[0]
     assert any("UNREADABLE /d/orders.csv: DuplicateKeysError" in ln for ln in lines[1:])
-    assert any("FAILED step summarize" in ln and "negative amount for a" in ln
+    assert any("FAILED summarize" in ln and "negative amount for a" in ln
                and "Traceback" not in ln for ln in lines[1:])
     assert any("MISSING /d/old.csv" in ln for ln in lines[1:])
 
@@ -428,7 +428,7 @@ def test_broken_source_is_reported_and_the_daemon_recovers(project: Path, app: F
         assert totals(out) == {"a": 11, "b": 5}                          # left as it was
         write_orders(src, [(1, "a", 10), (2, "b", -1)])                  # the step fails
         d.wait_for(lambda: any(r.failed for r in d.reports), "the failed step")
-        assert any("FAILED step summarize" in ln and "ValueError: negative amount for" in ln
+        assert any("FAILED summarize" in ln and "ValueError: negative amount for" in ln
                    for ln in d.lines)
         write_orders(src, [(1, "a", 10), (2, "b", 8)])                   # fixed
         d.wait_for(lambda: totals(out) == {"a": 10, "b": 8} and d.reports[-1].ok, "the recovery")

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingColumnsError, OutputWriteError, PipelineError, SourceChangedError, StepOutputError
-from ..frames import check_keys, empty_frame, key_positions, latest_rows, pick, unique_rows
+from ..frames import check_keys, concat_rows, empty_frame, key_positions, latest_rows, pick, unique_rows
+from ..meta.steps import WHOLE
 from ..types import ChangeList
 from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from ..table import DataStore, DataTable
 
 log = logging.getLogger("filepipe")
-WHOLE = "_whole"
 
 
 @dataclass
@@ -162,7 +162,7 @@ class BatchTransformStep(ComputeStep):
             every = [self._output_keys(conn), pending]
             if any(hwm.get(t.name, 0) for t in self.inputs):
                 every.append(self._all_keys(conn, ikeys))
-            pending = unique_rows(_concat(every))
+            pending = unique_rows(_rows_of(every))
             if pending.empty:
                 pending = self._empty_keys()
         return self._with_failed(conn, pending), full or seen, hwm, snap
@@ -183,9 +183,9 @@ class BatchTransformStep(ComputeStep):
                 rows = pick(t.meta.lookup(conn, idx), cols) if cols else _whole_key()
                 if cols and set(cols) & set(t.meta.tracked):
                     moved = t.meta.moves_for(conn, idx, hwm.get(t.name, 0), cols)
-                    rows = _concat([rows, moved])
+                    rows = _rows_of([rows, moved])
                 frames.append(self._expand(conn, t, rows, ikeys, hwm))
-            pending = unique_rows(_concat(frames)) if frames else None
+            pending = unique_rows(_rows_of(frames)) if frames else None
         if pending is None or pending.empty:
             return ChangeList()
         changes = self._process(pending, done_seq=snap, report=report)
@@ -221,7 +221,7 @@ class BatchTransformStep(ComputeStep):
         if not frames:
             return self._empty_keys(), False
         keys = self._key_columns()
-        changed = _concat(frames)
+        changed = _rows_of(frames)
         if changed.empty:
             return self._empty_keys(), True
         changed = latest_rows(changed, keys, "seq")
@@ -240,7 +240,7 @@ class BatchTransformStep(ComputeStep):
             return _whole_key()
         frames = [self._expand(conn, t, t.meta.scan(conn, columns=ikeys[t.name]), ikeys, None)
                   for t in self.inputs if ikeys[t.name] and t.meta.holds(ikeys[t.name])]
-        return _concat(frames).drop_duplicates() if frames else self._empty_keys()
+        return _rows_of(frames).drop_duplicates() if frames else self._empty_keys()
 
     def _output_keys(self, conn: sa.Connection) -> pd.DataFrame:
         """Every transform key present in the outputs."""
@@ -249,7 +249,7 @@ class BatchTransformStep(ComputeStep):
                 else self._empty_keys()
         frames = [t.meta.scan(conn, columns=self.transform_keys) for t in self.outputs
                   if t.meta.holds(self.transform_keys)]
-        return _concat(frames).drop_duplicates() if frames else self._empty_keys()
+        return _rows_of(frames).drop_duplicates() if frames else self._empty_keys()
 
     def _expand(self, conn: sa.Connection, source: DataTable, rows: pd.DataFrame,
                 ikeys: dict[str, list[str]], hwm: Mapping[str, int] | None) -> pd.DataFrame:
@@ -284,7 +284,7 @@ class BatchTransformStep(ComputeStep):
             return pending
         if self.whole:
             return _whole_key()
-        return _concat([pending, failed[self.transform_keys]]).drop_duplicates()
+        return _rows_of([pending, failed[self.transform_keys]]).drop_duplicates()
 
     def _keys_table_fits(self) -> bool:
         """Does the step's keys table exist and have the current transform keys?"""
@@ -459,7 +459,7 @@ class BatchTransformStep(ComputeStep):
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
                           batch: pd.DataFrame) -> pd.DataFrame:
         """Meta rows (all columns) of the live output rows under the batch's keys."""
-        out._ensure_tracked(conn=conn)
+        out.ensure_tracked(conn=conn)
         if not out.meta.holds(self.transform_keys):  # no rows yet to know the columns by
             return empty_frame(out.primary_keys)
         if self.whole:
@@ -492,13 +492,13 @@ def _whole_key() -> pd.DataFrame:
     return pd.DataFrame({WHOLE: [0]})
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+
+def _rows_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """`concat_rows` of key frames, an empty frame when there are none."""
     import pandas as pd
 
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    found = concat_rows(frames)
+    return pd.DataFrame() if found is None else found
 
 
 def _types_from(df: pd.DataFrame) -> dict[str, Any]:

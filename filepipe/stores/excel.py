@@ -103,18 +103,15 @@ if TYPE_CHECKING:
 
 __all__ = ["TableStoreExcel", "SheetNotFoundError", "EmptyKeyError", "NotWritableError", "KeyNameError"]
 
-_MAX_SHEET_NAME = 31
-_BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 _UNNAMED = re.compile(r"^Unnamed: \d+$")
 _MAX_SHOWN = 3
 
 
 def sheet_for_stem(path: str | os.PathLike) -> str:
     """The sheet name `sheet=None` uses for a new workbook at `path` (its stem, made valid)."""
-    name = _BAD_SHEET_CHARS.sub("_", Path(path).stem).strip("'")[:_MAX_SHEET_NAME].strip("'")
-    if not name or name.casefold() == "history":
-        return "Sheet1"
-    return name
+    from ..xlsx import sheet_name_from
+
+    return sheet_name_from(Path(path).stem)
 
 
 class TableStoreExcel(FileStore):
@@ -274,9 +271,8 @@ class TableStoreExcel(FileStore):
         self._check_keys(df, values, where)
 
     def _check_size(self, df: pd.DataFrame, names: list[str], where: str) -> None:
-        from ..frames import rows_in
+        from ..frames import align_keys, rows_in
         from ..xlsx import MAX_COLS, MAX_ROWS
-        from .files import _align
 
         current = self.frame()
         n_cols = len(set(names) | set(current.columns))
@@ -287,7 +283,7 @@ class TableStoreExcel(FileStore):
         n_rows = len(current) + len(df)
         keys = self.primary_keys
         if n_rows + 1 > MAX_ROWS and len(current) and all(k in df.columns for k in keys):
-            n_rows = len(current) + int((~rows_in(_align(df[keys], current, keys), current,
+            n_rows = len(current) + int((~rows_in(align_keys(df[keys], current, keys), current,
                                                   keys)).sum())
         if n_rows + 1 > MAX_ROWS:
             raise NotWritableError(f"{where}: after this write the sheet would hold "
@@ -358,6 +354,7 @@ class TableStoreExcel(FileStore):
         return "key " + ", ".join(f"{k}={v!r}" for k, v in row.items())
 
     def write_file(self, df: pd.DataFrame) -> None:
+        from ..frames import sorted_by_key
         from ..xlsx import check_output_path, write_sheet
 
         check_output_path(self.path)
@@ -366,7 +363,7 @@ class TableStoreExcel(FileStore):
             sheet = self.sheet
         assert sheet is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_sheet(self.path, sheet, _sorted_by(df, self.primary_keys))
+        write_sheet(self.path, sheet, sorted_by_key(df, self.primary_keys))
         self._resolved = sheet
 
     def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -445,11 +442,3 @@ def _show_rows(rows: list[dict]) -> str:
     return "; ".join("{" + ", ".join(f"{k}: {cell(v)}" for k, v in r.items()) + "}"
                      for r in rows)
 
-
-def _sorted_by(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    if len(df) < 2 or not all(k in df.columns for k in keys):
-        return df
-    try:
-        return df.sort_values(keys, kind="stable", ignore_index=True)
-    except TypeError:  # keys of mixed types cannot be ordered
-        return df

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fileutil import NotRegularFileError, display_path, fingerprints, resolve_path, unusable_reason
-from ..frames import apply_dtypes, check_keys, rows_in
+from ..frames import align_keys, apply_dtypes, check_keys, rows_in
 from .base import TableStore
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class FileStore(TableStore):
         if idx is None:
             return df.copy()
         keys = self.primary_keys
-        wanted = _align(idx[keys].drop_duplicates(), df, keys)
+        wanted = align_keys(idx[keys].drop_duplicates(), df, keys)
         return df.merge(wanted, on=keys)
 
     # --- writing ------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class FileStore(TableStore):
         if df.empty:
             return df
         keys = self.primary_keys
-        return df[~rows_in(df, _align(idx[keys], df, keys), keys)].reset_index(drop=True)
+        return df[~rows_in(df, align_keys(idx[keys], df, keys), keys)].reset_index(drop=True)
 
     def flush(self) -> None:
         if not self._dirty or self._frame is None:
@@ -165,17 +165,3 @@ class FileStore(TableStore):
     def owns_path(self, path: Path) -> bool:
         return path == self.path
 
-
-def _align(idx: pd.DataFrame, df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Cast the key columns of `idx` to the dtypes `df` has, so merges match."""
-    import pandas as pd
-
-    out = idx
-    for k in keys:
-        if k in df.columns and idx[k].dtype != df[k].dtype and len(df):
-            try:
-                casted = idx[k].astype(df[k].dtype)
-            except (TypeError, ValueError):
-                casted = idx[k].astype(str) if pd.api.types.is_string_dtype(df[k].dtype) else idx[k]
-            out = out.assign(**{k: casted})
-    return out

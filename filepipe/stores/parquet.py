@@ -52,9 +52,9 @@ from ..fileutil import (
     resolve_path,
     row_name,
 )
-from ..frames import check_keys
+from ..frames import align_keys, check_keys, concat_rows, sorted_by_key
 from .base import TableStore
-from .files import FileStore, _align
+from .files import FileStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +113,7 @@ class _ParquetFile(FileStore, TableStoreParquet):
             _check_parquet(table.schema, self.describe())
 
     def write_file(self, df: pd.DataFrame) -> None:
-        rows = _by_key(df, self.primary_keys)
+        rows = sorted_by_key(df, self.primary_keys)
         _write_table(self.path, _from_pandas(rows, self.describe(), rows[self.primary_keys]))
 
 
@@ -151,7 +151,7 @@ class _PartitionFile(_ParquetFile):
 
         pcols = self.partition_cols
         keys = [k for k in self.primary_keys if k not in pcols] or self.primary_keys
-        rows = _by_key(df, keys)
+        rows = sorted_by_key(df, keys)
         table = _from_pandas(rows.drop(columns=pcols), self.describe(), rows[self.primary_keys])
         types = pa.schema([pa.field(c, _arrow_type(df[c], self.describe())) for c in pcols])
         meta = dict(table.schema.metadata or {})
@@ -342,9 +342,9 @@ class _ParquetDataset(TableStoreParquet):
         if idx is None:
             paths = self._paths()
             frames = [self._file(p).frame() for p in paths]
-            df = _concat(frames)
+            df = concat_rows(frames)
             if df is None:
-                return self.empty()
+                return frames[0].iloc[0:0].copy() if frames else self.empty()
             if len(frames) > 1 and not (self._disjoint and
                                         len({p.parent for p in paths}) == len(paths)):
                 check_keys(df, keys, self.describe())  # a key in two files
@@ -355,8 +355,8 @@ class _ParquetDataset(TableStoreParquet):
         for p in paths:
             frame = self._file(p).frame()
             if len(frame):
-                parts.append(frame.merge(_align(wanted, frame, keys), on=keys))
-        df = _concat(parts)
+                parts.append(frame.merge(align_keys(wanted, frame, keys), on=keys))
+        df = concat_rows(parts)
         return df if df is not None else self._columns_only()
 
     def _columns_only(self) -> pd.DataFrame:
@@ -611,17 +611,6 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _by_key(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Rows in key order, so equal tables give equal files whatever order rows came in."""
-    if len(df) < 2:
-        return df
-    try:
-        if len(keys) == 1 and df[keys[0]].is_monotonic_increasing:
-            return df
-        return df.sort_values(keys, kind="stable", ignore_index=True)
-    except TypeError:  # keys of mixed types do not sort: keep the order they have
-        return df
-
 
 def _arrow_errors() -> tuple[type[Exception], ...]:
     """What converting pandas values to Arrow raises for values it cannot hold
@@ -731,16 +720,6 @@ def _write_to(tmp: Path, table: pa.Table) -> None:
     with open(tmp, "wb") as f:
         pq.write_table(table, f, compression="snappy")
 
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
-    import pandas as pd
-
-    nonempty = [f for f in frames if len(f)]
-    if not nonempty:
-        return frames[0].iloc[0:0].copy() if frames else None
-    if len(nonempty) == 1:
-        return nonempty[0].copy()  # the frame a partition caches: callers may modify theirs
-    return pd.concat(nonempty, ignore_index=True)
 
 
 def _remove_files(paths: Any) -> None:

@@ -79,7 +79,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .limits import MAX_CELL_CHARS, MAX_COLS, MAX_ROWS, SheetError, validate_sheet_name
+from .limits import MAX_CELL_CHARS, MAX_COLS, MAX_ROWS, SheetError, sheet_name_from, validate_sheet_name
 from .paths import check_output_path
 from .read import read_sheet, sheet_names
 from .values import cell_text, excel_floats, header_text, header_texts, is_missing, sheet_values
@@ -89,7 +89,7 @@ from .zipio import verify_zip as _verify_zip
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SheetError", "write_sheet", "read_sheet", "sheet_names", "validate_sheet_name",
+__all__ = ["SheetError", "write_sheet", "read_sheet", "sheet_names", "validate_sheet_name", "sheet_name_from",
            "sheet_values", "cell_text", "header_text", "header_texts", "check_output_path",
            "excel_floats", "is_missing", "MAX_ROWS", "MAX_COLS", "MAX_CELL_CHARS"]
 

@@ -16,6 +16,15 @@ MAX_SHEET_NAME = 31
 _BAD_SHEET_CHARS = set("[]:*?/\\")
 
 
+def sheet_name_from(text: str) -> str:
+    """`text` made a sheet name Excel accepts: forbidden characters become ``_``, at most
+    31 characters, no quote at either end ("Sheet1" if nothing is left, or "History",
+    which Excel reserves)."""
+    name = "".join("_" if ch in _BAD_SHEET_CHARS else ch for ch in text).strip("'")
+    name = name[:MAX_SHEET_NAME].strip("'")
+    return "Sheet1" if not name or name.casefold() == "history" else name
+
+
 def validate_sheet_name(sheet: object, path: str | os.PathLike | None = None) -> str:
     """Return `sheet` if Excel accepts it as a sheet name, else raise SheetError."""
     where = f" (workbook {os.fspath(path)})" if path is not None else ""
