@@ -344,6 +344,7 @@ def reset(obj: Context, step: str | None, everything: bool) -> None:
             click.echo(f"Started a fresh metadata index{where}. The next `filepipe run` rebuilds "
                        "it from the files and makes every output equal a fresh recompute.")
             return
+        assert step is not None  # checked above: a STEP or --all
         app.reset(step)
     click.echo(f"{step}: every key will be recomputed by the next `filepipe run`")
 

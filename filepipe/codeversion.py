@@ -131,8 +131,8 @@ class _Walk:
         if isinstance(v, type):
             return self.entry(v, self.klass) if _is_project_class(v) else _name(v)
         if isinstance(v, types.ModuleType):  # a project module's own name may be random
-            return (f"module:{pathlib.Path(_module_file(v)).stem}" if _is_project_module(v)
-                    else f"module:{v.__name__}")
+            file = _module_file(v) if _is_project_module(v) else None  # a project one has a file
+            return f"module:{pathlib.Path(file).stem}" if file is not None else f"module:{v.__name__}"
         if isinstance(v, functools.partial):
             return f"partial({self.value(v.func)},{self.value(v.args)},{self.value(v.keywords)})"
         if isinstance(v, types.MethodType):
@@ -233,6 +233,7 @@ def _data_text(v: Any) -> str:
 
     from .hashing import hash_rows
 
+    labels: list[str] | str
     if isinstance(v, pd.DataFrame):
         frame, labels = v, [str(c) for c in v.columns]
     elif isinstance(v, pd.Series):

@@ -150,7 +150,7 @@ def row_name(keys: pd.DataFrame, i: int) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temp file beside `path`, fsync it, then rename it over `path`.
 
     A new file gets the mode the umask (or the folder's default ACL) gives, like any file
@@ -200,6 +200,7 @@ def remove_stale_temp_files(root: Path) -> list[Path]:
 
     Only call it while holding the project's lock (no write of ours is in flight).
     """
+    folders: Iterator[tuple[Path, list[str]]]
     if root.is_dir():
         folders = ((Path(d), names) for d, _, names in os.walk(root))
     else:

@@ -49,6 +49,7 @@ def check_output(table: DataTable) -> OutputCheck:
     if unknown or dirty:  # a write may have been killed: its temp files go first
         _remove_temp_files(table)
         listed = table.store.list_files()
+        assert listed is not None  # a file-backed store, as the first listing showed
     if unknown:
         return adopt_output(table, listed)
     both = listed.merge(stored, on="path", how="outer", suffixes=("", "_old"))
@@ -78,7 +79,7 @@ def _remove_temp_files(table: DataTable) -> None:
     """Remove the temp files a killed write of filepipe's left among `table`'s files."""
     from .fileutil import remove_stale_temp_files
 
-    for left in remove_stale_temp_files(table.store.location()):
+    for left in remove_stale_temp_files(_location(table)):
         log.info("removed %s, left by an interrupted write", left)
 
 
@@ -108,7 +109,7 @@ def adopt_output(table: DataTable, listed: pd.DataFrame) -> OutputCheck:
     held = Path(tempfile.mkdtemp(prefix="filepipe-adopted-"))
     for p in listed["path"]:
         dest = held / (Path(p).name if table.store.single_file else
-                       Path(p).relative_to(table.store.location()))
+                       Path(p).relative_to(_location(table)))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest)
     report, table.ds.report = table.ds.report, None  # not a change of this run
@@ -127,7 +128,7 @@ def release_adopted(table: DataTable, held: Path, changed: bool,
     """Keep the held copy of an adopted output beside it if the run `changed` the
     output (rows filepipe could not account for were replaced); returns its path.
     `kept` maps files already kept this run to their copy (two sheets, one workbook)."""
-    root = table.store.location()
+    root = _location(table)
     if not changed or root in kept:
         shutil.rmtree(held, ignore_errors=True)
         return kept.get(root) if changed else None
@@ -140,6 +141,13 @@ def release_adopted(table: DataTable, held: Path, changed: bool,
     return str(target)
 
 
+def _location(table: DataTable) -> Path:
+    """The file or folder of an output that has files (so a file-backed store)."""
+    root = table.store.location()
+    assert root is not None, f"{table.store.describe()} is not file-backed"
+    return root
+
+
 def _backup(table: DataTable, paths: list[Path]) -> str:
     """Copy edited output files aside; returns where they went.
 
@@ -150,7 +158,7 @@ def _backup(table: DataTable, paths: list[Path]) -> str:
         target = backup_path(paths[0])
         shutil.copy2(paths[0], target)
         return str(target)
-    root = table.store.location()
+    root = _location(table)
     folder = backup_path(root)
     for p in paths:
         dest = folder / p.relative_to(root)

@@ -131,7 +131,11 @@ def _python_values(s: pd.Series) -> list[Any]:
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
         arr = s.to_numpy()
         nan = np.isnan(arr)
-        return np.where(nan, None, arr).tolist() if nan.any() else arr.tolist()
+        if not nan.any():
+            return arr.tolist()
+        out = arr.astype(object)  # Python floats, None where NaN
+        out[nan] = None
+        return out.tolist()
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
         return s.to_numpy(dtype=object, na_value=None).tolist()
     if isinstance(dtype, pd.ArrowDtype) or pd.api.types.is_extension_array_dtype(dtype):
@@ -396,7 +400,7 @@ def typed_column(values: Sequence[Any], column: sa.Column | None) -> Any:
     return pd.Series(values, dtype=object) if not values else values
 
 
-def _str_array(values: list[Any]) -> Any:
+def _str_array(values: Sequence[Any]) -> Any:
     """Strings (or None) as pandas' default `str` array, built through Arrow (2x faster)."""
     import pandas as pd
     import pyarrow as pa

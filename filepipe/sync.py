@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
+    from .frametypes import DataDF, IndexDF
     from .report import RunReport
     from .table import DataTable
 
@@ -40,7 +41,7 @@ class SyncResult:
     opened: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
-    changed: pd.DataFrame | None = None
+    changed: IndexDF | None = None
     #: why the sync changed nothing (it would have deleted too much), else None
     refused: str | None = None
 
@@ -117,8 +118,9 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     if not found.to_read and not result.missing:
         return _reported(result, report)
 
-    data, errors = _read_changed(table, found.to_read)
-    result.errors.update(errors)
+    read = _read_changed(table, found.to_read)
+    data = read.data
+    result.errors.update(read.errors)
 
     files = table.ds.meta.file_meta
     with table.ds.meta.begin() as conn:
@@ -188,7 +190,17 @@ def _reported(result: SyncResult, report: RunReport | None, missing: bool = True
     return result
 
 
-def _read_changed(table: DataTable, paths: list[str]) -> tuple[pd.DataFrame | None, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class ChangedFiles:
+    """What `_read_changed` read: the rows of the files that could be read, column
+    ``_path`` naming each row's file (None when no row was read), and why each of the
+    others could not be read, by path."""
+
+    data: DataDF | None
+    errors: dict[str, str]
+
+
+def _read_changed(table: DataTable, paths: list[str]) -> ChangedFiles:
     """Rows of the changed files (column ``_path``) and the errors of unreadable ones.
 
     All files are read in one go; only if that fails, or a file changed while it was
@@ -197,7 +209,7 @@ def _read_changed(table: DataTable, paths: list[str]) -> tuple[pd.DataFrame | No
     import pandas as pd
 
     if not paths:
-        return None, {}
+        return ChangedFiles(None, {})
     before = {p: _stat(p) for p in paths}
     try:
         data = _typed_keys(table, "", table.store.read_files_frame(paths))
@@ -215,10 +227,10 @@ def _read_changed(table: DataTable, paths: list[str]) -> tuple[pd.DataFrame | No
             errors[path] = f"{type(exc).__name__}: {exc}"
             log.error("cannot read %s (table %s): %s", path, table.name, exc)
     frames = [f for f in frames if len(f)]
-    return (pd.concat(frames, ignore_index=True) if frames else None), errors
+    return ChangedFiles(pd.concat(frames, ignore_index=True) if frames else None, errors)
 
 
-def _typed_keys(table: DataTable, path: str, df: pd.DataFrame) -> pd.DataFrame:
+def _typed_keys(table: DataTable, path: str, df: DataDF) -> DataDF:
     """Key and tracked columns cast to the table's types; a value that does not fit
     (text typed into a numeric key column) is an error naming the file and column."""
     if not table.meta.exists or df.empty:
@@ -236,7 +248,7 @@ def _typed_keys(table: DataTable, path: str, df: pd.DataFrame) -> pd.DataFrame:
     return table.meta.coerce(df)
 
 
-def _read_stable(table: DataTable, path: str) -> pd.DataFrame:
+def _read_stable(table: DataTable, path: str) -> DataDF:
     """Read one file, retrying while it is half-written or changes under the read."""
     last: Exception | None = None
     for delay in (0.0, *RETRY_DELAYS):
@@ -268,7 +280,7 @@ def _stat(path: str) -> tuple | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -> pd.DataFrame:
+def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -> IndexDF:
     """Keys of the live rows that came from the given files."""
     import pandas as pd
 
@@ -278,9 +290,9 @@ def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -
                                columns=table.primary_keys)
 
 
-def _without_clashes(conn: sa.Connection, table: DataTable, data: pd.DataFrame,
+def _without_clashes(conn: sa.Connection, table: DataTable, data: DataDF,
                      stored: pd.DataFrame, missing: list[str],
-                     errors: dict[str, str]) -> pd.DataFrame:
+                     errors: dict[str, str]) -> DataDF:
     """`data` (rows of the files just read, column ``_path``) less the files whose keys
     clash with another file's (``7.json`` and ``007.json`` with an int key): those are
     reported in `errors` with both paths, and keep their previous rows. Rows of files
@@ -319,8 +331,8 @@ def _without_clashes(conn: sa.Connection, table: DataTable, data: pd.DataFrame,
     return data[~data["_path"].isin(clash)] if clash else data
 
 
-def _mass_delete(conn: sa.Connection, table: DataTable, data: pd.DataFrame | None,
-                 prev: pd.DataFrame) -> str | None:
+def _mass_delete(conn: sa.Connection, table: DataTable, data: DataDF | None,
+                 prev: IndexDF) -> str | None:
     """Why deleting the rows of `prev` that `data` lacks is refused, or None.
 
     Refused when more than `table.max_delete_share` of a table of at least

@@ -19,20 +19,29 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
+    from .frametypes import DataDF, IndexDF, MetaDF
     from .report import RunReport
     from .stores.base import TableStore
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """A frame's rows joined with their stored meta (`DataTable._diff`); the three masks
+    are boolean arrays aligned with the frame's rows."""
+
+    merged: dict[str, Any]  # arrays: the frame's keys and tracked columns, `hash`, stored meta as <col>__old
+    existed: Any  # the key has meta (live or deleted)
+    live: Any  # the key has meta and is not deleted
+    write: Any  # rows to write: new or changed (or moved to another source file)
 
 
 @dataclass
 class Chunk:
     """A frame checked and diffed against the meta, ready for `DataTable.apply_chunk`."""
 
-    df: pd.DataFrame
-    merged: dict[str, Any] | None  # arrays: df's keys, hashes, stored meta as <col>__old
-    existed: Any
-    live: Any
-    write: Any  # rows to write: new or changed
-    gone: pd.DataFrame | None  # meta rows of processed_idx not re-emitted
+    df: DataDF
+    diff: Diff | None  # None: the table has no meta yet and nothing is to be written
+    gone: MetaDF | None  # meta rows of processed_idx not re-emitted (None with `diff`)
     file_id: Any
     write_store: bool
 
@@ -96,7 +105,7 @@ class DataTable:
         self._wanted_tracked |= {c for c in columns if c not in self.primary_keys}
         self.ensure_tracked()
 
-    def ensure_tracked(self, sample: pd.DataFrame | None = None,
+    def ensure_tracked(self, sample: DataDF | None = None,
                         conn: sa.Connection | None = None) -> None:
         missing = sorted(self._wanted_tracked - set(self.meta.tracked))
         if not missing or not self.meta.exists:
@@ -114,10 +123,11 @@ class DataTable:
         with self._transaction(conn) as c:
             self.meta.add_tracked({c_: sql_type_for(data[c_]) for c_ in missing}, conn=c)
             if has_rows:
+                assert self.meta.table is not None  # the meta exists (checked above)
                 rows = self.meta.coerce(data[self.primary_keys + missing])
                 sql.update_by_keys(c, self.meta.table, rows, self.primary_keys)
 
-    def _readable_rows(self) -> pd.DataFrame:
+    def _readable_rows(self) -> DataDF:
         """All rows; for a file-backed table, of the files that can be read now (a broken
         file is reported by the sync, not here)."""
         import pandas as pd
@@ -127,8 +137,10 @@ class DataTable:
         except Exception:
             if not self.is_file_backed:
                 raise
+        listed = self.store.list_files()
+        assert listed is not None  # a file-backed store
         frames = []
-        for path in self.store.list_files()["path"]:
+        for path in listed["path"]:
             try:
                 frames.append(self.store.read_files([path])[path])
             except Exception:  # noqa: BLE001, S112 - skipped here, reported by the sync
@@ -137,7 +149,7 @@ class DataTable:
             pd.DataFrame(columns=self.primary_keys)
 
     # --- reads --------------------------------------------------------------------------
-    def get_data(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+    def get_data(self, idx: IndexDF | None = None) -> DataDF:
         """Rows (all, or those of `idx`), oldest change first."""
         if idx is not None:
             idx = self.meta.coerce(idx)
@@ -150,8 +162,8 @@ class DataTable:
         rows = rows.merge(seqs, on=self.primary_keys, how="left")
         return rows.sort_values("seq", kind="stable").drop(columns="seq").reset_index(drop=True)
 
-    def get_metadata(self, idx: pd.DataFrame | None = None,
-                     include_deleted: bool = False) -> pd.DataFrame:
+    def get_metadata(self, idx: IndexDF | None = None,
+                     include_deleted: bool = False) -> MetaDF:
         """Meta rows: keys, hash, create_ts, update_ts, delete_ts, seq (+ tracked columns)."""
         if not self.meta.exists:
             return self.meta.empty(self.primary_keys)
@@ -184,9 +196,9 @@ class DataTable:
             return self.meta.count(conn)
 
     # --- writes -------------------------------------------------------------------------
-    def store_chunk(self, df: pd.DataFrame, processed_idx: pd.DataFrame | None = None,
+    def store_chunk(self, df: DataDF, processed_idx: IndexDF | None = None,
                     now: float | None = None, conn: sa.Connection | None = None,
-                    file_id: Any = None, write_store: bool = True) -> pd.DataFrame:
+                    file_id: Any = None, write_store: bool = True) -> IndexDF:
         """Write the rows of `df`; delete rows of `processed_idx` absent from `df`.
 
         Returns the keys changed: new, changed and deleted rows. Syncing a source passes
@@ -197,9 +209,9 @@ class DataTable:
             chunk = self.prepare_chunk(df, processed_idx, c, file_id, write_store)
             return self.apply_chunk(chunk, c, now)
 
-    def prepare_chunk(self, df: pd.DataFrame, processed_idx: pd.DataFrame | None,
+    def prepare_chunk(self, df: DataDF, processed_idx: IndexDF | None,
                       conn: sa.Connection, file_id: Any = None, write_store: bool = True,
-                      known: pd.DataFrame | None = None) -> Chunk:
+                      known: MetaDF | None = None) -> Chunk:
         """Check `df` and diff it with the meta; nothing is written yet.
 
         A step with several outputs prepares all of them before applying any, so a bad
@@ -213,7 +225,7 @@ class DataTable:
             check_keys(processed_idx, self.primary_keys, f"{where} processed_idx", unique=False)
         if not self.meta.ensure(self.primary_keys, self.store.key_types(), sample=df, conn=conn):
             if processed_idx is None or processed_idx.empty:
-                return Chunk(df.iloc[0:0], None, None, None, None, None, None, write_store)
+                return Chunk(df.iloc[0:0], None, None, None, write_store)
             raise MissingColumnsError(f"{where}: cannot infer key types from an empty frame")
         self.ensure_tracked(sample=df, conn=conn)
         absent = [c for c in self.meta.tracked if c not in df.columns]
@@ -223,30 +235,32 @@ class DataTable:
             self.store.check_writable(df)
             df = self.store.normalize(df)
         df = self.meta.coerce(df).reset_index(drop=True)
-        merged, existed, live, write = self._diff(conn, df, file_id, known)
+        diff = self._diff(conn, df, file_id, known)
         gone = self._gone(conn, df, processed_idx, known)
-        return Chunk(df, merged, existed, live, write, gone, file_id, write_store)
+        return Chunk(df, diff, gone, file_id, write_store)
 
-    def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None) -> pd.DataFrame:
+    def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None) -> IndexDF:
         """Write a prepared chunk: data (unless a source), meta with new clock values."""
         import pandas as pd
 
         keys = self.primary_keys
-        if chunk.merged is None:
+        diff, gone = chunk.diff, chunk.gone
+        if diff is None:
             return pd.DataFrame(columns=keys)
-        write, live, gone = chunk.write, chunk.live, chunk.gone
+        assert gone is not None  # set whenever `diff` is
+        write, live = diff.write, diff.live
         n_changes = int(write.sum()) + len(gone)
         if n_changes == 0:
             return pd.DataFrame(columns=keys)
         now = time.time() if now is None else now
         first = self.ds.meta.take_seq(conn, n_changes)
-        written = self._written_meta(chunk, first, now)
+        written = self._written_meta(diff, chunk.file_id, first, now)
         if len(written):
             if chunk.write_store:
                 self.store.upsert_rows(chunk.df[write], conn=conn)
                 self._remember_kinds(chunk.df[write])
             self.meta.write(conn, written)
-            self._log_moves(conn, written, chunk.existed[write])
+            self._log_moves(conn, written, diff.existed[write])
         if len(gone):
             gone = gone.assign(seq=range(first + len(written), first + n_changes),
                                delete_ts=now, update_ts=now)
@@ -261,7 +275,7 @@ class DataTable:
         parts = [pick(f, keys) for f in (written, gone) if len(f)]  # disjoint keys
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
-    def _remember_kinds(self, df: pd.DataFrame) -> None:
+    def _remember_kinds(self, df: DataDF) -> None:
         """Note the column types written to a file store (CSV loses them); `_flush`
         keeps them in the index once the file holds them."""
         from .frames import merge_kinds, value_kinds
@@ -274,20 +288,19 @@ class DataTable:
             self.store.use_written_kinds(kinds)
 
     @staticmethod
-    def _written_meta(chunk: Chunk, first: int, now: float) -> pd.DataFrame:
-        """Meta rows for the chunk's new and changed rows, clock values from `first` on."""
+    def _written_meta(diff: Diff, file_id: Any, first: int, now: float) -> MetaDF:
+        """Meta rows for the diff's new and changed rows, clock values from `first` on."""
         import numpy as np
         import pandas as pd
 
-        rows = np.flatnonzero(chunk.write)
+        rows = np.flatnonzero(diff.write)
         n = len(rows)
-        merged = chunk.merged
+        merged = diff.merged
         data = {c: values.take(rows) for c, values in merged.items()}
         created = np.asarray(merged["create_ts__old"], dtype="float64")[rows]
-        file_id = chunk.file_id
         data.update(
             seq=np.arange(first, first + n, dtype="int64"),
-            create_ts=np.where(chunk.live[rows], created, now),
+            create_ts=np.where(diff.live[rows], created, now),
             update_ts=np.full(n, now),
             delete_ts=np.full(n, np.nan),
             file_id=(np.asarray(file_id)[rows] if _is_array(file_id)
@@ -295,9 +308,9 @@ class DataTable:
         )
         return pd.DataFrame(data)
 
-    def _diff(self, conn: sa.Connection, df: pd.DataFrame, file_id: Any = None,  # noqa: ANN202
-              known: pd.DataFrame | None = None):
-        """Join `df`'s hashes with the stored meta: (merged, existed, live, to_write).
+    def _diff(self, conn: sa.Connection, df: DataDF, file_id: Any = None,
+              known: MetaDF | None = None) -> Diff:
+        """Join `df`'s hashes with the stored meta.
 
         `merged` holds arrays by name: `df`'s key and tracked columns, its `hash`, and
         the stored meta as ``<column>__old``. A row that moved to another source file is
@@ -316,22 +329,22 @@ class DataTable:
                   **take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old")}
         existed = pos >= 0
         if not existed.any():
-            return merged, existed, existed, ~existed
+            return Diff(merged, existed, existed, ~existed)
         live = existed & old["delete_ts"].isna().to_numpy(dtype=bool)[pos]
         same = live & (old["hash"].to_numpy(dtype="int64")[pos] == np.asarray(hashes, dtype="int64"))
         if file_id is not None:
             fid_old = old["file_id"].to_numpy(dtype="float64", na_value=-1)[pos]
             same &= fid_old == (np.asarray(file_id, dtype="float64") if _is_array(file_id) else file_id)
-        return merged, existed, live, ~same
+        return Diff(merged, existed, live, ~same)
 
-    def delete_by_idx(self, idx: pd.DataFrame, now: float | None = None,
-                      conn: sa.Connection | None = None) -> pd.DataFrame:
+    def delete_by_idx(self, idx: IndexDF, now: float | None = None,
+                      conn: sa.Connection | None = None) -> IndexDF:
         """Delete the rows of `idx`; returns the keys that were present."""
         empty = idx.iloc[0:0]
         return self.store_chunk(empty, processed_idx=idx, now=now, conn=conn)
 
-    def _gone(self, conn: sa.Connection, df: pd.DataFrame, processed_idx: pd.DataFrame | None,
-              known: pd.DataFrame | None = None) -> pd.DataFrame:
+    def _gone(self, conn: sa.Connection, df: DataDF, processed_idx: IndexDF | None,
+              known: MetaDF | None = None) -> MetaDF:
         """Live meta rows of `processed_idx` whose keys `df` does not hold."""
         keys = self.primary_keys
         if processed_idx is None or processed_idx.empty:
@@ -347,8 +360,8 @@ class DataTable:
             wanted = wanted & rows_in(found, pidx, keys)
         return found[wanted].reset_index(drop=True)
 
-    def _meta_of(self, conn: sa.Connection, idx: pd.DataFrame,
-                 known: pd.DataFrame | None) -> pd.DataFrame:
+    def _meta_of(self, conn: sa.Connection, idx: IndexDF,
+                 known: MetaDF | None) -> MetaDF:
         """Meta rows for the keys of `idx`, looking up only those not in `known`.
 
         The result may hold more keys than `idx` (those of `known`), each once.
@@ -363,7 +376,7 @@ class DataTable:
         rest = self.meta.lookup(conn, idx[~inside])
         return pd.concat([known, rest], ignore_index=True) if len(rest) else known
 
-    def _log_moves(self, conn: sa.Connection, written: pd.DataFrame, existed) -> None:  # noqa: ANN001
+    def _log_moves(self, conn: sa.Connection, written: MetaDF, existed: Any) -> None:
         """Log old tracked values of rows whose group changed."""
         tracked = self.meta.tracked
         if not tracked or not existed.any():

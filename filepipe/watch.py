@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from .fileutil import is_temp_name
 
 if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
     from .app import FilepipeApp
     from .report import RunReport
     from .stores.base import TableStore
@@ -471,11 +473,15 @@ class Watcher:
 
     # --- observer -----------------------------------------------------------------------
     def start_observer(self) -> None:
+        observer: BaseObserver
         if self.poll:
-            from watchdog.observers.polling import PollingObserver as observer_class
+            from watchdog.observers.polling import PollingObserver
+
+            observer = PollingObserver()
         else:
-            from watchdog.observers import Observer as observer_class
-        observer = observer_class()
+            from watchdog.observers import Observer
+
+            observer = Observer()
         self._handler, self._classes = _handler(self), _event_classes()
         for t in self.targets:
             observer.schedule(self._handler, str(t.path), recursive=True,
@@ -612,6 +618,7 @@ class Watcher:
                 continue
             if next_rescan is not None and now >= next_rescan:
                 self.cycle(None, "periodic full sync")
+                assert self.rescan_every is not None  # next_rescan is set only then
                 next_rescan = time.monotonic() + self.rescan_every
                 continue
             if self._retry_at is not None and now >= self._retry_at:

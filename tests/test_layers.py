@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: lowest first; a module may import modules of its own layer or of lower ones
 LAYERS = [
-    ["errors", "report", "scaffold", "hashing", "stores.base", "stores"],
+    ["errors", "report", "scaffold", "hashing", "frametypes", "stores.base", "stores"],
     ["frames", "fileutil", "codeversion"],
     ["sql", "types", "xlsx"],
     ["meta.schema", "meta.files", "meta.rows", "meta.steps", "meta.index", "meta",

@@ -73,9 +73,10 @@ def _write_orders_xlsx(root: Path, amount_of_1: float) -> None:
     age(root / "orders.xlsx")
 
 
+@pytest.mark.parametrize("how", ["run", "watch_cycle"])
 @pytest.mark.parametrize("source", ["folder", "excel"])
 def test_a_source_edited_during_a_run_and_undone_after_it_leaves_no_stale_output(
-        tmp_path: Path, source: str) -> None:
+        tmp_path: Path, source: str, how: str) -> None:
     pd.DataFrame({"id": [1]}).to_csv(tmp_path / "side.csv", index=False)
     age(tmp_path / "side.csv")
     if source == "folder":
@@ -84,7 +85,8 @@ def test_a_source_edited_during_a_run_and_undone_after_it_leaves_no_stale_output
     else:
         _write_orders_xlsx(tmp_path, amount_of_1=1.0)
     app = _editing_app(tmp_path, source)
-    report = app.run()
+    run = app.run if how == "run" else lambda: app.run_cycle(None)
+    report = run()
     assert report.ok, report.summary()
     # the run saw the edited file (A -> B during the run): the output holds B
     assert read_copy(tmp_path).set_index("order_id")["amount"].to_dict() == {1: 99.0, 2: 2.0}
@@ -93,10 +95,10 @@ def test_a_source_edited_during_a_run_and_undone_after_it_leaves_no_stale_output
         write_json(tmp_path / "inbox/1.json", {"customer": "a", "amount": 1.0})
     else:
         _write_orders_xlsx(tmp_path, amount_of_1=1.0)
-    report = app.run()
+    report = run()
     assert report.ok, report.summary()
     assert read_copy(tmp_path).set_index("order_id")["amount"].to_dict() == {1: 1.0, 2: 2.0}
-    assert app.run().changed is False
+    assert run().changed is False
     close(app)
 
 

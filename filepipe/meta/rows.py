@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
+    from ..frametypes import DataDF, IndexDF, MetaDF
     from .schema import IndexDB
 
 ROW_COLUMNS = ["hash", "create_ts", "update_ts", "delete_ts", "seq", "file_id"]
@@ -71,7 +72,7 @@ class RowMeta:
         return {c: self.table.c[c].type for c in self.keys + self.tracked}
 
     def ensure(self, keys: Sequence[str], key_types: Mapping[str, Any] | None,
-               sample: pd.DataFrame | None = None, conn: sa.Connection | None = None) -> bool:
+               sample: DataDF | None = None, conn: sa.Connection | None = None) -> bool:
         """Create the meta table if missing; False when key types are not known yet.
 
         DDL runs on `conn` when given (SQLite would lock against a second connection).
@@ -146,7 +147,7 @@ class RowMeta:
         """Cast key and tracked columns of `df` to this table's types."""
         return coerce_columns(df, self.column_types()) if self.table is not None else df
 
-    def lookup(self, conn: sa.Connection, idx: pd.DataFrame, total: int | None = None) -> pd.DataFrame:
+    def lookup(self, conn: sa.Connection, idx: IndexDF, total: int | None = None) -> MetaDF:
         """Meta rows (deleted ones included) for the keys in `idx`.
 
         When `idx` covers a large share of the table a scan beats many IN lookups.
@@ -162,7 +163,7 @@ class RowMeta:
         return sql.select_where_in(conn, self.table, self.meta_columns, self.coerce(idx), self.keys)
 
     def scan(self, conn: sa.Connection, include_deleted: bool = False,
-             columns: Sequence[str] | None = None, deleted_after: int | None = None) -> pd.DataFrame:
+             columns: Sequence[str] | None = None, deleted_after: int | None = None) -> MetaDF:
         """Meta rows: live ones, plus deleted ones (all, or those deleted after a clock value)."""
         assert self.table is not None
         cols = list(columns or self.meta_columns)
@@ -173,7 +174,7 @@ class RowMeta:
 
     def matching(self, conn: sa.Connection, proj: pd.DataFrame,
                  columns: Sequence[str] | None = None,
-                 on: Sequence[str] | None = None) -> pd.DataFrame:
+                 on: Sequence[str] | None = None) -> MetaDF:
         """Live meta rows whose `on` columns (default all of `proj`'s) equal one of its rows."""
         assert self.table is not None
         cols = list(columns or self.meta_columns)
@@ -196,7 +197,7 @@ class RowMeta:
         moved = sql.select_all(conn, self.moves, cols, where=_range_where(conn), params=(lo, hi))
         return pd.concat([cur, moved], ignore_index=True) if len(moved) else cur
 
-    def moves_for(self, conn: sa.Connection, idx: pd.DataFrame, after: int,
+    def moves_for(self, conn: sa.Connection, idx: IndexDF, after: int,
                   columns: Sequence[str]) -> pd.DataFrame:
         """Old tracked values of the keys in `idx` logged after clock value `after`."""
         if self.moves is None or idx.empty:
@@ -219,12 +220,12 @@ class RowMeta:
             "SELECT MAX(COALESCE(delete_ts, update_ts)) FROM "
             f"{sql.qualified(conn, self.table)}").scalar_one()
 
-    def empty(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    def empty(self, columns: Sequence[str] | None = None) -> MetaDF:
         """No rows, with `columns` (default all) typed as a lookup would type them."""
         return sql.empty_result(self.table, list(columns or self.meta_columns))
 
     # --- writes -------------------------------------------------------------------------
-    def write(self, conn: sa.Connection, rows: pd.DataFrame) -> None:
+    def write(self, conn: sa.Connection, rows: MetaDF) -> None:
         """Upsert full meta rows (all of `meta_columns` present in `rows`; others ignored)."""
         assert self.table is not None
         sql.upsert(conn, self.table, rows, self.keys)

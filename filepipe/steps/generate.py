@@ -39,7 +39,8 @@ class BatchGenerate(PipelineStep):
 
     @property
     def default_name(self) -> str:
-        return self.name or getattr(self.func, "__name__", "generate")
+        func_name: str = getattr(self.func, "__name__", "generate")
+        return self.name or func_name
 
     def build(self, ds: DataStore, catalog: Catalog, name: str) -> BatchGenerateStep:
         return BatchGenerateStep(ds, name, self.func, tables(ds, catalog, name, self.outputs),

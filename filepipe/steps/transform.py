@@ -18,10 +18,21 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from ..catalog import Catalog
+    from ..frametypes import DataDF, IndexDF, MetaDF
     from ..report import RunReport
     from ..table import DataStore, DataTable
 
 log = logging.getLogger("filepipe")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What the next full run of a step has to do (`BatchTransformStep._pending`)."""
+
+    keys: IndexDF | None  # transform keys to process; None while the inputs' columns are unknown
+    advance: bool  # move the step's marks on even if no key is left to process
+    hwm: dict[str, int]  # the step's marks: the last change handled, per input table
+    snap: int  # the index's change clock when the keys were taken
 
 
 @dataclass
@@ -43,7 +54,8 @@ class BatchTransform(PipelineStep):
 
     @property
     def default_name(self) -> str:
-        return self.name or getattr(self.func, "__name__", "transform")
+        func_name: str = getattr(self.func, "__name__", "transform")
+        return self.name or func_name
 
     def build(self, ds: DataStore, catalog: Catalog, name: str) -> BatchTransformStep:
         return BatchTransformStep(
@@ -121,13 +133,14 @@ class BatchTransformStep(ComputeStep):
 
     def run_full(self, report: RunReport) -> ChangeList:
         with self.ds.meta.begin() as conn:
-            pending, advance, hwm, snap = self._pending(conn)
+            todo = self._pending(conn)
+        pending, snap = todo.keys, todo.snap
         if pending is None:
             return ChangeList()
         changes = self._process(pending, done_seq=snap, report=report) if len(pending) else ChangeList()
         new_hwm = {t.name: snap for t in self.inputs}
         # a run that found no change keeps its marks: a no-op run writes nothing
-        if advance or len(pending):
+        if todo.advance or len(pending):
             with self.ds.meta.begin() as conn:
                 self.meta.set_state(conn, self.code_version, self.transform_keys, new_hwm)
                 for t in self.inputs:
@@ -138,11 +151,12 @@ class BatchTransformStep(ComputeStep):
     def pending_count(self) -> int:
         """How many transform keys the next full run would process."""
         with self.ds.meta.begin() as conn:
-            pending = self._pending(conn)[0]
+            pending = self._pending(conn).keys
         return 0 if pending is None else len(pending)
 
-    def _pending(self, conn: sa.Connection) -> tuple[pd.DataFrame | None, bool, dict[str, int], int]:
-        """(keys to process or None if inputs are not known yet, advance the marks?, hwm, clock).
+    def _pending(self, conn: sa.Connection) -> Pending:
+        """The keys to process (None if the inputs are not known yet), whether to advance
+        the marks, the marks and the clock.
 
         The marks advance after a code change and when input changes were found, even if
         all were handled already (by a change-list run): later runs then skip them.
@@ -152,7 +166,7 @@ class BatchTransformStep(ComputeStep):
         full = version != self.code_version or keys_before != self.transform_keys
         ikeys = self.input_keys()
         if not ikeys and self.inputs:
-            return None, full, hwm, snap
+            return Pending(None, full, hwm, snap)
         # after a code change, keys done before (by change-list runs) are to redo as well
         pending, seen = self._changed_keys(conn, ikeys, hwm, snap, skip_done=not full)
         # every key, and those whose rows were deleted since (their outputs go); a step
@@ -165,7 +179,7 @@ class BatchTransformStep(ComputeStep):
             pending = unique_rows(_rows_of(every))
             if pending.empty:
                 pending = self._empty_keys()
-        return self._with_failed(conn, pending), full or seen, hwm, snap
+        return Pending(self._with_failed(conn, pending), full or seen, hwm, snap)
 
     def run_changelist(self, changes: ChangeList, report: RunReport) -> ChangeList:
         with self.ds.meta.begin() as conn:
@@ -200,7 +214,7 @@ class BatchTransformStep(ComputeStep):
     # --- which keys ---------------------------------------------------------------------
     def _changed_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]],
                       hwm: Mapping[str, int], snap: int,
-                      skip_done: bool = True) -> tuple[pd.DataFrame, bool]:
+                      skip_done: bool = True) -> tuple[IndexDF, bool]:
         """Transform keys with input changes after the step last handled them (all keys
         with changes unless `skip_done`), and whether there were input changes at all."""
         import numpy as np
@@ -234,7 +248,7 @@ class BatchTransformStep(ComputeStep):
             changed = changed[~fresh]
         return pick(changed, keys), True
 
-    def _all_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]]) -> pd.DataFrame:
+    def _all_keys(self, conn: sa.Connection, ikeys: dict[str, list[str]]) -> IndexDF:
         """Every transform key present in the inputs (after a code change)."""
         if self.whole:
             return _whole_key()
@@ -242,7 +256,7 @@ class BatchTransformStep(ComputeStep):
                   for t in self.inputs if ikeys[t.name] and t.meta.holds(ikeys[t.name])]
         return _rows_of(frames).drop_duplicates() if frames else self._empty_keys()
 
-    def _output_keys(self, conn: sa.Connection) -> pd.DataFrame:
+    def _output_keys(self, conn: sa.Connection) -> IndexDF:
         """Every transform key present in the outputs."""
         if self.whole:
             return _whole_key() if any(t.meta.exists and t.meta.count(conn) for t in self.outputs) \
@@ -252,7 +266,7 @@ class BatchTransformStep(ComputeStep):
         return _rows_of(frames).drop_duplicates() if frames else self._empty_keys()
 
     def _expand(self, conn: sa.Connection, source: DataTable, rows: pd.DataFrame,
-                ikeys: dict[str, list[str]], hwm: Mapping[str, int] | None) -> pd.DataFrame:
+                ikeys: dict[str, list[str]], hwm: Mapping[str, int] | None) -> IndexDF:
         """Complete partial transform keys with the values the other inputs hold.
 
         Values of rows deleted since the step last looked count too: the outputs of a
@@ -276,7 +290,7 @@ class BatchTransformStep(ComputeStep):
             return self._empty_keys()
         return out
 
-    def _with_failed(self, conn: sa.Connection, pending: pd.DataFrame) -> pd.DataFrame:
+    def _with_failed(self, conn: sa.Connection, pending: IndexDF) -> IndexDF:
         if not self._keys_table_fits():  # none yet, or of other transform keys: redone anyway
             return pending
         failed = self.meta.failed(conn)
@@ -293,7 +307,7 @@ class BatchTransformStep(ComputeStep):
     def _key_columns(self) -> list[str]:
         return self.transform_keys or [WHOLE]
 
-    def _empty_keys(self) -> pd.DataFrame:
+    def _empty_keys(self) -> IndexDF:
         return empty_frame(self._key_columns())
 
     def _key_types(self) -> dict[str, Any]:
@@ -314,7 +328,7 @@ class BatchTransformStep(ComputeStep):
         return int(low or 0)
 
     # --- processing ---------------------------------------------------------------------
-    def _process(self, pending: pd.DataFrame, done_seq: int, report: RunReport) -> ChangeList:
+    def _process(self, pending: IndexDF, done_seq: int, report: RunReport) -> ChangeList:
         """Run the function over `pending` keys in batches; isolate failing batches.
 
         A batch that read a source file changed since its sync is recorded as failed
@@ -350,7 +364,7 @@ class BatchTransformStep(ComputeStep):
             return ChangeList()
         return changes
 
-    def _fail(self, batch: pd.DataFrame, exc: Exception, done_seq: int, report: RunReport) -> None:
+    def _fail(self, batch: IndexDF, exc: Exception, done_seq: int, report: RunReport) -> None:
         """Record `batch` as failed with `exc` (retried next run, or soon if a source changed)."""
         text = error_text(exc)
         with self.ds.meta.begin() as conn:
@@ -363,7 +377,7 @@ class BatchTransformStep(ComputeStep):
                   _show_keys(batch), text)
         report.step_failed(self.name, batch, text)
 
-    def _read_batch(self, batch: pd.DataFrame) -> list[pd.DataFrame]:
+    def _read_batch(self, batch: IndexDF) -> list[DataDF]:
         """All current input rows under the batch's keys, oldest change first."""
         import numpy as np
 
@@ -391,8 +405,8 @@ class BatchTransformStep(ComputeStep):
         return frames
 
     @staticmethod
-    def _input_meta(conn: sa.Connection, t: DataTable, batch: pd.DataFrame,
-                    on: list[str]) -> pd.DataFrame | None:
+    def _input_meta(conn: sa.Connection, t: DataTable, batch: IndexDF,
+                    on: list[str]) -> MetaDF | None:
         """Keys and seq of the live rows of `t` matching the batch's keys in columns `on`."""
         if not t.meta.holds(on):
             return None
@@ -401,7 +415,7 @@ class BatchTransformStep(ComputeStep):
             return t.meta.scan(conn, columns=columns)
         return t.meta.matching(conn, batch, columns=columns, on=on)
 
-    def _call(self, frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, ...]:
+    def _call(self, frames: list[DataDF]) -> tuple[DataDF, ...]:
         import pandas as pd
 
         result = self.func(*frames, **self.kwargs)
@@ -426,7 +440,7 @@ class BatchTransformStep(ComputeStep):
                                           f"{lacking}, needed to know which key each row belongs to")
         return tuple(result)
 
-    def _write_batch(self, batch: pd.DataFrame, result: tuple[pd.DataFrame, ...],
+    def _write_batch(self, batch: IndexDF, result: tuple[DataDF, ...],
                      done_seq: int, changes: ChangeList, report: RunReport) -> None:
         """Replace the outputs under the batch's keys and record success, in one transaction.
 
@@ -457,7 +471,7 @@ class BatchTransformStep(ComputeStep):
         report.step_done(self.name, batch)
 
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
-                          batch: pd.DataFrame) -> pd.DataFrame:
+                          batch: IndexDF) -> MetaDF:
         """Meta rows (all columns) of the live output rows under the batch's keys."""
         out.ensure_tracked(conn=conn)
         if not out.meta.holds(self.transform_keys):  # no rows yet to know the columns by
@@ -472,7 +486,7 @@ def _read_as_synced(t: DataTable) -> bool:
     return t.is_file_backed and t.produced_by is None
 
 
-def _check_as_synced(t: DataTable, rows: pd.DataFrame, meta: pd.DataFrame, pos: Any) -> None:
+def _check_as_synced(t: DataTable, rows: DataDF, meta: MetaDF, pos: Any) -> None:
     """Raise SourceChangedError unless `rows` (read from `t`'s files now, `pos` their meta
     rows) are exactly the rows the last sync hashed: the file may have changed since."""
     import numpy as np
@@ -486,14 +500,14 @@ def _check_as_synced(t: DataTable, rows: pd.DataFrame, meta: pd.DataFrame, pos: 
         raise SourceChangedError(f"{t.store.describe()} changed since it was synced")
 
 
-def _whole_key() -> pd.DataFrame:
+def _whole_key() -> IndexDF:
     import pandas as pd
 
     return pd.DataFrame({WHOLE: [0]})
 
 
 
-def _rows_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _rows_of(frames: list[IndexDF]) -> IndexDF:
     """`concat_rows` of key frames, an empty frame when there are none."""
     import pandas as pd
 
@@ -507,7 +521,7 @@ def _types_from(df: pd.DataFrame) -> dict[str, Any]:
     return {c: sql_type_for(df[c]) for c in df.columns}
 
 
-def _show_keys(batch: pd.DataFrame, limit: int = 3) -> str:
+def _show_keys(batch: IndexDF, limit: int = 3) -> str:
     rows = batch.head(limit).to_dict("records")
     more = f" +{len(batch) - limit} more" if len(batch) > limit else ""
     return ", ".join(str(r) for r in rows) + more

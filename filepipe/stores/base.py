@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
+    from ..frametypes import DataDF, IndexDF
+
 
 class TableStore(ABC):
     """A keyed table kept somewhere: an SQL table, a sheet, a file, a folder, memory.
@@ -36,10 +38,10 @@ class TableStore(ABC):
 
     # --- data ---------------------------------------------------------------------------
     @abstractmethod
-    def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+    def read_rows(self, idx: IndexDF | None = None) -> DataDF:
         """All rows, or the rows whose keys are in `idx` (missing keys are skipped)."""
 
-    def read_rows_matching(self, proj: pd.DataFrame) -> pd.DataFrame | None:
+    def read_rows_matching(self, proj: pd.DataFrame) -> DataDF | None:
         """Rows whose values in `proj`'s columns (some of the keys) equal one of its rows.
 
         Only for stores that can find them through an index; None (the default) makes
@@ -49,7 +51,7 @@ class TableStore(ABC):
         return None
 
     @abstractmethod
-    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
+    def upsert_rows(self, df: DataDF, conn: Any = None) -> None:
         """Insert or replace the rows of `df` by key.
 
         `conn` is the metadata index's open SQLAlchemy connection: a store in the same
@@ -57,7 +59,7 @@ class TableStore(ABC):
         """
 
     @abstractmethod
-    def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
+    def delete_rows(self, idx: IndexDF, conn: Any = None) -> None:
         """Delete the rows whose keys are in `idx` (absent keys are ignored)."""
 
     def flush(self) -> None:
@@ -70,7 +72,7 @@ class TableStore(ABC):
         """Column dtypes of what filepipe wrote (kept in the index): a store whose format
         keeps no types (CSV) reads its columns back with them. Default: ignored."""
 
-    def check_writable(self, df: pd.DataFrame) -> None:
+    def check_writable(self, df: DataDF) -> None:
         """Raise a `FilepipeError` naming the column, key and limit when rows of `df` cannot
         be written to this store (a cell too long for Excel, an int too large for Parquet).
 
@@ -78,7 +80,7 @@ class TableStore(ABC):
         cannot hold fails only the keys of that batch. Default: everything fits.
         """
 
-    def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
+    def normalize(self, df: DataDF) -> DataDF:
         """`df` as reading it back from the store will give it (default: unchanged).
 
         The engine hashes this, so values a format cannot keep exactly (Excel's
@@ -117,11 +119,11 @@ class TableStore(ABC):
         such paths)? Default: any path under `watch_paths()`."""
         return any(path == root or root in path.parents for root in self.watch_paths())
 
-    def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+    def read_files(self, paths: list[str]) -> dict[str, DataDF]:
         """Rows of each given file (a file that vanished maps to an empty frame)."""
         raise NotImplementedError(f"{type(self).__name__} is not file-backed")
 
-    def read_files_frame(self, paths: list[str]) -> pd.DataFrame:
+    def read_files_frame(self, paths: list[str]) -> DataDF:
         """Rows of the given files in one frame, the column ``_path`` naming each row's file.
 
         Raises if any file cannot be read; the sync then reads them one by one to

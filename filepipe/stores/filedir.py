@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import os
 import re
@@ -508,7 +509,7 @@ class TableStoreFiledir(TableStore):
         for path, payload in zip(paths, payloads):
             if _same_bytes(path, payload):
                 continue
-            atomic_write(Path(path), lambda tmp, data=payload: tmp.write_bytes(data))
+            atomic_write(Path(path), functools.partial(Path.write_bytes, data=payload))
 
     def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
         if idx.empty:
@@ -575,9 +576,9 @@ class TableStoreFiledir(TableStore):
             try:
                 out.append(text.encode("utf-8"))
             except UnicodeEncodeError:
-                bad = next(c for c in content_cols
-                           if not is_utf8(json.dumps(columns[c][i], ensure_ascii=False)))
-                raise FilepipeError(self._not_unicode(df, i, bad)) from None
+                bad_col = next(c for c in content_cols
+                               if not is_utf8(json.dumps(columns[c][i], ensure_ascii=False)))
+                raise FilepipeError(self._not_unicode(df, i, bad_col)) from None
         return out
 
     def _not_unicode(self, df: pd.DataFrame, i: int, column: str) -> str:

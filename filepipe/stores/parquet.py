@@ -34,7 +34,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
 from ..errors import FilepipeError, MissingColumnsError
@@ -80,6 +80,7 @@ class TableStoreParquet(TableStore):
 
     primary_keys: list[str]
     partition_cols: list[str]
+    path: Path
 
     def __new__(cls, *args: Any, **kwargs: Any) -> TableStoreParquet:
         if cls is TableStoreParquet:
@@ -499,7 +500,7 @@ class _Filters:
         return _parse_cached(raw, self.types[col])
 
     def level_ok(self, col: str | None, raw: str | None) -> bool:
-        if col not in self.values:
+        if col is None or col not in self.values:
             return True
         try:
             return self._value(col, raw) in self.values[col]
@@ -527,7 +528,7 @@ def _parse_cached(raw: str | None, typ: pa.DataType) -> Any:
     return _parse_segment(raw, typ, "", "").as_py()
 
 
-def _segment_value(name: str, col: str | None) -> str | None | bool:
+def _segment_value(name: str, col: str | None) -> str | None | Literal[False]:
     """The unquoted value of a folder name ``col=value`` (None for null); False if not one."""
     if col is None or not name.startswith(f"{col}="):
         return False
@@ -628,7 +629,7 @@ def _from_pandas(df: pd.DataFrame, where: str, keys: pd.DataFrame) -> pa.Table:
     try:
         return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False,
                                     nthreads=None if len(df) > 100_000 else 1)
-    except (*_arrow_errors(), ValueError) as exc:  # (duplicate column names: ValueError)
+    except _arrow_errors() + (ValueError,) as exc:  # (duplicate column names: ValueError)
         raise FilepipeError(f"{where}: {_conversion_problem(df, keys, exc)}") from exc
 
 

@@ -359,7 +359,8 @@ def cell_text(value: Any) -> str | None:
     if isinstance(value, (int, np.integer)) and abs(int(value)) < 10**15:
         return str(int(value))
     if isinstance(value, (int, float, np.integer, np.floating)):
-        x = float(excel_floats(np.array([float(value)]))[0]) if abs(value) < 2**1023 else np.inf
+        size = abs(int(value)) if isinstance(value, (int, np.integer)) else abs(float(value))
+        x = float(excel_floats(np.array([float(value)]))[0]) if size < 2**1023 else np.inf
         if np.isinf(x):
             return "#NUM!"
         return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)

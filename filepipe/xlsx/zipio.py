@@ -44,7 +44,8 @@ def _copy_raw(src: IO[bytes], info: zipfile.ZipInfo, zout: zipfile.ZipFile) -> b
     (then the caller recompresses)."""
     if info.flag_bits & 0x1 or not all(hasattr(zout, a) for a in _ZIP_WRITER_ATTRS):
         return False
-    if zout._writing or not zout._seekable:
+    writer: Any = zout  # its private writer state, not in typeshed (checked just above)
+    if writer._writing or not writer._seekable:
         return False
     src.seek(info.header_offset)
     fh = src.read(30)
@@ -57,9 +58,10 @@ def _copy_raw(src: IO[bytes], info: zipfile.ZipInfo, zout: zipfile.ZipFile) -> b
     zi.file_size = info.file_size
     zi.flag_bits = info.flag_bits & 0x06  # compression options only; sizes go in the header
     fp = zout.fp
+    assert fp is not None  # an open archive being written
     fp.seek(zout.start_dir)
     zi.header_offset = fp.tell()
-    zout._didModify = True
+    writer._didModify = True
     fp.write(zi.FileHeader())
     src.seek(info.header_offset + 30 + name_len + extra_len)
     _copy_bytes(src, fp, info.compress_size, info.filename)
