@@ -135,13 +135,13 @@ class FilepipeApp:
         `allow_deletes`: let a sync delete all rows of a source whose files are gone, or
         more than its `max_delete_share` at once (refused otherwise, nothing changed).
         """
-        from .compute import reset_step, run_steps
+        from .compute import run_steps
         from .report import RunReport
 
         selected = self.select_steps(steps)
         if full:
             for s in selected:
-                reset_step(s)
+                s.reset()
         return run_steps(self.ds, selected, report=report or RunReport(trigger=trigger),
                          allow_deletes=allow_deletes)
 
@@ -178,20 +178,11 @@ class FilepipeApp:
         return reached
 
     def _steps_with_failures(self) -> list[ComputeStep]:
-        found = []
-        for s in self.steps:
-            meta = getattr(s, "meta", None)
-            if meta is not None and meta.ready:
-                with self.ds.meta.begin() as conn:
-                    if meta.counts(conn).get("failed"):
-                        found.append(s)
-        return found
+        return [s for s in self.steps if s.failed_keys()]
 
     def reset(self, step: str) -> None:
         """Make `step` recompute every key on the next run."""
-        from .compute import reset_step
-
-        reset_step(self.select_steps([step])[0])
+        self.select_steps([step])[0].reset()
 
     # --- inspecting ---------------------------------------------------------------------
     def sources(self) -> list[DataTable]:
@@ -252,36 +243,11 @@ class FilepipeApp:
 
     def step_plan(self) -> list[StepPlan]:
         """Per step: keys pending, keys failed, and why it would run."""
-        from .steps.transform import BatchTransformStep
-
         plans = []
         for s in self.steps:
-            pending = failed = 0
-            errors: list[str] = []
-            reason = "runs every time (generator)"
-            keys: list[str] = []
-            if isinstance(s, BatchTransformStep):
-                keys = s.transform_keys
-                pending = s.pending_count()
-                with self.ds.meta.begin() as conn:
-                    failed = s.meta.counts(conn).get("failed", 0)
-                    if failed:
-                        errors = [str(e).splitlines()[0] for e in s.meta.errors(conn, 3)["error"]]
-                    version = s.meta.state(conn)[0]
-                if version is None:
-                    reason = "never ran (or was reset)"
-                elif version != s.code_version:
-                    reason = "code or parameters changed"
-                elif failed:
-                    reason = f"{failed} key(s) failed last time"
-                elif pending:
-                    reason = "inputs changed"
-                else:
-                    reason = "up to date"
-                if s.whole:
-                    reason += " (whole-table step: no key shared by inputs and outputs)"
+            st = s.status()
             plans.append(StepPlan(s.name, [t.name for t in s.inputs], [t.name for t in s.outputs],
-                                  keys, pending, failed, reason, errors))
+                                  st.transform_keys, st.pending, st.failed, st.reason, st.errors))
         return plans
 
     def table_stats(self) -> list[dict[str, Any]]:

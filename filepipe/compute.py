@@ -182,7 +182,7 @@ def guard_outputs(steps: Sequence[ComputeStep], report: RunReport) -> list[Held]
             if found.held is not None:
                 held.append(Held(t, step, found.held, dict(report.tables.get(t.name, {}))))
             if found.rebuilt:
-                reset_step(step)
+                step.reset()
     return held
 
 
@@ -199,13 +199,6 @@ def release_held(held: list[Held], report: RunReport) -> None:
         if backup is not None:
             report.kept[h.table.name] = backup
 
-
-def reset_step(step: ComputeStep) -> None:
-    """Make the step recompute every key on its next run."""
-    meta = getattr(step, "meta", None)
-    if meta is not None:
-        with step.ds.meta.begin() as conn:
-            meta.reset(conn)
 
 
 def run_steps_changelist(ds: DataStore, steps: Sequence[ComputeStep], changelist: ChangeList,

@@ -66,3 +66,12 @@ def test_imports_point_down_the_layers() -> None:
 def test_a_circle_is_found() -> None:
     _, circles = _graph()
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_app_does_not_probe_step_classes() -> None:
+    """Steps declare reset(), status() and failed_keys(): the app and compute call them
+    instead of checking for BatchTransformStep or a `meta` attribute (#9)."""
+    for name in ("app.py", "compute.py"):
+        text = (ROOT / "filepipe" / name).read_text()
+        assert "isinstance(s, BatchTransformStep)" not in text
+        assert 'getattr(step, "meta"' not in text and 'getattr(s, "meta"' not in text

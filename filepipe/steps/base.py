@@ -6,6 +6,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +29,17 @@ class PipelineStep(ABC):
         """The step's name unless the pipeline disambiguates it."""
 
 
+@dataclass
+class StepStatus:
+    """What the next run of a step would do, and why (for `status` and `run --dry-run`)."""
+
+    transform_keys: list[str] = field(default_factory=list)
+    pending: int = 0
+    failed: int = 0
+    reason: str = "runs every time (generator)"
+    errors: list[str] = field(default_factory=list)
+
+
 class ComputeStep(ABC):
     """A step bound to DataTables, ready to run."""
 
@@ -47,6 +59,17 @@ class ComputeStep(ABC):
     def run_changelist(self, changes: ChangeList, report: RunReport) -> ChangeList:
         """Process only what `changes` touches (default: a full run)."""
         return self.run_full(report)
+
+    def reset(self) -> None:
+        """Make the step recompute everything on its next run (default: it keeps nothing)."""
+
+    def status(self) -> StepStatus:
+        """Keys pending and failed, and why the next run would process them."""
+        return StepStatus()
+
+    def failed_keys(self) -> int:
+        """How many keys failed last time (retried by the next run)."""
+        return 0
 
     def reads(self, changes: ChangeList) -> bool:
         return any(t.name in changes.changes for t in self.inputs)

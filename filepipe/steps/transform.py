@@ -11,7 +11,7 @@ from ..errors import MissingColumnsError, OutputWriteError, PipelineError, Sourc
 from ..frames import check_keys, concat_rows, empty_frame, key_positions, latest_rows, pick, unique_rows
 from ..meta.steps import WHOLE
 from ..types import ChangeList
-from .base import ComputeStep, PipelineStep, error_text, flush_once, tables
+from .base import ComputeStep, PipelineStep, StepStatus, error_text, flush_once, tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,6 +147,37 @@ class BatchTransformStep(ComputeStep):
                     if t.meta.moves is not None:
                         t.meta.prune_moves(conn, self._readers_hwm(conn, t.name))
         return changes
+
+    def reset(self) -> None:
+        with self.ds.meta.begin() as conn:
+            self.meta.reset(conn)
+
+    def failed_keys(self) -> int:
+        if not self.meta.ready:
+            return 0
+        with self.ds.meta.begin() as conn:
+            return int(self.meta.counts(conn).get("failed", 0))
+
+    def status(self) -> StepStatus:
+        pending = self.pending_count()
+        with self.ds.meta.begin() as conn:
+            failed = self.meta.counts(conn).get("failed", 0)
+            errors = [str(e).splitlines()[0] for e in self.meta.errors(conn, 3)["error"]] \
+                if failed else []
+            version = self.meta.state(conn)[0]
+        if version is None:
+            reason = "never ran (or was reset)"
+        elif version != self.code_version:
+            reason = "code or parameters changed"
+        elif failed:
+            reason = f"{failed} key(s) failed last time"
+        elif pending:
+            reason = "inputs changed"
+        else:
+            reason = "up to date"
+        if self.whole:
+            reason += " (whole-table step: no key shared by inputs and outputs)"
+        return StepStatus(list(self.transform_keys), pending, failed, reason, errors)
 
     def pending_count(self) -> int:
         """How many transform keys the next full run would process."""
