@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from .errors import FilepipeError, NotRegularFileError
 
@@ -86,6 +86,30 @@ def unusable_reason(path: str | os.PathLike) -> str | None:
     return None if is_utf8(os.fspath(path)) else NOT_UTF8
 
 
+class Fingerprint(NamedTuple):
+    """What tells that a file changed without reading it: (size, mtime_ns, inode)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of_stat(cls, st: os.stat_result) -> Fingerprint:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def fingerprint_of(path: str | os.PathLike, regular_only: bool = False) -> Fingerprint | None:
+    """The fingerprint of the file at `path`; None when nothing is there (or, with
+    `regular_only`, when it is not a regular file: a FIFO, a folder)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if regular_only and not stat.S_ISREG(st.st_mode):
+        return None
+    return Fingerprint.of_stat(st)
+
+
 def fingerprints(paths: list[Path]) -> pd.DataFrame:
     """(path, size, mtime_ns, inode) of the usable files among `paths` (see `unusable_reason`)."""
     import pandas as pd
@@ -97,7 +121,7 @@ def fingerprints(paths: list[Path]) -> pd.DataFrame:
         except (FileNotFoundError, NotADirectoryError):
             continue
         if stat.S_ISREG(st.st_mode) and is_utf8(str(p)):
-            rows.append((str(p), st.st_size, st.st_mtime_ns, st.st_ino))
+            rows.append((str(p), *Fingerprint.of_stat(st)))
     return pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype(
         {"size": "int64", "mtime_ns": "int64", "inode": "int64"})
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FilepipeError, SourceReadError
+from .fileutil import fingerprint_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -210,10 +210,10 @@ def _read_changed(table: DataTable, paths: list[str]) -> ChangedFiles:
 
     if not paths:
         return ChangedFiles(None, {})
-    before = {p: _stat(p) for p in paths}
+    before = {p: fingerprint_of(p) for p in paths}
     try:
         data = _typed_keys(table, "", table.store.read_files_frame(paths))
-        unstable = [p for p in paths if _stat(p) != before[p]]
+        unstable = [p for p in paths if fingerprint_of(p) != before[p]]
     except Exception:  # noqa: BLE001 - find the culprit file by file below
         data, unstable = None, list(paths)
     if data is not None and unstable:
@@ -254,7 +254,7 @@ def _read_stable(table: DataTable, path: str) -> DataDF:
     for delay in (0.0, *RETRY_DELAYS):
         if delay:
             time.sleep(delay)
-        before = _stat(path)
+        before = fingerprint_of(path)
         try:
             df = table.store.read_files([path])[path]
         except FilepipeError as exc:
@@ -265,19 +265,12 @@ def _read_stable(table: DataTable, path: str) -> DataDF:
         except Exception as exc:  # noqa: BLE001 - zip/parquet/CSV errors while saving
             last = exc
             continue
-        if _stat(path) == before:
+        if fingerprint_of(path) == before:
             return df
         last = SourceReadError(f"{path} changed while it was being read")
     assert last is not None
     raise last
 
-
-def _stat(path: str) -> tuple | None:
-    try:
-        st = Path(path).stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _rows_of_files(conn: sa.Connection, table: DataTable, file_ids: list[int]) -> IndexDF:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .fileutil import is_temp_name
+from .fileutil import Fingerprint, fingerprint_of, is_temp_name
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
@@ -154,16 +154,6 @@ def _norm(path: str | os.PathLike) -> str:
     return os.path.normpath(os.path.abspath(os.fspath(path)))
 
 
-Fingerprint = tuple[int, int, int]
-
-
-def fingerprint(path: str) -> Fingerprint | None:
-    """(size, mtime_ns, inode) of `path`, None when it does not exist."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 class OutputWrites:
@@ -195,7 +185,7 @@ class OutputWrites:
 
     def is_own(self, path: str) -> bool:
         mine = self._mine.get(_norm(path))
-        return mine is not None and fingerprint(path) == mine
+        return mine is not None and fingerprint_of(path) == mine
 
 
 def output_fingerprints(app: FilepipeApp) -> dict[str, Fingerprint]:
@@ -216,7 +206,7 @@ def output_fingerprints(app: FilepipeApp) -> dict[str, Fingerprint]:
                 continue
             for p, size, mtime, ino in zip(listed["path"], listed["size"], listed["mtime_ns"],
                                            listed["inode"]):
-                found[str(p)] = (int(size), int(mtime), int(ino))
+                found[str(p)] = Fingerprint(int(size), int(mtime), int(ino))
     return found
 
 

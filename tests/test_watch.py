@@ -25,7 +25,7 @@ import pytest
 
 from filepipe.app import FilepipeApp, load_app
 from filepipe.compute import RunReport, StepStats
-from filepipe.fileutil import TEMP_PREFIX
+from filepipe.fileutil import TEMP_PREFIX, fingerprint_of
 from filepipe.watch import (
     DEFAULT_DEBOUNCE,
     Debouncer,
@@ -36,7 +36,6 @@ from filepipe.watch import (
     default_max_delay,
     describe_paths,
     find_symlinks,
-    fingerprint,
     format_cycle,
     watch_targets,
 )
@@ -296,7 +295,7 @@ def test_output_writes_remembers_only_what_the_cycle_changed(tmp_path: Path) -> 
     out.write_text("v1")
     other.write_text("x")
     files = {"paths": [out, other]}
-    writes = OutputWrites(lambda: {str(p): fingerprint(str(p)) for p in files["paths"]})
+    writes = OutputWrites(lambda: {str(p): fingerprint_of(str(p)) for p in files["paths"]})
     before = writes.snapshot()
     tmp = tmp_path / f"{TEMP_PREFIX}1.csv"       # an atomic rewrite: new inode, new size
     tmp.write_text("version 2")

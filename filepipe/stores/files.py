@@ -7,13 +7,20 @@ to the in-memory frame and `flush()` writes the file atomically (temp file + ren
 from __future__ import annotations
 
 import os
-import stat
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fileutil import NotRegularFileError, display_path, fingerprints, resolve_path, unusable_reason
+from ..fileutil import (
+    Fingerprint,
+    NotRegularFileError,
+    display_path,
+    fingerprint_of,
+    fingerprints,
+    resolve_path,
+    unusable_reason,
+)
 from ..frames import align_keys, apply_dtypes, check_keys, rows_in
 from .base import TableStore
 
@@ -55,14 +62,9 @@ class FileStore(TableStore):
     def describe(self) -> str:
         return str(self.path)
 
-    def _fingerprint(self) -> tuple | None:
-        try:
-            st = self.path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if not stat.S_ISREG(st.st_mode):  # a FIFO, a folder: never opened (skipped_files says)
-            return None
-        return (st.st_size, st.st_mtime_ns, st.st_ino)
+    def _fingerprint(self) -> Fingerprint | None:
+        # a FIFO, a folder: never opened (skipped_files says why)
+        return fingerprint_of(self.path, regular_only=True)
 
     def frame(self) -> pd.DataFrame:
         """The table as a frame: the buffered one, or the file read afresh if it changed."""

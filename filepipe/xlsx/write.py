@@ -14,7 +14,7 @@ from typing import IO
 
 import pandas as pd
 
-from ..fileutil import atomic_write
+from ..fileutil import Fingerprint, atomic_write
 from .cellxml import Ctx
 from .limits import SheetError, validate_sheet_name
 from .package import Package, skeleton_workbook
@@ -96,9 +96,7 @@ def _check_unchanged(real: str, before: os.stat_result | None, path: str, sheet:
     """Raise SheetError when the workbook changed (or appeared) since `before`: another
     program saved it while filepipe was writing, and its save must not be overwritten."""
     if before is not None:
-        now = os.stat(real)
-        if (now.st_size, now.st_mtime_ns, now.st_ino) != (
-                before.st_size, before.st_mtime_ns, before.st_ino):
+        if Fingerprint.of_stat(os.stat(real)) != Fingerprint.of_stat(before):
             raise SheetError(f"{path}: the workbook changed while filepipe was writing "
                              f"sheet {sheet!r}; nothing was written, try again")
     elif os.path.lexists(real):
