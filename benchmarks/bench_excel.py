@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filepipe import (  # noqa: E402
+from filepipe import (
     BatchTransform,
     Catalog,
     DataStore,
@@ -42,8 +42,8 @@ from filepipe import (  # noqa: E402
     build_compute,
     run_steps,
 )
-from filepipe.stores import TableStoreExcel  # noqa: E402
-from filepipe.sync import sync_table  # noqa: E402
+from filepipe.stores import TableStoreExcel
+from filepipe.sync import sync_table
 
 
 def make_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -83,7 +83,7 @@ def save_like_another_program(path: Path, df: pd.DataFrame) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 10_000_000_000))  # not 'racy'
 
 
-def timed(label: str, fn, rows: int | None = None):  # noqa: ANN001, ANN201
+def timed(label: str, fn, rows: int | None = None):
     t0 = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - t0
@@ -104,7 +104,7 @@ def main() -> None:
     calls = {"read_file": 0}
     real_read_file = TableStoreExcel.read_file
 
-    def counting(self, path):  # noqa: ANN001, ANN202
+    def counting(self, path):
         calls["read_file"] += 1
         return real_read_file(self, path)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filepipe import BatchTransform, Catalog, DataStore, DBConn, Pipeline, Table, build_compute, run_steps  # noqa: E402
-from filepipe.stores import TableStoreFiledir, TableStoreMemory  # noqa: E402
-from filepipe.sync import file_changes, sync_table  # noqa: E402
+from filepipe import BatchTransform, Catalog, DataStore, DBConn, Pipeline, Table, build_compute, run_steps
+from filepipe.stores import TableStoreFiledir, TableStoreMemory
+from filepipe.sync import file_changes, sync_table
 
 
 def bare_walk(root: str) -> int:
@@ -47,13 +47,13 @@ def age(path: str, seconds: float = 10.0) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
-def cpu_timed(fn) -> tuple[float, float]:  # noqa: ANN001
+def cpu_timed(fn) -> tuple[float, float]:
     """(wall, CPU) seconds: CPU time (user + system of this process) is what matters when
     other processes load the machine; a stat call counts as system time."""
     t, c = time.perf_counter(), time.process_time()
@@ -61,7 +61,7 @@ def cpu_timed(fn) -> tuple[float, float]:  # noqa: ANN001
     return time.perf_counter() - t, time.process_time() - c
 
 
-def per_order(orders):  # noqa: ANN001, ANN201 - the pipeline step for the run_steps figure
+def per_order(orders):
     return orders[["order_id", "amount"]]
 
 

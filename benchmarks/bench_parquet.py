@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filepipe import Catalog, DataStore, DBConn, Table  # noqa: E402
-from filepipe.stores import TableStoreParquet  # noqa: E402
-from filepipe.sync import sync_table  # noqa: E402
+from filepipe import Catalog, DataStore, DBConn, Table
+from filepipe.stores import TableStoreParquet
+from filepipe.sync import sync_table
 
 
 def build_frame(rows: int, partitions: int, seed: int = 0) -> pd.DataFrame:
@@ -57,7 +57,7 @@ def age(path: Path | str, seconds: float = 10.0) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     t = time.perf_counter()
     result = fn()
     return time.perf_counter() - t, result

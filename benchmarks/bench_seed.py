@@ -30,7 +30,7 @@ def run(n: int) -> None:
     inside = [0.0]
     original = seed.parse_clicks_ip_step
 
-    def timed(df):  # noqa: ANN001, ANN202
+    def timed(df):
         t = time.perf_counter()
         try:
             return original(df)
@@ -49,7 +49,7 @@ def run(n: int) -> None:
                               "ip": f"10.0.{i % 256}.{i % 7}"}) for i in range(n)],
     })
 
-    def phase(name: str, fn, repeat: int = 1) -> None:  # noqa: ANN001
+    def phase(name: str, fn, repeat: int = 1) -> None:
         walls, insides = [], []
         for i in range(repeat):
             inside[0] = 0.0

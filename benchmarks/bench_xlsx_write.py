@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from filepipe.xlsx import read_sheet, write_sheet  # noqa: E402
+from filepipe.xlsx import read_sheet, write_sheet
 
 
 def make_frame(n: int, seed: int = 0) -> pd.DataFrame:

@@ -49,7 +49,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except click.exceptions.Exit:
             raise
         except BrokenPipeError:  # `filepipe show t | head` closed our output: not an error
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+            sys.stdout = open(os.devnull, "w")  # closed by the interpreter: silences the final flush
             sys.exit(0)
         except click.ClickException:
             raise

@@ -130,7 +130,7 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
     """`path` opened for binary reading; raises `NotRegularFileError` instead of opening a
     FIFO (which would block forever), socket, device or folder."""
     try:  # O_NONBLOCK: opening a FIFO does not wait for a writer (no effect on files)
-        f = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 - returned open
+        f = open(path, "rb", opener=_open_nonblocking)  # returned open: the caller closes it
     except IsADirectoryError:
         raise NotRegularFileError(
             f"{display_path(path)}: {not_regular_reason(stat.S_IFDIR)}") from None

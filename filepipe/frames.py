@@ -132,7 +132,7 @@ def check_comparable(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str]) -> N
                                f"{b[k].dtype} ones{hint}")
 
 
-def _key_kind(dtype: Any) -> str:  # noqa: ANN401
+def _key_kind(dtype: Any) -> str:
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):

@@ -56,7 +56,7 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # noqa: ANN401
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             if ":memory:" not in url and url.rstrip("/") != "sqlite:":
                 cur.execute("PRAGMA journal_mode=WAL")
@@ -111,7 +111,7 @@ def driver_rows(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
     return list(zip(*cols)) if cols else [() for _ in range(len(df))]
 
 
-def _already_bound(proc: Any, series: pd.Series) -> bool:  # noqa: ANN401
+def _already_bound(proc: Any, series: pd.Series) -> bool:
     """Is `proc` SQLAlchemy's float conversion of values that are Python floats already?"""
     from sqlalchemy.engine import processors
 

@@ -143,7 +143,7 @@ class DataTable:
         for path in listed["path"]:
             try:
                 frames.append(self.store.read_files([path])[path])
-            except Exception:  # noqa: BLE001, S112 - skipped here, reported by the sync
+            except Exception:  # noqa: BLE001 - skipped here, reported by the sync
                 continue
         return pd.concat(frames, ignore_index=True) if frames else \
             pd.DataFrame(columns=self.primary_keys)

@@ -363,7 +363,7 @@ def _handler(watcher: Watcher) -> Any:
         def dispatch(self, event: Any) -> None:  # the observer thread calls this
             try:
                 watcher.on_event(event)
-            except Exception:  # noqa: BLE001 - never let the observer thread die on us
+            except Exception:
                 log.exception("error while handling %r", event)
 
     return Handler()

@@ -68,7 +68,7 @@ class OpenSpy:
         self.opened: list[str] = []
         real = builtins.open
 
-        def spy(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def spy(file, *args, **kwargs):
             if isinstance(file, (str, os.PathLike)) and os.fspath(file).startswith(self.under):
                 self.opened.append(os.fspath(file))
             return real(file, *args, **kwargs)
@@ -425,7 +425,7 @@ N_ORDERS = 1000
 
 
 @pytest.fixture
-def orders_pipeline(ds, in_tmp: Path):  # noqa: ANN001, ANN201
+def orders_pipeline(ds, in_tmp: Path):
     for i in range(N_ORDERS):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": f"c{i % 10}", "amount": i})
     store = TableStoreFiledir("inbox/{order_id}.json")
@@ -451,7 +451,7 @@ def _output(catalog: Catalog, name: str, key: str) -> dict:
     return {r[key]: r for r in df.to_dict("records")}
 
 
-def test_folder_source_changes_propagate_by_one_key(ds, in_tmp: Path, orders_pipeline,  # noqa: ANN001
+def test_folder_source_changes_propagate_by_one_key(ds, in_tmp: Path, orders_pipeline,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     store, catalog, steps = orders_pipeline
     inbox = in_tmp / "inbox"
@@ -501,8 +501,8 @@ def test_folder_source_changes_propagate_by_one_key(ds, in_tmp: Path, orders_pip
     assert r.ok and r.tables == {} and r.source_errors == {} and calls == []
 
 
-def test_folder_source_deleting_a_file_deletes_one_key(ds, in_tmp: Path,  # noqa: ANN001
-                                                       orders_pipeline) -> None:  # noqa: ANN001
+def test_folder_source_deleting_a_file_deletes_one_key(ds, in_tmp: Path,
+                                                       orders_pipeline) -> None:
     store, catalog, steps = orders_pipeline
     inbox = in_tmp / "inbox"
     total_c3 = sum(i for i in range(N_ORDERS) if i % 10 == 3)
@@ -517,7 +517,7 @@ def test_folder_source_deleting_a_file_deletes_one_key(ds, in_tmp: Path,  # noqa
     assert "23" not in _output(catalog, "doubled", "order_id")
 
 
-def test_folder_source_deletion_reaches_the_row_meta(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_folder_source_deletion_reaches_the_row_meta(ds, in_tmp: Path) -> None:
     for i in range(5):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
     catalog = Catalog({"orders": Table(TableStoreFiledir("inbox/{order_id}.json"))})
@@ -531,7 +531,7 @@ def test_folder_source_deletion_reaches_the_row_meta(ds, in_tmp: Path) -> None: 
 
 
 def test_bad_file_in_source_is_reported_by_path_and_rest_goes_on(
-        ds, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        ds, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("filepipe.sync.RETRY_DELAYS", (0.0, 0.0))
     for i in range(3):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
@@ -566,7 +566,7 @@ def big_orders(orders: pd.DataFrame, threshold: int = 5) -> pd.DataFrame:
     return orders[orders["amount"] >= threshold][["order_id", "customer", "amount"]]
 
 
-def _output_pipeline(ds, in_tmp: Path, kwargs: dict | None = None):  # noqa: ANN001, ANN202
+def _output_pipeline(ds, in_tmp: Path, kwargs: dict | None = None):
     catalog = Catalog({
         "orders": Table(TableStoreFiledir("inbox/{order_id}.json")),
         "big": Table(TableStoreFiledir("out/{customer}/{order_id}.json")),
@@ -577,7 +577,7 @@ def _output_pipeline(ds, in_tmp: Path, kwargs: dict | None = None):  # noqa: ANN
     return catalog, steps
 
 
-def test_folder_as_step_output(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_folder_as_step_output(ds, in_tmp: Path) -> None:
     for i in range(10):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": f"c{i % 2}", "amount": i})
     catalog, steps = _output_pipeline(ds, in_tmp)
@@ -615,7 +615,7 @@ def test_folder_as_step_output(ds, in_tmp: Path) -> None:  # noqa: ANN001
 
 
 def test_no_op_after_output_deletion_opens_no_output_file(
-        ds, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        ds, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(10):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
     catalog, steps = _output_pipeline(ds, in_tmp)
@@ -629,7 +629,7 @@ def test_no_op_after_output_deletion_opens_no_output_file(
     assert spy.opened == []
 
 
-def test_hand_edited_output_file_backup_does_not_become_a_row(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_hand_edited_output_file_backup_does_not_become_a_row(ds, in_tmp: Path) -> None:
     for i in range(6, 9):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
     catalog, steps = _output_pipeline(ds, in_tmp)
@@ -677,7 +677,7 @@ def test_fifo_and_non_utf8_names_are_skipped_and_reported(in_tmp: Path) -> None:
                                  f"{inbox}/\\xff": "folder name is not valid UTF-8 (rename it)"}
 
 
-def test_source_folder_with_a_fifo_and_a_non_utf8_name_syncs_the_rest(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_source_folder_with_a_fifo_and_a_non_utf8_name_syncs_the_rest(ds, in_tmp: Path) -> None:
     for i in range(3):
         write_json(in_tmp / "inbox" / f"{i}.json", {"customer": "c", "amount": i})
     write_json(in_tmp / "inbox" / os.fsdecode(b"\xe9t\xe9.json"), {"customer": "c", "amount": 9})
@@ -691,7 +691,7 @@ def test_source_folder_with_a_fifo_and_a_non_utf8_name_syncs_the_rest(ds, in_tmp
     assert result.errors == table.store.skipped_files()  # the sync reports them
 
 
-def test_root_that_is_a_file_is_named(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_root_that_is_a_file_is_named(ds, in_tmp: Path) -> None:
     (in_tmp / "out").write_text("a file, where the output folder should be")
     s = TableStoreFiledir("out/{k}/{n}.json")
     rows = pd.DataFrame({"k": ["a"], "n": ["1"], "v": [1]})

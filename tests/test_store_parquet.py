@@ -321,7 +321,7 @@ def double(src: pd.DataFrame) -> pd.DataFrame:
     return src.assign(v2=src["v"] * 2)[["region", "id", "v2", "note"]]
 
 
-def engine(ds, source: TableStoreParquet, out: TableStoreParquet):  # noqa: ANN001, ANN201
+def engine(ds, source: TableStoreParquet, out: TableStoreParquet):
     catalog = Catalog({"src": Table(source), "out": Table(out)})
     return build_compute(ds, catalog, Pipeline([BatchTransform(double, inputs=["src"], outputs=["out"])]))
 
@@ -340,7 +340,7 @@ def write_source(path: Path, df: pd.DataFrame) -> None:
     age(path)
 
 
-def test_engine_file_source_to_dataset_output(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_engine_file_source_to_dataset_output(ds, in_tmp: Path) -> None:
     src = in_tmp / "src.parquet"
     df = source_frame()
     write_source(src, df)
@@ -389,7 +389,7 @@ def test_engine_file_source_to_dataset_output(ds, in_tmp: Path) -> None:  # noqa
     assert stats(kept) == {p: before[p] for p in kept}
 
 
-def test_engine_noop_after_partition_removed_reads_nothing(ds, in_tmp: Path,  # noqa: ANN001
+def test_engine_noop_after_partition_removed_reads_nothing(ds, in_tmp: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     write_source(in_tmp / "src.parquet", source_frame())
     steps = engine(ds, TableStoreParquet("src.parquet", ["id"]), out_store())
@@ -403,7 +403,7 @@ def test_engine_noop_after_partition_removed_reads_nothing(ds, in_tmp: Path,  # 
     assert read == []  # a no-op run opens no file
 
 
-def test_engine_dataset_source_half_written_file(ds, in_tmp: Path,  # noqa: ANN001
+def test_engine_dataset_source_half_written_file(ds, in_tmp: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import filepipe.sync
 
@@ -443,7 +443,7 @@ def test_engine_dataset_source_half_written_file(ds, in_tmp: Path,  # noqa: ANN0
     assert report.ok and not report.changed  # same rows as before: nothing to recompute
 
 
-def test_engine_file_source_half_written(ds, in_tmp: Path,  # noqa: ANN001
+def test_engine_file_source_half_written(ds, in_tmp: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import filepipe.sync
 
@@ -466,7 +466,7 @@ def test_engine_file_source_half_written(ds, in_tmp: Path,  # noqa: ANN001
     assert report.ok and not report.changed and stats(outs) == before
 
 
-def test_engine_hand_edited_output_partition_is_backed_up_and_rebuilt(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_engine_hand_edited_output_partition_is_backed_up_and_rebuilt(ds, in_tmp: Path) -> None:
     write_source(in_tmp / "src.parquet", source_frame())
     steps = engine(ds, TableStoreParquet("src.parquet", ["id"]), out_store())
     run_steps(ds, steps)
@@ -528,7 +528,7 @@ def test_check_writable_dataset_partition_column(tmp_path: Path) -> None:
         store.check_writable(df.drop(columns="region"))
 
 
-def test_parquet_output_that_cannot_be_written_fails_every_run(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_parquet_output_that_cannot_be_written_fails_every_run(ds, in_tmp: Path) -> None:
     """Run 1 fails naming the column; run 2 must not say all is well while no file exists."""
     write_source(in_tmp / "src.parquet", source_frame())
 
@@ -570,7 +570,7 @@ def test_dataset_fifo_and_non_utf8_names_are_skipped_and_reported(tmp_path: Path
 
 # --- BatchGenerate writing a Parquet file ------------------------------------------------------
 
-def test_generator_that_returns_a_frame_writes_it(ds, in_tmp: Path) -> None:  # noqa: ANN001
+def test_generator_that_returns_a_frame_writes_it(ds, in_tmp: Path) -> None:
     from filepipe import BatchGenerate
 
     def prices() -> pd.DataFrame:  # returns instead of yielding: one chunk
@@ -599,7 +599,7 @@ def test_generator_that_returns_a_frame_writes_it(ds, in_tmp: Path) -> None:  # 
     (lambda: iter([(pd.DataFrame({"sku": ["a"]}), [1])]), r"yielded a tuple holding a list at "
                                                           r"position 1; yield DataFrames"),
 ], ids=["none", "dict", "tuple-with-list"])
-def test_generator_yielding_something_else_is_named(ds, in_tmp: Path, func, message: str) -> None:  # noqa: ANN001
+def test_generator_yielding_something_else_is_named(ds, in_tmp: Path, func, message: str) -> None:
     from filepipe import BatchGenerate
 
     catalog = Catalog({"prices": Table(TableStoreParquet("prices.parquet", ["sku"]))})
