@@ -324,18 +324,26 @@ def test_the_mass_delete_share_is_set_per_table(tmp_path: Path) -> None:
     close(app)
 
 
+def csv_totals_app(root: Path, customers: list[str]) -> FilepipeApp:
+    """orders.csv (one order per customer) → out/totals.csv per customer, run once."""
+    src = root / "orders.csv"
+    pd.DataFrame({"order_id": range(1, len(customers) + 1), "customer": customers,
+                  "amount": [float(i) for i in range(1, len(customers) + 1)]}).to_csv(src, index=False)
+    age(src)
+    app = FilepipeApp(Catalog({
+        "orders": Table(TableStoreCSV(src, primary_keys=["order_id"])),
+        "totals": Table(TableStoreCSV(root / "out/totals.csv", primary_keys=["customer"])),
+    }), Pipeline([BatchTransform(totals, inputs=["orders"], outputs=["totals"],
+                                 transform_keys=["customer"])]), root=root)
+    assert app.run().ok
+    return app
+
+
 # --- 5. a 0-byte CSV ------------------------------------------------------------------------
 
 def test_a_zero_byte_csv_source_is_unreadable_and_keeps_its_rows(tmp_path: Path) -> None:
     src = tmp_path / "orders.csv"
-    pd.DataFrame({"order_id": [1, 2], "customer": ["a", "b"], "amount": [1.0, 2.0]}).to_csv(src, index=False)
-    age(src)
-    app = FilepipeApp(Catalog({
-        "orders": Table(TableStoreCSV(src, primary_keys=["order_id"])),
-        "totals": Table(TableStoreCSV(tmp_path / "out/totals.csv", primary_keys=["customer"])),
-    }), Pipeline([BatchTransform(totals, inputs=["orders"], outputs=["totals"],
-                                 transform_keys=["customer"])]), root=tmp_path)
-    assert app.run().ok
+    app = csv_totals_app(tmp_path, customers=["a", "b"])
     src.write_bytes(b"")
     age(src)
     report = app.run()
@@ -502,14 +510,7 @@ def test_a_fifo_at_a_source_path_is_reported_not_opened(tmp_path: Path) -> None:
     import threading
 
     src = tmp_path / "orders.csv"
-    pd.DataFrame({"order_id": [1], "customer": ["a"], "amount": [1.0]}).to_csv(src, index=False)
-    age(src)
-    app = FilepipeApp(Catalog({
-        "orders": Table(TableStoreCSV(src, primary_keys=["order_id"])),
-        "totals": Table(TableStoreCSV(tmp_path / "out/totals.csv", primary_keys=["customer"])),
-    }), Pipeline([BatchTransform(totals, inputs=["orders"], outputs=["totals"],
-                                 transform_keys=["customer"])]), root=tmp_path)
-    assert app.run().ok
+    app = csv_totals_app(tmp_path, customers=["a"])
     src.unlink()
     os.mkfifo(src)
     result: list = []
