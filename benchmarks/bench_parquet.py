@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from filepipe import Catalog, DataStore, DBConn, Table
-from filepipe.stores import TableStoreParquet
+from filepipe.stores import TableStoreParquet, TableStoreParquetDataset
 from filepipe.sync import sync_table
 
 
@@ -128,7 +128,7 @@ def bench_dataset(tmp: Path, df: pd.DataFrame, partitions: int, repeat: int) -> 
           f"keys (bucket, id)")
 
     def store() -> TableStoreParquet:
-        return TableStoreParquet(root, ["bucket", "id"], partition_cols=["bucket"])
+        return TableStoreParquetDataset(root, ["bucket", "id"], partition_cols=["bucket"])
 
     writer = store()
     t_init, _ = timed(lambda: (writer.upsert_rows(df), writer.flush()))

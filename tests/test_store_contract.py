@@ -41,6 +41,7 @@ from filepipe.stores import (
     TableStoreFiledir,
     TableStoreMemory,
     TableStoreParquet,
+    TableStoreParquetDataset,
 )
 
 KEYS = ["region", "id"]
@@ -128,7 +129,7 @@ class Env:
         if name == "parquet":
             return TableStoreParquet(base / "t.parquet", primary_keys=KEYS, dtypes=dtypes or None)
         if name == "parquet_dataset":
-            return TableStoreParquet(base / "ds", primary_keys=KEYS, partition_cols=["region"],
+            return TableStoreParquetDataset(base / "ds", primary_keys=KEYS, partition_cols=["region"],
                                      dtypes=dtypes or None)
         if name == "filedir":
             return TableStoreFiledir(str(base / "fd" / "{region}" / "{id}.json"),

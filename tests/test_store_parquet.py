@@ -17,19 +17,20 @@ from conftest import age
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
 from filepipe.errors import DuplicateKeysError, FilepipeError, MissingColumnsError
 from filepipe.hashing import hash_rows
-from filepipe.stores import TableStoreParquet
+from filepipe.stores import TableStoreParquet, TableStoreParquetDataset
 from filepipe.stores import parquet as parquet_module
 
 KINDS = ["file", "dataset"]
 
 
-def make_store(kind: str, base: Path, name: str = "t", **kwargs) -> TableStoreParquet:
+def make_store(kind: str, base: Path, name: str = "t",
+               **kwargs) -> TableStoreParquet | TableStoreParquetDataset:
     """The single-file store `<name>.parquet` or the dataset `<name>/` partitioned by region."""
     keys = kwargs.pop("primary_keys", ["region", "id"])
     if kind == "file":
         return TableStoreParquet(base / f"{name}.parquet", primary_keys=keys, **kwargs)
     kwargs.setdefault("partition_cols", ["region"])
-    return TableStoreParquet(base / name, primary_keys=keys, **kwargs)
+    return TableStoreParquetDataset(base / name, primary_keys=keys, **kwargs)
 
 
 def mixed_frame() -> pd.DataFrame:
@@ -94,12 +95,12 @@ def test_dataset_partition_values_keep_their_type(tmp_path: Path) -> None:
     df = pd.DataFrame({"id": [1, 2, 3, 4], "year": [2024, 2025, 2024, 2023],
                        "day": [dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 1), None],
                        "ok": [True, False, True, True], "v": ["a", "b", "c", "d"]})
-    store = TableStoreParquet(tmp_path / "d", ["id"], partition_cols=["year", "day", "ok"])
+    store = TableStoreParquetDataset(tmp_path / "d", ["id"], partition_cols=["year", "day", "ok"])
     store.upsert_rows(df)
     store.flush()
     assert (tmp_path / "d/year=2024/day=2024-01-01/ok=true/part-0.parquet").exists()
     assert (tmp_path / "d/year=2023/day=__HIVE_DEFAULT_PARTITION__/ok=true/part-0.parquet").exists()
-    got = by_key(TableStoreParquet(tmp_path / "d", ["id"], partition_cols=["year", "day", "ok"])
+    got = by_key(TableStoreParquetDataset(tmp_path / "d", ["id"], partition_cols=["year", "day", "ok"])
                  .read_rows(), ["id"])
     assert got["year"].dtype == "int64" and got["year"].tolist() == [2024, 2025, 2024, 2023]
     assert got["day"].tolist()[:3] == [dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 1)]
@@ -170,7 +171,7 @@ def test_dataset_duplicate_key_across_partitions(tmp_path: Path) -> None:
     """Partitioned by a non-key column, one key in two partition files is an error."""
     write_raw(tmp_path / "t/region=EU/part-0.parquet", pd.DataFrame({"id": [1, 5], "v": [1, 2]}))
     write_raw(tmp_path / "t/region=US/part-0.parquet", pd.DataFrame({"id": [5], "v": [3]}))
-    store = TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(tmp_path / "t", ["id"], partition_cols=["region"])
     with pytest.raises(DuplicateKeysError, match="id=5"):
         store.read_rows()
 
@@ -213,7 +214,7 @@ def test_deterministic_bytes(kind: str, tmp_path: Path) -> None:
 # --- the dataset: layout, pruning, partial rewrites ----------------------------------------
 
 def seed_dataset(tmp_path: Path, regions=("EU", "US", "JP"), per=3) -> TableStoreParquet:
-    store = TableStoreParquet(tmp_path / "t", ["region", "id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(tmp_path / "t", ["region", "id"], partition_cols=["region"])
     rows = [(r, i, float(i)) for r in regions for i in range(per)]
     store.upsert_rows(pd.DataFrame(rows, columns=["region", "id", "v"]))
     store.flush()
@@ -238,7 +239,7 @@ def test_dataset_reads_and_rewrites_only_touched_partitions(tmp_path: Path,
     files = parquet_files(tmp_path / "t")
     before = stats(files)
     read = count_reads(monkeypatch)
-    store = TableStoreParquet(tmp_path / "t", ["region", "id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(tmp_path / "t", ["region", "id"], partition_cols=["region"])
     got = store.read_rows(pd.DataFrame({"region": ["US"], "id": [1]}))
     assert got["v"].tolist() == [1.0]
     assert read == [tmp_path / "t/region=US/part-0.parquet"]
@@ -258,21 +259,21 @@ def test_dataset_reads_and_rewrites_only_touched_partitions(tmp_path: Path,
 
 def test_dataset_partition_not_in_keys_moves_rows(tmp_path: Path) -> None:
     """Partitioned by a non-key column: an update may move a row to another partition."""
-    store = TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(tmp_path / "t", ["id"], partition_cols=["region"])
     store.upsert_rows(pd.DataFrame({"id": [1, 2], "region": ["EU", "US"], "v": [1, 2]}))
     store.flush()
-    store = TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(tmp_path / "t", ["id"], partition_cols=["region"])
     store.upsert_rows(pd.DataFrame({"id": [1], "region": ["US"], "v": [10]}))
     store.flush()
     assert not (tmp_path / "t/region=EU").exists()
-    got = by_key(TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"]).read_rows(), ["id"])
+    got = by_key(TableStoreParquetDataset(tmp_path / "t", ["id"], partition_cols=["region"]).read_rows(), ["id"])
     assert got[["id", "region", "v"]].values.tolist() == [[1, "US", 10], [2, "US", 2]]
     assert len(store.read_rows(pd.DataFrame({"id": [1]}))) == 1  # any partition may hold it
     # an update that stays in its partition rewrites only that partition
     store.upsert_rows(pd.DataFrame({"id": [3, 4], "region": ["EU", "JP"], "v": [3, 4]}))
     store.flush()
     before = stats(parquet_files(tmp_path / "t"))
-    store = TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(tmp_path / "t", ["id"], partition_cols=["region"])
     store.upsert_rows(pd.DataFrame({"id": [4], "region": ["JP"], "v": [40]}))
     store.delete_rows(pd.DataFrame({"id": [99]}))
     store.flush()
@@ -288,7 +289,7 @@ def test_dataset_listing_ignores_temp_and_hidden_files(tmp_path: Path) -> None:
                  ".filepipe/a.parquet", "region=EU/part-1.parquet.crdownload", "notes.txt"]:
         (root / junk).parent.mkdir(parents=True, exist_ok=True)
         (root / junk).write_bytes(b"junk")
-    listed = TableStoreParquet(root, ["region", "id"], partition_cols=["region"]).list_files()
+    listed = TableStoreParquetDataset(root, ["region", "id"], partition_cols=["region"]).list_files()
     assert listed["path"].tolist() == [str(root / "region=EU/part-0.parquet")]
     assert list(listed.columns) == ["path", "size", "mtime_ns", "inode"]
     assert listed["size"].dtype == listed["mtime_ns"].dtype == listed["inode"].dtype == "int64"
@@ -299,9 +300,9 @@ def test_dataset_foreign_files_and_misplaced_files(tmp_path: Path) -> None:
     root = tmp_path / "t"
     write_raw(root / "year=2024/part-00000-abc.snappy.parquet", pd.DataFrame({"id": [1], "v": ["a"]}))
     write_raw(root / "year=2025/part-00000-def.snappy.parquet", pd.DataFrame({"id": [2], "v": ["b"]}))
-    plain = TableStoreParquet(root, ["id"], partition_cols=["year"]).read_rows()
+    plain = TableStoreParquetDataset(root, ["id"], partition_cols=["year"]).read_rows()
     assert sorted(plain["year"].tolist()) == ["2024", "2025"]
-    typed = TableStoreParquet(root, ["id"], partition_cols=["year"], dtypes={"year": "int64"})
+    typed = TableStoreParquetDataset(root, ["id"], partition_cols=["year"], dtypes={"year": "int64"})
     got = by_key(typed.read_rows(), ["id"])
     assert got["year"].dtype == "int64" and got["year"].tolist() == [2024, 2025]
     # an update goes to the partition's existing file; no second file appears
@@ -332,7 +333,7 @@ def source_frame(n: int = 6) -> pd.DataFrame:
 
 
 def out_store() -> TableStoreParquet:
-    return TableStoreParquet("out", ["region", "id"], partition_cols=["region"])
+    return TableStoreParquetDataset("out", ["region", "id"], partition_cols=["region"])
 
 
 def write_source(path: Path, df: pd.DataFrame) -> None:
@@ -410,7 +411,7 @@ def test_engine_dataset_source_half_written_file(ds, in_tmp: Path,
     monkeypatch.setattr(filepipe.sync, "RETRY_DELAYS", (0.0, 0.0, 0.0))
 
     def source() -> TableStoreParquet:  # keyed by its partition column: reads are pruned
-        return TableStoreParquet("src", ["region", "id"], partition_cols=["region"])
+        return TableStoreParquetDataset("src", ["region", "id"], partition_cols=["region"])
 
     writer = source()
     writer.upsert_rows(source_frame())
@@ -556,7 +557,7 @@ def test_dataset_fifo_and_non_utf8_names_are_skipped_and_reported(tmp_path: Path
     odd.mkdir()
     write_raw(odd / "part-0.parquet", pd.DataFrame({"id": [7], "v": [7.0]}))
     write_raw(root / "region=EU" / os.fsdecode(b"\xff.parquet"), pd.DataFrame({"id": [8], "v": [8.0]}))
-    store = TableStoreParquet(root, ["region", "id"], partition_cols=["region"])
+    store = TableStoreParquetDataset(root, ["region", "id"], partition_cols=["region"])
     listed = promptly(store.list_files, fifo)
     assert listed["path"].tolist() == [str(root / "region=EU" / "part-0.parquet")]
     assert store.skipped_files() == {
@@ -621,3 +622,10 @@ def test_dataset_folder_that_is_a_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FilepipeError, match=message):
         store.upsert_rows(rows)
         store.flush()
+
+
+def test_a_single_file_store_given_partition_cols_names_the_dataset_class(tmp_path: Path) -> None:
+    from filepipe.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"a partitioned dataset is TableStoreParquetDataset\("):
+        TableStoreParquet(tmp_path / "t", ["id"], partition_cols=["region"])

@@ -12,6 +12,7 @@ _EXPORTS = {
     "TableStoreExcel": "filepipe.stores.excel",
     "TableStoreFiledir": "filepipe.stores.filedir",
     "TableStoreParquet": "filepipe.stores.parquet",
+    "TableStoreParquetDataset": "filepipe.stores.parquet",
     "TableStoreDB": "filepipe.stores.db",
     "TableStoreMemory": "filepipe.stores.memory",
 }

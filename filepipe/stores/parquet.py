@@ -4,7 +4,7 @@
 file (a `FileStore`: read once while its fingerprint holds, written atomically in
 `flush()`).
 
-``TableStoreParquet("data/sales", primary_keys=["region", "id"], partition_cols=["region"])``
+``TableStoreParquetDataset("data/sales", primary_keys=["region", "id"], partition_cols=["region"])``
 keeps it in a directory ``region=EU/part-0.parquet``, ``region=US/part-0.parquet``... Each
 file is handled by the same single-file machinery (`_PartitionFile`), so a partition is
 read only when its fingerprint changed and `flush()` rewrites only the partitions that
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
-from ..errors import FilepipeError, MissingColumnsError
+from ..errors import FilepipeError, MissingColumnsError, PipelineError
 from ..fileutil import (
     FINGERPRINT_COLUMNS,
     NOT_UTF8,
@@ -67,43 +67,28 @@ BACKUP_SUFFIX = ".bak.parquet"  # fileutil.backup_path: part-0.<time>.bak.parque
 _PARTITION_META = b"filepipe.partition_types"
 
 
-class TableStoreParquet(TableStore):
-    """A keyed table in a Parquet file, or in a partitioned dataset when `partition_cols` is given.
-
-    `path` is the ``.parquet`` file, or the dataset's directory. `dtypes` (column → pandas
-    dtype) fixes types the files do not carry (e.g. partition values of datasets written by
-    other tools, which otherwise read as strings).
-
-    The constructor returns the single-file or the dataset implementation; both are
-    instances of `TableStoreParquet`.
-    """
-
-    primary_keys: list[str]
-    partition_cols: list[str]
-    path: Path
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> TableStoreParquet:
-        if cls is TableStoreParquet:
-            partition_cols = kwargs.get("partition_cols", args[2] if len(args) > 2 else None)
-            cls = _ParquetDataset if partition_cols else _ParquetFile
-        return super().__new__(cls)
-
-    def __repr__(self) -> str:
-        extra = f", partition_cols={self.partition_cols}" if self.partition_cols else ""
-        return (f"TableStoreParquet({str(self.path)!r}, primary_keys={self.primary_keys}"
-                f"{extra})")
-
-
 # --- the single file ---------------------------------------------------------------------
 
-class _ParquetFile(FileStore, TableStoreParquet):
-    """One Parquet file holding the whole table."""
+class TableStoreParquet(FileStore):
+    """``TableStoreParquet("data/sales.parquet", primary_keys=["id"])``: the table in one file.
+
+    `dtypes` (column → pandas dtype) fixes types the file does not carry. A partitioned
+    dataset is `TableStoreParquetDataset`.
+    """
 
     def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
                  partition_cols: Sequence[str] | None = None,
                  dtypes: Mapping[str, Any] | None = None) -> None:
+        if partition_cols:
+            raise PipelineError(
+                f"TableStoreParquet({path!s}): a partitioned dataset is "
+                f"TableStoreParquetDataset({str(path)!r}, primary_keys={list(primary_keys)}, "
+                f"partition_cols={list(partition_cols)})")
         FileStore.__init__(self, path, primary_keys, dtypes)
-        self.partition_cols = []
+        self.partition_cols: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"TableStoreParquet({str(self.path)!r}, primary_keys={self.primary_keys})"
 
     def read_file(self, path: Path) -> pd.DataFrame:
         return _to_pandas(_read_table(path))
@@ -120,10 +105,10 @@ class _ParquetFile(FileStore, TableStoreParquet):
 
 # --- the partitioned dataset -------------------------------------------------------------
 
-class _PartitionFile(_ParquetFile):
+class _PartitionFile(TableStoreParquet):
     """One file of a dataset: its rows plus the partition columns its path names."""
 
-    def __init__(self, dataset: _ParquetDataset, path: Path) -> None:
+    def __init__(self, dataset: TableStoreParquetDataset, path: Path) -> None:
         FileStore.__init__(self, path, dataset.primary_keys, dataset.dtypes)
         self.partition_cols = dataset.partition_cols
         self.dataset = dataset
@@ -185,8 +170,14 @@ class _PartitionFile(_ParquetFile):
         return self._dirty
 
 
-class _ParquetDataset(TableStoreParquet):
-    """A hive-style dataset ``col=value/.../part-0.parquet``, one `_PartitionFile` per file."""
+class TableStoreParquetDataset(TableStore):
+    """``TableStoreParquetDataset("data/sales", primary_keys=["region", "id"],
+    partition_cols=["region"])``: a hive-style dataset ``col=value/.../part-0.parquet``,
+    one `_PartitionFile` per file (see the module docstring).
+
+    `dtypes` (column → pandas dtype) fixes types the files do not carry (partition values
+    of datasets written by other tools, which otherwise read as strings).
+    """
 
     file_backed = True
 
@@ -194,11 +185,11 @@ class _ParquetDataset(TableStoreParquet):
                  partition_cols: Sequence[str] | None = None,
                  dtypes: Mapping[str, Any] | None = None) -> None:
         if not primary_keys:
-            raise ValueError(f"TableStoreParquet({path!s}): primary_keys must name at least one column")
+            raise ValueError(f"TableStoreParquetDataset({path!s}): primary_keys must name at least one column")
         if isinstance(partition_cols, str):
             partition_cols = [partition_cols]
         if not partition_cols or len(set(partition_cols)) != len(partition_cols):
-            raise ValueError(f"TableStoreParquet({path!s}): partition_cols must name distinct columns")
+            raise ValueError(f"TableStoreParquetDataset({path!s}): partition_cols must name distinct columns")
         self.path: Path = resolve_path(path)
         self.primary_keys = list(primary_keys)
         self.partition_cols = list(partition_cols)
@@ -212,6 +203,10 @@ class _ParquetDataset(TableStoreParquet):
     # --- description ---------------------------------------------------------------------
     def describe(self) -> str:
         return f"{self.path}/ (parquet dataset by {', '.join(self.partition_cols)})"
+
+    def __repr__(self) -> str:
+        return (f"TableStoreParquetDataset({str(self.path)!r}, primary_keys={self.primary_keys}, "
+                f"partition_cols={self.partition_cols})")
 
     def location(self) -> Path:
         return self.path
