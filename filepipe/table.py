@@ -205,6 +205,10 @@ class DataTable:
         `write_store=False` (the file is the data; only the meta follows it) and the id of
         the file each row came from in `file_id`.
         """
+        if write_store and self.is_file_backed and conn is None and not self._defer_flush:
+            # the file is written once the meta is committed (marked dirty meanwhile)
+            with self.deferred_flush():
+                return self.store_chunk(df, processed_idx, now, conn, file_id, write_store)
         with self._transaction(conn) as c:
             chunk = self.prepare_chunk(df, processed_idx, c, file_id, write_store)
             return self.apply_chunk(chunk, c, now)
