@@ -176,7 +176,7 @@ def guard_outputs(steps: Sequence[ComputeStep], report: RunReport) -> list[Held]
         for t in step.outputs:
             if not t.is_file_backed:
                 continue
-            found = check_output(t)
+            found = check_output(t, report)
             if found.backup is not None:
                 report.backups[t.name] = found.backup
             if found.held is not None:
@@ -218,18 +218,19 @@ def run_steps_changelist(ds: DataStore, steps: Sequence[ComputeStep], changelist
 
 
 class reporting:
-    """Attach `report` to the DataStore for the duration of a run; log the run if it did anything."""
+    """A run for `report`: timed, and logged in the run log if it did anything. Runs
+    nested in a run (a watch cycle's `run_steps`) are logged once, by the outer one."""
 
     def __init__(self, ds: DataStore, report: RunReport) -> None:
         self.ds, self.report = ds, report
 
     def __enter__(self) -> None:
-        self.previous = getattr(self.ds, "report", None)
-        self.ds.report = self.report
+        self.previous = self.ds.running
+        self.ds.running = self.report
         self.seq0 = self.ds.meta.current_seq()
 
     def __exit__(self, *exc: object) -> None:
-        self.ds.report = self.previous
+        self.ds.running = self.previous
         self.report.finished = time.time()
         if self.previous is None and (self.report.changed or self.report.failed):
             self.ds.meta.log_run(self.report, self.seq0)

@@ -15,6 +15,7 @@ from .fileutil import backup_path
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .report import RunReport
     from .table import DataTable
 
 log = logging.getLogger("filepipe")
@@ -31,7 +32,7 @@ class OutputCheck:
     held: Path | None = None
 
 
-def check_output(table: DataTable) -> OutputCheck:
+def check_output(table: DataTable, report: RunReport | None = None) -> OutputCheck:
     """If the output's files no longer hold what filepipe wrote, back them up and rebuild.
 
     Files that changed on disk but still hold the recorded rows (another sheet was
@@ -71,7 +72,7 @@ def check_output(table: DataTable) -> OutputCheck:
                     "%s and rebuilding it", table.store.describe(), backup)
     else:
         log.info("output %s: finishing a write that was interrupted", table.store.describe())
-    rebuild_output(table)
+    rebuild_output(table, report)
     return OutputCheck(rebuilt=True, backup=backup)
 
 
@@ -112,11 +113,7 @@ def adopt_output(table: DataTable, listed: pd.DataFrame) -> OutputCheck:
                        Path(p).relative_to(_location(table)))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest)
-    report, table.ds.report = table.ds.report, None  # not a change of this run
-    try:
-        table.store_chunk(rows, write_store=False)
-    finally:
-        table.ds.report = report
+    table.store_chunk(rows, write_store=False)  # not a change of this run: not reported
     table.mark_files("clean")
     log.info("output %s is not in the index: taking its %d row(s) as they are and "
              "recomputing them", table.store.describe(), len(rows))
@@ -191,7 +188,7 @@ def _content_matches(table: DataTable) -> bool:
     return len(both) == len(meta) and bool((both["hash"] == both["hash_meta"].astype("int64")).all())
 
 
-def rebuild_output(table: DataTable) -> None:
+def rebuild_output(table: DataTable, report: RunReport | None = None) -> None:
     """Empty an output for its producer to rebuild: its rows are deleted (soft deletes in
     the meta, so steps reading it see the change) without reading the file, which may be
     the broken one someone left behind. The file is left as it is, marked dirty, until
@@ -201,5 +198,5 @@ def rebuild_output(table: DataTable) -> None:
     if table.meta.exists:
         live = table.get_metadata()[table.primary_keys]
         if len(live):
-            table.store_chunk(live.iloc[0:0], processed_idx=live, write_store=False)
+            table.store_chunk(live.iloc[0:0], processed_idx=live, write_store=False, report=report)
     table.mark_files("dirty", current=True)

@@ -147,7 +147,7 @@ def sync_table(table: DataTable, report: RunReport | None = None,
             changed = pd.DataFrame(columns=table.primary_keys)
         else:
             changed = table.store_chunk(data, processed_idx=prev, conn=conn,
-                                        file_id=file_ids, write_store=False)
+                                        file_id=file_ids, write_store=False, report=report)
         files.forget(conn, table.name, result.missing)
     result.changed = changed
     return _reported(result, report)

@@ -53,7 +53,9 @@ class DataStore:
         self.meta = MetaIndex(meta_dbconn)
         self.meta_dbconn = self.meta.dbconn
         self._tables: dict[str, DataTable] = {}
-        self.report: RunReport | None = None
+        #: the report of the run in progress (only to log each run once; changes are
+        #: counted into the report passed to the calls that make them)
+        self.running: RunReport | None = None
 
     def get_or_create_table(self, name: str, store: TableStore,
                             max_delete_share: float | None = None) -> DataTable:
@@ -198,20 +200,22 @@ class DataTable:
     # --- writes -------------------------------------------------------------------------
     def store_chunk(self, df: DataDF, processed_idx: IndexDF | None = None,
                     now: float | None = None, conn: sa.Connection | None = None,
-                    file_id: Any = None, write_store: bool = True) -> IndexDF:
+                    file_id: Any = None, write_store: bool = True,
+                    report: RunReport | None = None) -> IndexDF:
         """Write the rows of `df`; delete rows of `processed_idx` absent from `df`.
 
-        Returns the keys changed: new, changed and deleted rows. Syncing a source passes
-        `write_store=False` (the file is the data; only the meta follows it) and the id of
-        the file each row came from in `file_id`.
+        Returns the keys changed: new, changed and deleted rows, also counted into
+        `report` when given. Syncing a source passes `write_store=False` (the file is the
+        data; only the meta follows it) and the id of the file each row came from in
+        `file_id`.
         """
         if write_store and self.is_file_backed and conn is None and not self._defer_flush:
             # the file is written once the meta is committed (marked dirty meanwhile)
             with self.deferred_flush():
-                return self.store_chunk(df, processed_idx, now, conn, file_id, write_store)
+                return self.store_chunk(df, processed_idx, now, conn, file_id, write_store, report)
         with self._transaction(conn) as c:
             chunk = self.prepare_chunk(df, processed_idx, c, file_id, write_store)
-            return self.apply_chunk(chunk, c, now)
+            return self.apply_chunk(chunk, c, now, report)
 
     def prepare_chunk(self, df: DataDF, processed_idx: IndexDF | None,
                       conn: sa.Connection, file_id: Any = None, write_store: bool = True,
@@ -243,8 +247,10 @@ class DataTable:
         gone = self._gone(conn, df, processed_idx, known)
         return Chunk(df, diff, gone, file_id, write_store)
 
-    def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None) -> IndexDF:
-        """Write a prepared chunk: data (unless a source), meta with new clock values."""
+    def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None,
+                    report: RunReport | None = None) -> IndexDF:
+        """Write a prepared chunk: data (unless a source), meta with new clock values; count
+        the rows added, updated and deleted into `report`."""
         import pandas as pd
 
         keys = self.primary_keys
@@ -273,9 +279,9 @@ class DataTable:
             self.meta.write(conn, gone)
         if chunk.write_store and not self._defer_flush:
             self._flush()
-        if self.ds.report is not None:
+        if report is not None:
             n_new = int((write & ~live).sum())
-            self.ds.report.table_changed(self.name, n_new, len(written) - n_new, len(gone))
+            report.table_changed(self.name, n_new, len(written) - n_new, len(gone))
         parts = [pick(f, keys) for f in (written, gone) if len(f)]  # disjoint keys
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
@@ -342,10 +348,10 @@ class DataTable:
         return Diff(merged, existed, live, ~same)
 
     def delete_by_idx(self, idx: IndexDF, now: float | None = None,
-                      conn: sa.Connection | None = None) -> IndexDF:
+                      conn: sa.Connection | None = None, report: RunReport | None = None) -> IndexDF:
         """Delete the rows of `idx`; returns the keys that were present."""
         empty = idx.iloc[0:0]
-        return self.store_chunk(empty, processed_idx=idx, now=now, conn=conn)
+        return self.store_chunk(empty, processed_idx=idx, now=now, conn=conn, report=report)
 
     def _gone(self, conn: sa.Connection, df: DataDF, processed_idx: IndexDF | None,
               known: MetaDF | None = None) -> MetaDF:

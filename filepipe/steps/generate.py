@@ -68,7 +68,7 @@ class BatchGenerateStep(ComputeStep):
             for frames in self._chunks():
                 with self.ds.meta.begin() as conn:
                     for i, (out, df) in enumerate(zip(self.outputs, frames)):
-                        changes.append(out.name, out.store_chunk(df, conn=conn))
+                        changes.append(out.name, out.store_chunk(df, conn=conn, report=report))
                         seen[i].append(df[out.primary_keys])
                 report.step_progress(self.name, 1)
         except Exception as exc:  # noqa: BLE001 - keep what was yielded, delete nothing
@@ -86,7 +86,7 @@ class BatchGenerateStep(ComputeStep):
                                    on=out.primary_keys)
                 stale = stale[stale["_k"].isna()][out.primary_keys]
                 if len(stale):
-                    changes.append(out.name, out.delete_by_idx(stale, conn=conn))
+                    changes.append(out.name, out.delete_by_idx(stale, conn=conn, report=report))
         report.step_done(self.name, None)
         return changes
 

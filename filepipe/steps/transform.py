@@ -492,7 +492,7 @@ class BatchTransformStep(ComputeStep):
                 # no file or memory output has been touched yet
                 for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
                     applied.append(out)
-                    changes.append(out.name, out.apply_chunk(chunk, conn))
+                    changes.append(out.name, out.apply_chunk(chunk, conn, report=report))
                 self.meta.record(conn, batch, None, done_seq)
         except Exception:
             for out in applied:  # its file may hold rows whose meta just rolled back
