@@ -138,7 +138,7 @@ def sync_table(table: DataTable, report: RunReport | None = None,
         ids = files.register(conn, table.name, listed[listed["path"].isin(read_ok)], now_ns)
         file_ids = None
         if data is None:
-            data = table.store.empty() if hasattr(table.store, "empty") else prev.iloc[0:0]
+            data = table.store.empty()
         else:
             data = data[data["_path"].isin(read_ok)]
             file_ids = data["_path"].map(ids).to_numpy(dtype=np.int64)

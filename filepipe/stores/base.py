@@ -41,6 +41,13 @@ class TableStore(ABC):
     def read_rows(self, idx: IndexDF | None = None) -> DataDF:
         """All rows, or the rows whose keys are in `idx` (missing keys are skipped)."""
 
+    def empty(self) -> DataDF:
+        """No rows, with the columns (and, where the store knows them, the dtypes) a read
+        of the table gives."""
+        import pandas as pd
+
+        return pd.DataFrame(columns=self.primary_keys)
+
     def read_rows_matching(self, proj: pd.DataFrame) -> DataDF | None:
         """Rows whose values in `proj`'s columns (some of the keys) equal one of its rows.
 
