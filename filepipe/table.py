@@ -84,7 +84,8 @@ class DataTable:
         if self.meta.exists and self.meta.keys != self.primary_keys:
             raise MissingColumnsError(
                 f"table {name!r}: primary keys changed from {self.meta.keys} to "
-                f"{self.primary_keys}; run `filepipe reset` for it or use a new table name")
+                f"{self.primary_keys}; give the table a new name in the catalog (its rows are then recomputed), "
+                "or start a fresh index with `filepipe reset --all`")
         self._wanted_tracked: set[str] = set()
         self._defer_flush = False
         #: the step writing this table (None: a source, only read)

@@ -547,3 +547,18 @@ def test_store_chunk_on_a_file_output_writes_it_after_its_meta(tmp_path: Path, k
     with ds.meta.begin() as conn:
         assert set(ds.meta.file_meta.stored(conn, "out")["state"]) == {"clean"}
     ds.meta_dbconn.dispose()
+
+
+def test_changed_primary_keys_give_advice_that_works(tmp_path: Path) -> None:
+    """`filepipe reset STEP` clears step meta only, so it cannot be the way out."""
+    from filepipe import DataStore, DBConn
+    from filepipe.errors import MissingColumnsError
+
+    ds = DataStore(DBConn(f"sqlite:///{tmp_path / 'meta.sqlite'}"))
+    Catalog({"t": Table(TableStoreCSV(tmp_path / "t.csv", primary_keys=["a"]))}).get_datatable(ds, "t") \
+        .store_chunk(pd.DataFrame({"a": [1], "b": [2]}))
+    fresh = DataStore(DBConn(f"sqlite:///{tmp_path / 'meta.sqlite'}"))
+    with pytest.raises(MissingColumnsError, match=r"new name in the catalog.*filepipe reset --all"):
+        Catalog({"t": Table(TableStoreCSV(tmp_path / "t.csv", primary_keys=["a", "b"]))}).get_datatable(fresh, "t")
+    ds.meta_dbconn.dispose()
+    fresh.meta_dbconn.dispose()
