@@ -119,6 +119,12 @@ def make_project(base: Path, files: int, rng: random.Random) -> dict[str, float]
 
 # --- the random editor ----------------------------------------------------------------------
 
+#: cumulative share of draws → operation (the rest is a pause)
+OPERATIONS = [(0.12, "create"), (0.40, "edit"), (0.52, "atomic edit"), (0.62, "delete"),
+              (0.72, "rename"), (0.82, "vim save"), (0.86, "burst"), (0.88, "excel save"),
+              (0.90, "libreoffice save"), (1.01, "pause")]
+
+
 class Editor:
     """Seeded random edits of the project's sources; counts what it did."""
 
@@ -137,27 +143,9 @@ class Editor:
         return self.inbox / f"{order_id}.json"
 
     def step(self) -> None:
+        """One operation, drawn by the cumulative shares of `OPERATIONS`."""
         r = self.rng.random()
-        if not self.ids or r < 0.12:
-            op = "create"
-        elif r < 0.40:
-            op = "edit"
-        elif r < 0.52:
-            op = "atomic edit"
-        elif r < 0.62:
-            op = "delete"
-        elif r < 0.72:
-            op = "rename"
-        elif r < 0.82:
-            op = "vim save"
-        elif r < 0.86:
-            op = "burst"
-        elif r < 0.88:
-            op = "excel save"
-        elif r < 0.90:
-            op = "libreoffice save"
-        else:
-            op = "pause"
+        op = "create" if not self.ids else next(name for edge, name in OPERATIONS if r < edge)
         getattr(self, op.replace(" ", "_"))()
         self.done[op] = self.done.get(op, 0) + 1
         if op != "pause":

@@ -5,6 +5,7 @@ the current sources gives."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -82,3 +83,10 @@ def backups(root: Path) -> list[Path]:
 def close(app: FilepipeApp) -> None:
     if app._ds is not None:
         app.ds.meta_dbconn.dispose()
+
+
+def run_then_lose_the_index(app: FilepipeApp) -> None:
+    """Run `app` once, close its index, then delete `.filepipe/`: the index is lost."""
+    assert app.run().ok
+    close(app)
+    shutil.rmtree(app.state_dir)

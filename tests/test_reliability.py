@@ -25,6 +25,7 @@ from orders_project import (
     orders_app,
     read_copy,
     read_totals,
+    run_then_lose_the_index,
     seed_orders,
     totals,
     write_json,
@@ -186,17 +187,9 @@ def test_a_lost_index_makes_outputs_equal_a_fresh_recompute(tmp_path: Path, how:
     close(app)
 
 
-def run_then_lose_the_index(root: Path, orders: int) -> None:
-    """A run over `orders` order files, then `.filepipe/` deleted."""
-    seed_orders(root, orders)
-    app = orders_app(root)
-    assert app.run().ok
-    close(app)
-    shutil.rmtree(root / ".filepipe")
-
-
 def test_an_output_holding_rows_nobody_produced_is_backed_up_before_they_go(tmp_path: Path) -> None:
-    run_then_lose_the_index(tmp_path, 2)
+    seed_orders(tmp_path, 2)
+    run_then_lose_the_index(orders_app(tmp_path))
     (tmp_path / "inbox/2.json").unlink()
     app = orders_app(tmp_path)
     report = app.run()
@@ -210,7 +203,8 @@ def test_an_output_holding_rows_nobody_produced_is_backed_up_before_they_go(tmp_
 
 
 def test_a_lost_index_with_unchanged_sources_makes_no_backup(tmp_path: Path) -> None:
-    run_then_lose_the_index(tmp_path, 3)
+    seed_orders(tmp_path, 3)
+    run_then_lose_the_index(orders_app(tmp_path))
     app = orders_app(tmp_path)
     report = app.run()
     assert report.ok and report.backups == {} and report.kept == {}

@@ -7,7 +7,6 @@ test marked "found by review" failed on the first version of the change.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ from orders_project import (
     orders_app,
     read_copy,
     read_totals,
+    run_then_lose_the_index,
     seed_orders,
     totals,
     write_json,
@@ -150,10 +150,7 @@ def test_a_lost_index_with_a_csv_output_of_numeric_looking_text_keys(
     # neither clash nor come back as 7)
     for i, code in enumerate(codes):
         write_json(tmp_path / f"codes/{code}.json", {"note": f"n{i}"})
-    app = _codes_app(tmp_path)
-    assert app.run().ok
-    close(app)
-    shutil.rmtree(tmp_path / ".filepipe")
+    run_then_lose_the_index(_codes_app(tmp_path))
     app = _codes_app(tmp_path)
     report = app.run()
     assert report.ok, report.summary()
@@ -219,12 +216,9 @@ def test_a_lost_index_with_a_hand_edit_whose_key_fails_first_keeps_a_copy(tmp_pa
             BatchTransform(copy_or_fail, inputs=["orders"], outputs=["copy"], chunk_size=1),
         ]), root=tmp_path)
 
-    app = make()
-    assert app.run().ok
-    close(app)
     import openpyxl
 
-    shutil.rmtree(tmp_path / ".filepipe")  # the index is lost...
+    run_then_lose_the_index(make())  # the index is lost...
     book = openpyxl.load_workbook(tmp_path / "out/report.xlsx")
     book["Orders"]["C4"] = 12345.0  # ...and order 3's amount was edited by hand meanwhile
     book.save(tmp_path / "out/report.xlsx")
@@ -250,11 +244,8 @@ def test_a_lost_index_while_the_source_folder_is_missing_does_not_empty_the_outp
     # found by review (fixed): with a fresh index the vanished-source guard cannot fire (nothing stored), so
     # adopted outputs are all deleted and the run exits 0
     seed_orders(tmp_path, 4)
-    app = orders_app(tmp_path)
-    assert app.run().ok
-    close(app)
+    run_then_lose_the_index(orders_app(tmp_path))
     before = read_copy(tmp_path)
-    shutil.rmtree(tmp_path / ".filepipe")
     (tmp_path / "inbox").rename(tmp_path / "inbox-unmounted")
     app = orders_app(tmp_path)
     report = app.run()
@@ -294,10 +285,7 @@ def test_a_lost_index_with_a_chained_step_ends_fresh(tmp_path: Path, whole: bool
     # found by review (fixed, group_by): adopt_output stored the rows of `copy` before the reader's transform
     # key `customer` is tracked; rows deleted in the same run keep customer NULL -> IntegrityError traceback
     seed_orders(tmp_path, 5)
-    app = _chain_app(tmp_path, whole)
-    assert app.run().ok
-    close(app)
-    shutil.rmtree(tmp_path / ".filepipe")
+    run_then_lose_the_index(_chain_app(tmp_path, whole))
     (tmp_path / "inbox/5.json").unlink()  # deleted while the index was lost
     app = _chain_app(tmp_path, whole)
     report = app.run()
@@ -333,10 +321,7 @@ def test_a_lost_index_makes_one_copy_per_workbook_not_one_per_sheet(tmp_path: Pa
                            transform_keys=["customer"]),
         ]), root=tmp_path)
 
-    app = make()
-    assert app.run().ok
-    close(app)
-    shutil.rmtree(tmp_path / ".filepipe")
+    run_then_lose_the_index(make())
     (tmp_path / "inbox/3.json").unlink()
     app = make()
     report = app.run()
