@@ -145,3 +145,40 @@ def test_read_rows_matching_with_no_rows_in_the_frame(store: TableStoreDB) -> No
     assert list(got.columns) == ["user_id", "event_id", "event", "score"]
     assert_frame_equal(got, store.read_rows(pd.DataFrame({"user_id": empty["user_id"],
                                                           "event_id": empty["user_id"]})))
+
+
+def test_writes_of_many_rows_span_several_multi_row_statements(store: TableStoreDB) -> None:
+    # INSERT_ROWS rows per statement: full statements, then a shorter last one; every
+    # row is written once, with its own values, and an upsert replaces only its row
+    from filepipe.sql import INSERT_ROWS
+
+    n = INSERT_ROWS * 2 + 7
+    df = pd.DataFrame({"user_id": [f"u{i}" for i in range(n)], "event_id": "e",
+                       "event": [{"i": i} for i in range(n)], "score": range(n)})
+    store.upsert_rows(df)
+    store.upsert_rows(df.iloc[[3, n - 1]].assign(score=[-3, -1]))
+    back = store.read_rows().sort_values("score").reset_index(drop=True)
+    assert len(back) == n
+    assert back["score"].tolist()[:2] == [-3, -1]
+    got = dict(zip(back["user_id"], back["event"]))
+    assert got["u0"] == {"i": 0} and got[f"u{n - 2}"] == {"i": n - 2}
+
+
+def test_json_values_read_back_as_written(store: TableStoreDB) -> None:
+    # JSON is encoded and decoded outside SQLAlchemy's processors: same text, same values
+    df = events_frame()
+    df.loc[len(df)] = ["u5", "e1", {"nan": float("nan"), "big": 2**70}, 5]
+    df.loc[len(df)] = ["u6", "e1", "just a string", 6]
+    df.loc[len(df)] = ["u7", "e1", None, 7]
+    store.upsert_rows(df)
+    back = by_key(store.read_rows())
+    nan_row = back[back["user_id"] == "u5"]["event"].iloc[0]
+    assert nan_row["big"] == 2**70 and nan_row["nan"] != nan_row["nan"]
+    assert back[back["user_id"] == "u6"]["event"].iloc[0] == "just a string"
+    assert back[back["user_id"] == "u7"]["event"].iloc[0] is None
+    ok = ~back["user_id"].isin(["u5", "u6", "u7"])
+    assert back[ok]["event"].tolist() == by_key(events_frame())["event"].tolist()
+    with store.dbconn.begin() as conn:  # stored as SQLAlchemy's JSON type stores it
+        text = conn.exec_driver_sql(
+            "SELECT event FROM events WHERE user_id = 'u1' AND event_id = 'e1'").scalar_one()
+    assert text == '{"event_type": "click", "ip": "10.0.0.1"}'
