@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -347,23 +348,84 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
     scans the whole table); many keys: a join with a temporary table. No statement binds
     more than MAX_VARIABLES values.
     """
+    out = _select_matching(conn, _Source.of(conn, table, columns), idx, match, extra_where)
+    if order_by and len(out):
+        out = out.sort_values(order_by, kind="stable").reset_index(drop=True)
+    return out
+
+
+def select_joined(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                  other: sa.Table, other_columns: Sequence[str], on: Sequence[str],
+                  idx: pd.DataFrame, match: Sequence[str],
+                  other_null: Sequence[str] = ()) -> pd.DataFrame:
+    """`columns` of `table` and `other_columns` of `other` (named ``<other>.<column>``) of
+    the rows joined on the `on` columns, whose `match` columns (of `table`) equal a row of
+    `idx` and whose `other_null` columns (of `other`) are NULL: one indexed query instead
+    of a read of each table and a match in pandas."""
+    source = _Source.of(conn, table, columns, other, other_columns, on)
+    where = " AND ".join(f"o.{quote(conn, c)} IS NULL" for c in other_null)
+    return _select_matching(conn, source, idx, match, where)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The FROM clause of a SELECT, its column expressions, names and SQL types."""
+
+    table: sa.Table  # whose columns `idx` matches
+    from_sql: str
+    exprs: list[str]
+    names: list[str]
+    types: list[Any]
+    alias: str  # of `table` in `from_sql` ("" when not joined)
+
+    @classmethod
+    def of(cls, conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+           other: sa.Table | None = None, other_columns: Sequence[str] = (),
+           on: Sequence[str] = ()) -> _Source:
+        if other is None:
+            return cls(table, qualified(conn, table), [quote(conn, c) for c in columns],
+                       list(columns), [_column(table, c) for c in columns], "")
+        join = " AND ".join(f"t.{quote(conn, c)} = o.{quote(conn, c)}" for c in on)
+        return cls(table, f"{qualified(conn, table)} t JOIN {qualified(conn, other)} o ON {join}",
+                   [f"t.{quote(conn, c)}" for c in columns] + [f"o.{quote(conn, c)}" for c in other_columns],
+                   list(columns) + [f"{other.name}.{c}" for c in other_columns],
+                   [_column(table, c) for c in columns] + [_column(other, c) for c in other_columns], "t")
+
+    def fetch(self, conn: sa.Connection, sql: str, params: list[Any]) -> pd.DataFrame:
+        found = _fetch_typed(conn, sql, params, self.names, self.types)
+        return self.empty() if found is None else found
+
+    def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if not self.alias:  # cached per table
+            return empty_result(self.table, self.names)
+        return pd.DataFrame({n: typed_column([], c) for n, c in zip(self.names, self.types)})
+
+
+def _column(table: sa.Table, name: str) -> sa.Column | None:
+    return table.c[name] if name in table.c else None
+
+
+def _select_matching(conn: sa.Connection, source: _Source, idx: pd.DataFrame,
+                     match: Sequence[str], extra_where: str) -> pd.DataFrame:
     import pandas as pd
 
     match = list(match)
-    cols_sql = ", ".join(quote(conn, c) for c in columns)
-    base = f"SELECT {cols_sql} FROM {qualified(conn, table)} WHERE "
+    base = f"SELECT {', '.join(source.exprs)} FROM {source.from_sql} WHERE "
     if extra_where:
         base += f"({extra_where}) AND "
     if not match:
-        return _fetch(conn, base + "1=1", [], columns, table)
-    rows = list(dict.fromkeys(driver_rows(conn, table, idx, match)))
+        return source.fetch(conn, base + "1=1", [])
+    rows = list(dict.fromkeys(driver_rows(conn, source.table, idx, match)))
     if not rows:
-        return empty_result(table, columns)
+        return source.empty()
     if len(match) > 1 and len(rows) > TEMP_TABLE_ABOVE:
-        return _select_by_temp_table(conn, table, columns, rows, match, extra_where)
+        return _select_by_temp_table(conn, source, rows, match, extra_where)
     frames: list[pd.DataFrame] = []
     per = max(1, MAX_VARIABLES // len(match))
-    quoted = [quote(conn, c) for c in match]
+    prefix = f"{source.alias}." if source.alias else ""
+    quoted = [prefix + quote(conn, c) for c in match]
     for start in range(0, len(rows), per):
         part = rows[start:start + per]
         ph = placeholders(conn, len(part) * len(match))
@@ -376,29 +438,32 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
                 terms.append("(" + " AND ".join(f"{q} = {p}" for q, p in zip(quoted, group)) + ")")
             cond = "(" + " OR ".join(terms) + ")"
         params = [v for row in part for v in row]
-        frames.append(_fetch(conn, base + cond, params, columns, table))
-    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    if order_by and len(out):
-        out = out.sort_values(order_by, kind="stable").reset_index(drop=True)
-    return out
+        found = _fetch_typed(conn, base + cond, params, source.names, source.types)
+        if found is not None:
+            frames.append(found)
+    if not frames:
+        return source.empty()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _select_by_temp_table(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
-                          rows: list[tuple], match: Sequence[str], extra_where: str) -> pd.DataFrame:
+def _select_by_temp_table(conn: sa.Connection, source: _Source, rows: list[tuple],
+                          match: Sequence[str], extra_where: str) -> pd.DataFrame:
     import sqlalchemy as sa
 
     name = "fp_lookup_keys"
+    table = source.table
     tmp = sa.Table(name, sa.MetaData(), *[sa.Column(c, table.c[c].type) for c in match],
                    prefixes=["TEMPORARY"])
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(conn, name)}")
     tmp.create(conn)
     executemany(conn, insert_sql(conn, tmp, match), rows)
-    cols_sql = ", ".join(f"t.{quote(conn, c)}" for c in columns)
-    on = " AND ".join(f"t.{quote(conn, c)} = k.{quote(conn, c)}" for c in match)
+    alias = source.alias or qualified(conn, table)
+    on = " AND ".join(f"{alias}.{quote(conn, c)} = k.{quote(conn, c)}" for c in match)
     where = f" WHERE {extra_where}" if extra_where else ""
+    exprs = source.exprs if source.alias else [f"{alias}.{e}" for e in source.exprs]
     try:
-        return _fetch(conn, f"SELECT {cols_sql} FROM {qualified(conn, table)} t "
-                            f"JOIN {quote(conn, name)} k ON {on}{where}", [], columns, table)
+        return source.fetch(conn, f"SELECT {', '.join(exprs)} FROM {source.from_sql} "
+                                  f"JOIN {quote(conn, name)} k ON {on}{where}", [])
     finally:
         conn.exec_driver_sql(f"DROP TABLE {quote(conn, name)}")
 
@@ -414,7 +479,16 @@ def select_all(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
 
 def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[str],
            table: sa.Table | None = None) -> pd.DataFrame:
-    """Run a SELECT; the rows as a frame whose columns have the dtypes of their SQL types.
+    """Run a SELECT; the rows as a frame whose columns have the dtypes of their SQL types."""
+    types = [None if table is None else _column(table, c) for c in columns]
+    found = _fetch_typed(conn, sql, params, columns, types)
+    return empty_result(table, columns) if found is None else found
+
+
+def _fetch_typed(conn: sa.Connection, sql: str, params: list[Any], names: Sequence[str],
+                 types: Sequence[sa.Column | None]) -> pd.DataFrame | None:
+    """Run a SELECT; the rows as a frame, column `names[i]` typed by the SQL column
+    `types[i]` (None when there are no rows).
 
     Goes through the raw DB-API cursor of `conn` (same transaction): SQLAlchemy's row
     objects more than double the cost of fetching large results.
@@ -428,11 +502,10 @@ def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[s
     finally:
         cursor.close()
     if not rows:
-        return empty_result(table, columns)
+        return None
     out = {}
-    for i, name in enumerate(columns):
+    for i, (name, column) in enumerate(zip(names, types)):
         values = [r[i] for r in rows]  # per column: zip(*rows) is 8x slower on 100k rows
-        column = table.c[name] if table is not None and name in table.c else None
         if column is not None:
             proc = column.type._cached_result_processor(conn.dialect, None)
             if proc is not None and _plain_json(column.type, conn.dialect):

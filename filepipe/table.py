@@ -165,6 +165,22 @@ class DataTable:
         rows = rows.merge(seqs, on=self.primary_keys, how="left")
         return rows.sort_values("seq", kind="stable").drop(columns="seq").reset_index(drop=True)
 
+    def live_rows_matching(self, conn: sa.Connection, proj: IndexDF) -> DataDF | None:
+        """Rows whose `proj` columns equal a row of `proj` and which the meta knows as
+        live, oldest change first, read with their meta in one query; None when the store
+        is not an SQL table in the index's database or `proj`'s columns are not a prefix
+        of the keys (whose index serves the lookup)."""
+        import numpy as np
+
+        table = self.store.sql_table(conn)
+        on = list(proj.columns)
+        if table is None or self.meta.table is None or not on or on != self.primary_keys[:len(on)]:
+            return None
+        found = sql.select_joined(conn, table, [c.name for c in table.c], self.meta.table, ["seq"],
+                                  self.primary_keys, self.meta.coerce(proj), on, other_null=["delete_ts"])
+        seq = found.pop(f"{self.meta.table.name}.seq").to_numpy()
+        return found.take(np.argsort(seq, kind="stable")).reset_index(drop=True)
+
     def get_metadata(self, idx: IndexDF | None = None,
                      include_deleted: bool = False) -> MetaDF:
         """Meta rows: keys, hash, create_ts, update_ts, delete_ts, seq (+ tracked columns)."""

@@ -67,8 +67,8 @@ SCRIPT = textwrap.dedent('''
         df = df[df["event_id"] != 2].assign(v=lambda d: d["v"] * 2)
         df = pd.concat([df, pd.DataFrame({"user_id": ["d1", "d2"], "event_id": [0, 0], "v": [5, 6]})])
     if kill_at != "none":
-        import filepipe.meta.rows, filepipe.stores.db, filepipe.stores.csv
-        target = {"read": (filepipe.stores.db.TableStoreDB, "read_rows_matching"),
+        import filepipe.meta.rows, filepipe.stores.db, filepipe.stores.csv, filepipe.table
+        target = {"read": (filepipe.table.DataTable, "live_rows_matching"),
                   "meta_write": (filepipe.meta.rows.RowMeta, "write"),
                   "data_write": (filepipe.stores.db.TableStoreDB, "upsert_rows"),
                   "flush": (filepipe.stores.csv.TableStoreCSV, "write_file"),

@@ -182,3 +182,70 @@ def test_json_values_read_back_as_written(store: TableStoreDB) -> None:
         text = conn.exec_driver_sql(
             "SELECT event FROM events WHERE user_id = 'u1' AND event_id = 'e1'").scalar_one()
     assert text == '{"event_type": "click", "ip": "10.0.0.1"}'
+
+
+def test_a_step_reads_rows_with_their_meta_in_one_query(tmp_path: Path) -> None:
+    # an SQL input in the index's database is read joined with its meta: rows the meta
+    # does not know (written behind filepipe's back) are not read, and rows come oldest
+    # change first, so "the latest event" is the one stored last
+    from filepipe import BatchTransform, Catalog, DataStore, Pipeline, Table, build_compute, run_steps
+    from filepipe.table import DataTable
+
+    db = DBConn(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    seen: list[pd.DataFrame] = []
+
+    def latest(events: pd.DataFrame) -> pd.DataFrame:
+        seen.append(events)
+        return events.groupby("user_id", as_index=False).agg(score=("score", "last"))
+
+    catalog = Catalog({
+        "events": Table(TableStoreDB("events", db, events_schema())),
+        "latest": Table(TableStoreDB("latest", db, [Column("user_id", String(), primary_key=True),
+                                                    Column("score", Integer())])),
+    })
+    ds = DataStore(db)
+    steps = build_compute(ds, catalog, Pipeline([BatchTransform(latest, ["events"], ["latest"])]))
+    events = catalog.get_datatable(ds, "events")
+    events.store_chunk(events_frame())
+    events.store_chunk(events_frame().iloc[[0]].assign(score=99))  # u1/e1 changes last
+    with db.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO events VALUES ('u1', 'zz', NULL, 1000)")
+    calls = []
+    original = DataTable.live_rows_matching
+
+    def spy(self, conn, proj):
+        found = original(self, conn, proj)
+        calls.append(found is not None)
+        return found
+
+    DataTable.live_rows_matching = spy
+    try:
+        run_steps(ds, steps)
+    finally:
+        DataTable.live_rows_matching = original
+    assert calls and all(calls)
+    got = catalog.get_datatable(ds, "latest").get_data().set_index("user_id")["score"].to_dict()
+    assert got == {"u1": 99, "u10": 10, "u2": 21, "u3": 30, "ü4 x": 40}
+    assert "zz" not in set(pd.concat(seen)["event_id"])
+
+
+def test_a_batch_of_many_two_column_keys_reads_through_a_temporary_table(tmp_path: Path) -> None:
+    from filepipe import BatchTransform, Catalog, DataStore, Pipeline, Table, build_compute, run_steps
+    from filepipe.sql import TEMP_TABLE_ABOVE
+
+    db = DBConn(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    n = TEMP_TABLE_ABOVE + 500
+    catalog = Catalog({
+        "events": Table(TableStoreDB("events", db, events_schema())),
+        "copy": Table(TableStoreDB("copy", db, events_schema())),
+    })
+    ds = DataStore(db)
+    steps = build_compute(ds, catalog, Pipeline([
+        BatchTransform(lambda df: df.assign(score=df["score"] * 2), ["events"], ["copy"],
+                       chunk_size=n, name="double")]))
+    df = pd.DataFrame({"user_id": [f"u{i % 7}" for i in range(n)], "event_id": [f"e{i}" for i in range(n)],
+                       "event": [{"i": i} for i in range(n)], "score": range(n)})
+    catalog.get_datatable(ds, "events").store_chunk(df)
+    run_steps(ds, steps)
+    got = by_key(catalog.get_datatable(ds, "copy").get_data())
+    assert_frame_equal(got, by_key(df.assign(score=df["score"] * 2)), check_dtype=False)

@@ -97,8 +97,9 @@ class RowMeta:
             sa.Column("seq", sa.BigInteger, nullable=False),
             sa.Column("file_id", sa.Integer, nullable=True),
         ]
+        # WITHOUT ROWID: the rows live in the key B-tree (two B-trees per row, not three)
         table = sa.Table(self.table_name, md, *cols,
-                         sa.Index(f"ix_{self.table_name}_seq", "seq"))
+                         sa.Index(f"ix_{self.table_name}_seq", "seq"), sqlite_with_rowid=False)
         table.create(conn if conn is not None else self.index.engine, checkfirst=True)
         self.table, self.keys = table, list(keys)
         return True

@@ -59,7 +59,8 @@ class StepMeta:
             sa.Column("update_ts", sa.Float, nullable=False),
         ]
         self.table = sa.Table(self.table_name, sa.MetaData(schema=self.index.dbconn.schema),
-                              *cols, sa.Index(f"ix_{self.table_name}_status", "status"))
+                              *cols, sa.Index(f"ix_{self.table_name}_status", "status"),
+                              sqlite_with_rowid=False)
         self.table.create(self.index.engine, checkfirst=True)
         self.keys = keys
 

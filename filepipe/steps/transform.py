@@ -413,10 +413,21 @@ class BatchTransformStep(ComputeStep):
         import numpy as np
 
         ikeys = self.input_keys()
+        joined: dict[str, DataDF] = {}
         with self.ds.meta.begin() as conn:
-            metas = [self._input_meta(conn, t, batch, ikeys[t.name]) for t in self.inputs]
+            for t in self.inputs:
+                on = ikeys[t.name]
+                found = t.live_rows_matching(conn, t.meta.coerce(pick(batch, on))) \
+                    if on and t.meta.holds(on) else None
+                if found is not None:
+                    joined[t.name] = found
+            metas = [None if t.name in joined else self._input_meta(conn, t, batch, ikeys[t.name])
+                     for t in self.inputs]
         frames = []
         for t, meta in zip(self.inputs, metas):
+            if t.name in joined:
+                frames.append(joined[t.name])
+                continue
             if meta is None:
                 frames.append(t.store.read_rows(empty_frame(t.primary_keys)))
                 continue

@@ -41,6 +41,11 @@ class TableStore(ABC):
     def read_rows(self, idx: IndexDF | None = None) -> DataDF:
         """All rows, or the rows whose keys are in `idx` (missing keys are skipped)."""
 
+    def sql_table(self, conn: sa.Connection) -> sa.Table | None:
+        """The SQL table holding the rows when it is in the database of `conn` (the
+        index's): the engine then reads rows and their meta in one query. Default: None."""
+        return None
+
     def empty(self) -> DataDF:
         """No rows, with the columns (and, where the store knows them, the dtypes) a read
         of the table gives."""

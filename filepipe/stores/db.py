@@ -56,6 +56,9 @@ class TableStoreDB(TableStore):
         with self.dbconn.begin() as conn:
             return sql.select_where_in(conn, self.table, [c.name for c in self.columns], proj, on)
 
+    def sql_table(self, conn: sa.Connection) -> sa.Table | None:
+        return self.table if self._same_database(conn) else None
+
     def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
         self._write(conn, lambda c: sql.upsert(c, self.table, df, self.primary_keys))
 
@@ -64,11 +67,14 @@ class TableStoreDB(TableStore):
 
     def _write(self, conn: sa.Connection | None, action: Any) -> None:
         """Run `action` in the caller's transaction when it is on this database."""
-        if conn is not None and str(conn.engine.url) == str(self.dbconn.engine.url):
+        if conn is not None and self._same_database(conn):
             action(conn)
         else:
             with self.dbconn.begin() as own:
                 action(own)
+
+    def _same_database(self, conn: sa.Connection) -> bool:
+        return str(conn.engine.url) == str(self.dbconn.engine.url)
 
     def describe(self) -> str:
         return f"table {self.name!r}"
