@@ -142,13 +142,12 @@ def _json_dumps_all(values: list[Any]) -> list[Any]:
 
 
 def _json_loads_all(values: list[Any]) -> list[Any]:
-    """Values of JSON text (orjson when installed); numbers SQLite returned pass as they are."""
+    """Values of JSON text (parsed by orjson, 10x faster); numbers SQLite returned pass as
+    they are."""
     import json
 
-    try:
-        from orjson import loads
-    except ImportError:  # pragma: no cover - orjson is a dependency
-        loads = json.loads
+    from orjson import loads
+
     out = []
     for v in values:
         if v is None or not isinstance(v, (str, bytes)):
