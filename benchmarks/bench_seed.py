@@ -1,13 +1,22 @@
-"""The seed tutorial's workload at scale: N events, 10 per user, SQLite.
+"""The seed tutorial's workload at scale: N events, 10 per user, SQLite; engine against floor.
 
-Prints each phase's wall time, the time spent inside the user's function, and peak RSS.
-Phases after the initial load run REPEAT times (on different rows) and print the median.
-Usage: ``python benchmarks/bench_seed.py [N ...]`` (default 10000 100000).
-Each N runs in a fresh subprocess so peak RSS is per N.
+For each N, `--rounds` rounds, each two fresh processes: the floor's initial load
+(`bench_sqlite_floor.py`: the same writes and reads in bare sqlite3), then the engine's
+(`store_chunk` of the N events, then `run_steps`). Floor, engine, floor, engine, …: on a
+shared machine both see the same load. The first engine process goes on through the other
+phases: a no-op run, a one-event update by run_steps and by change list, a delete; each
+phase prints its wall time, the time inside the user's function and peak RSS, and phases after
+the initial load run REPEAT times (on different rows) and print their median. Each round
+prints both figures; the last line per N gives the medians and their ratio.
+Events/s, engine and floor alike, is N / (wall time - time inside the user's function).
+
+Usage: ``python benchmarks/bench_seed.py [N ...] [--rounds R] [--no-floor]``
+(default N: 10000 100000; R: 5). With `--no-floor` only the engine runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -17,13 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPEAT = 5
+RESULT = "@result "  # prefix of the line a child process reports its figure on
 
 
-def run(n: int) -> None:
+def run(n: int, tmp: str, all_phases: bool = True) -> float:
+    """Run the engine on N events in directory `tmp`; returns the initial load's seconds
+    minus the function's."""
+    import pandas as pd
+    from bench_sqlite_floor import seed_events
+
     from examples.seed_events import pipeline as seed
     from filepipe import ChangeList, run_steps, run_steps_changelist
 
@@ -38,18 +52,12 @@ def run(n: int) -> None:
             inside[0] += time.perf_counter() - t
 
     seed.parse_clicks_ip_step = timed
-    tmp = tempfile.mkdtemp()
     catalog, ds, steps = seed.make_pipeline(f"sqlite:///{tmp}/bench.sqlite")
     events = catalog.get_datatable(ds, "events")
     users = n // 10
-    df = pd.DataFrame({
-        "user_id": [str(i // 10) for i in range(n)],
-        "event_id": [str(i % 10) for i in range(n)],
-        "event": [json.dumps({"event_type": "click" if i % 3 else "view",
-                              "ip": f"10.0.{i % 256}.{i % 7}"}) for i in range(n)],
-    })
+    df = seed_events(n)
 
-    def phase(name: str, fn, repeat: int = 1) -> None:
+    def phase(name: str, fn, repeat: int = 1) -> float:
         walls, insides = [], []
         for i in range(repeat):
             inside[0] = 0.0
@@ -63,12 +71,18 @@ def run(n: int) -> None:
         spread = f"  (max of {repeat}: {max(walls) * 1000:.1f} ms)" if repeat > 1 else ""
         print(f"N={n:>9,} {name:<34} {wall * 1000:9.1f} ms  (in func {func * 1000:8.1f} ms)"
               f"  peak RSS {rss:6.0f} MB{rate}{spread}", flush=True)
+        return wall - func
 
     def initial(_: int) -> None:
         events.store_chunk(df)
         run_steps(ds, steps)
 
-    phase("initial load + run_steps", initial)
+    if not all_phases:
+        inside[0] = 0.0
+        t = time.perf_counter()
+        initial(0)
+        return time.perf_counter() - t - inside[0]
+    engine_seconds = phase("initial load + run_steps", initial)
     phase("no-op run_steps", lambda _: run_steps(ds, steps), REPEAT)
 
     # each repetition touches another user's event, as a live feed would
@@ -95,11 +109,70 @@ def run(n: int) -> None:
 
     phase("delete 1 event + run_steps", delete_run, REPEAT)
     assert len(catalog.get_datatable(ds, "click_count").get_data()) == users
+    return engine_seconds
+
+
+def child(args: list[str]) -> float:
+    """Run `args` of this script in a fresh process, echoing its lines; returns its figure."""
+    figure = None
+    with subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(RESULT):
+                figure = float(line[len(RESULT):])
+            else:
+                print(line, end="", flush=True)
+    if proc.returncode or figure is None:
+        raise SystemExit(f"{' '.join(args)} failed (exit code {proc.returncode})")
+    return figure
+
+
+def compare(n: int, rounds: int, floor: bool) -> None:
+    """The per-phase engine run, then rounds of floor and engine alternating; the summary."""
+    engine_s: list[float] = []
+    floor_s: list[float] = []
+    for r in range(rounds):
+        if floor:
+            floor_s.append(child(["--floor", str(n)]))
+        engine_s.append(child(["--engine", str(n)] + (["--all-phases"] if r == 0 else [])))
+        shown = f"floor {n / floor_s[-1]:,.0f} events/s, " if floor else ""
+        print(f"N={n:>9,} round {r + 1}/{rounds}: {shown}engine {n / engine_s[-1]:,.0f} events/s",
+              flush=True)
+    engine = n / statistics.median(engine_s)
+    of = f"medians of {rounds}" if rounds > 1 else "1 run"
+    if floor:
+        ceiling = n / statistics.median(floor_s)
+        print(f"N={n:,} initial load: engine {engine:,.0f} events/s, floor {ceiling:,.0f} events/s, "
+              f"ratio {engine / ceiling:.2f} ({of}, interleaved)", flush=True)
+    else:
+        print(f"N={n:,} initial load: engine {engine:,.0f} events/s ({of})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="*", type=int, default=[10_000, 100_000], help="numbers of events")
+    parser.add_argument("--rounds", type=int, default=5, help="initial-load runs of each (default 5)")
+    parser.add_argument("--no-floor", action="store_true", help="run the engine only")
+    # in a child process: one measurement, reported on a RESULT line
+    parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--all-phases", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_intermixed_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.engine or args.floor:
+        (n,) = args.n
+        if args.floor:
+            from bench_sqlite_floor import floor_seconds
+            seconds = floor_seconds(n)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                seconds = run(n, tmp, args.all_phases)
+        print(f"{RESULT}{seconds!r}", flush=True)
+        return
+    for n in args.n:
+        compare(n, args.rounds, not args.no_floor)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--one":
-        run(int(sys.argv[2]))
-    else:
-        for n in [int(a) for a in sys.argv[1:]] or [10_000, 100_000]:
-            subprocess.run([sys.executable, __file__, "--one", str(n)], check=True)
+    main()
