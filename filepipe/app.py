@@ -90,6 +90,8 @@ class FilepipeApp:
         return self._steps
 
     def table(self, name: str) -> DataTable:
+        """The table `name`, knowing which step writes it."""
+        self.steps  # noqa: B018 - binding the steps marks the tables they write
         return self.catalog.get_datatable(self.ds, name)
 
     def select_steps(self, names: Sequence[str] | None) -> list[ComputeStep]:
@@ -147,12 +149,12 @@ class FilepipeApp:
 
     def run_cycle(self, paths: set[str] | None = None, trigger: str = "watch") -> RunReport:
         """Sync only the sources holding `paths` (all when None) and run the steps below them."""
-        from .compute import reporting, run_steps
+        from .compute import run_steps
         from .report import RunReport
         from .sync import sync_table
 
         report = RunReport(trigger=trigger)
-        with reporting(self.ds, report):
+        with self.ds.recording(report):
             changed: set[str] = set()
             for t in self.sources():
                 result = sync_table(t, report=report, paths=paths)
@@ -183,6 +185,56 @@ class FilepipeApp:
     def reset(self, step: str) -> None:
         """Make `step` recompute every key on the next run."""
         self.select_steps([step])[0].reset()
+
+    # --- versions -----------------------------------------------------------------------
+    def restore(self, table: str, ref: str, output: str | Path | None = None,
+                in_place: bool = False) -> Path:
+        """Write `table` as it was at version `ref` to the new file `output`; or, with
+        `in_place` (file sources only), back up the source's files, write the old rows into
+        them (the next run syncs them). Returns the file written, or the backup made."""
+        from . import versions
+        from .frames import rows_in
+
+        old = versions.as_of(self.ds, table, ref)
+        if output is not None:
+            versions.export(old, output)
+            return Path(output)
+        if not in_place:
+            raise FilepipeError("say where to write it: -o FILE (a new file), or --in-place for a source")
+        t = self.table(table)
+        if t.produced_by is not None:
+            raise FilepipeError(f"{table!r} is written by step {t.produced_by!r}, which would "
+                                "recompute it: restore the sources it comes from, or write it with -o FILE")
+        if not t.is_file_backed:
+            raise FilepipeError(f"--in-place restores file sources; {table!r} is "
+                                f"{t.store.describe()}: write it with -o FILE")
+        backup = _backup_files(t)
+        now = t.store.read_rows()
+        keys = t.primary_keys
+        if len(now):
+            t.store.delete_rows(now.loc[~rows_in(now, old, keys), keys])
+        t.store.upsert_rows(old)
+        t.store.flush()
+        return backup
+
+    def row_sources(self, table: str, key: dict[str, Any], run: int) -> dict[str, Any]:
+        """For a row of the output `table`: the rows of each input of the step writing it,
+        as they were after run `run`, under the row's transform keys."""
+        from . import versions
+
+        t = self.table(table)
+        step = next((s for s in self.steps if s.name == t.produced_by), None)
+        if step is None:
+            return {}
+        tk = [k for k in getattr(step, "transform_keys", []) if k in key]
+        found = {}
+        for source in step.inputs:
+            rows = versions.as_of(self.ds, source.name, run)
+            for k in tk:
+                if k in rows.columns:
+                    rows = rows[rows[k].astype(str) == str(key[k])]
+            found[source.name] = rows.reset_index(drop=True)
+        return found
 
     # --- inspecting ---------------------------------------------------------------------
     def sources(self) -> list[DataTable]:
@@ -223,6 +275,7 @@ class FilepipeApp:
         """Move the metadata index aside (kept as ``meta.<time>.bak.sqlite``) so the next
         run starts a fresh one from the files; returns where the old one went."""
         from .fileutil import backup_path
+        from .meta.history import default_root
 
         if not self.meta_url.startswith("sqlite:///"):
             raise FilepipeError(f"reset --all works on a SQLite index; {self.meta_url} is not one: "
@@ -231,6 +284,9 @@ class FilepipeApp:
         if self._ds is not None:
             self._ds.meta_dbconn.dispose()
             self._ds = self._steps = None
+        history = default_root(self.meta_url)
+        if history is not None and history.exists():  # its clock values are the old index's
+            history.rename(backup_path(history))
         if not index.exists():
             return None
         kept = backup_path(index)
@@ -323,3 +379,20 @@ def _import_file(path: Path) -> Any:
 
 def _is_windows_drive(spec: str) -> bool:
     return len(spec) > 1 and spec[1] == ":" and spec[0].isalpha()
+
+
+def _backup_files(t: DataTable) -> Path:
+    """A timestamped copy of the file (or folder) holding `t`, beside it."""
+    import shutil
+
+    from .fileutil import backup_path
+
+    where = t.store.location()
+    if where is None or not where.exists():
+        raise FilepipeError(f"{t.store.describe()} has no file to back up")
+    kept = backup_path(where)
+    if where.is_dir():
+        shutil.copytree(where, kept, symlinks=True)
+    else:
+        shutil.copy2(where, kept)
+    return kept

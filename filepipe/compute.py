@@ -7,7 +7,6 @@ re-exported here, where the tutorial imports them from.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +103,7 @@ def run_steps(ds: DataStore, steps: Sequence[ComputeStep], report: RunReport | N
     row of a source, or most of it (see `sync_table`).
     """
     report = report or RunReport(trigger="run_steps")
-    with reporting(ds, report):
+    with ds.recording(report):
         for step in steps:
             step.prepare()
         if sync_sources:
@@ -207,7 +206,7 @@ def run_steps_changelist(ds: DataStore, steps: Sequence[ComputeStep], changelist
     report = report or RunReport(trigger="changelist")
     changes = ChangeList(dict(changelist.changes))
     produced = ChangeList()
-    with reporting(ds, report):
+    with ds.recording(report):
         for step in steps:
             if step.reads(changes):
                 out = step.run_changelist(changes, report)
@@ -215,22 +214,3 @@ def run_steps_changelist(ds: DataStore, steps: Sequence[ComputeStep], changelist
                 produced.extend(out)
         settle_stale_reads(report)
     return produced
-
-
-class reporting:
-    """A run for `report`: timed, and logged in the run log if it did anything. Runs
-    nested in a run (a watch cycle's `run_steps`) are logged once, by the outer one."""
-
-    def __init__(self, ds: DataStore, report: RunReport) -> None:
-        self.ds, self.report = ds, report
-
-    def __enter__(self) -> None:
-        self.previous = self.ds.running
-        self.ds.running = self.report
-        self.seq0 = self.ds.meta.current_seq()
-
-    def __exit__(self, *exc: object) -> None:
-        self.ds.running = self.previous
-        self.report.finished = time.time()
-        if self.previous is None and (self.report.changed or self.report.failed):
-            self.ds.meta.log_run(self.report, self.seq0)

@@ -45,6 +45,8 @@ class RunReport:
     stale_reads: list[tuple[str, pd.DataFrame, str]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    #: its version in the run log, once logged (runs that changed nothing have none)
+    run_id: int | None = None
 
     def step_started(self, name: str, total: int | None) -> None:
         stats = self.steps.setdefault(name, StepStats())

@@ -7,12 +7,15 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import sql
 from .errors import MissingColumnsError
 from .frames import check_keys, key_positions, pick, rows_in, sql_type_for, take_rows
 from .meta import MetaIndex
+from .meta.history import PENDING_ROWS
+from .report import RunReport
 from .sql import DBConn
 
 if TYPE_CHECKING:
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from .frametypes import DataDF, IndexDF, MetaDF
-    from .report import RunReport
+    from .history import HistoryStore
     from .stores.base import TableStore
 
 
@@ -47,15 +50,112 @@ class Chunk:
 
 
 class DataStore:
-    """The metadata index of a pipeline (``DataStore(DBConn("sqlite:///meta.sqlite"))``)."""
+    """The metadata index of a pipeline (``DataStore(DBConn("sqlite:///meta.sqlite"))``).
 
-    def __init__(self, meta_dbconn: DBConn | str) -> None:
-        self.meta = MetaIndex(meta_dbconn)
+    Every run that changes something is a version (`recording`); the rows it replaced
+    and deleted stay in the history, a folder of Parquet files (`history`: by default
+    ``<name>.history`` beside an SQLite index; False keeps none; see docs/history.md).
+    """
+
+    def __init__(self, meta_dbconn: DBConn | str, history: str | Path | bool | None = None) -> None:
+        self.meta = MetaIndex(meta_dbconn, history)
         self.meta_dbconn = self.meta.dbconn
         self._tables: dict[str, DataTable] = {}
         #: the report of the run in progress (only to log each run once; changes are
         #: counted into the report passed to the calls that make them)
         self.running: RunReport | None = None
+        self._run_id: int | None = None  # of the run in progress, once it has one
+        self._seq0 = 0  # the clock when it began
+
+    @contextmanager
+    def recording(self, report: RunReport) -> Iterator[RunReport]:
+        """A run for `report`: timed, logged in the run log if it did anything, its row
+        versions written to the history. Runs nested in a run (a watch cycle's
+        `run_steps`) are part of the outer one. What the run committed is recorded even
+        if it fails part-way."""
+        if self.running is not None:
+            yield report
+            report.finished = time.time()
+            return
+        self.running = report
+        history = self.meta.history
+        seq0 = self._seq0 = self.meta.current_seq()
+        try:
+            if history.enabled:
+                self.repair_history()
+            yield report
+        finally:
+            self.running = None
+            report.finished = time.time()
+            if report.changed or report.failed or history.has_pending or self._run_id is not None:
+                self._log(report, seq0)
+            self._run_id = None
+
+    def _log(self, report: RunReport, seq0: int) -> None:
+        """Write the run's versions waiting in memory to the history, then log the run."""
+        if self._run_id is None:
+            self._run_id = self.meta.next_run_id()
+        self.meta.log_run(report, seq0, self._run_id)
+        report.run_id = self._run_id
+
+    def keep_history(self) -> None:
+        """Write the versions waiting in memory when many have piled up (mid-run)."""
+        if self.running is not None and self.meta.history.pending_rows >= PENDING_ROWS:
+            self._log(self.running, self._seq0)
+
+    @property
+    def history(self) -> HistoryStore:
+        """The history, all of it in Parquet segments (versions of the last small runs
+        move there from the index first)."""
+        self.meta.history.settle()
+        return self.meta.history.store
+
+    def repair_history(self) -> None:
+        """Fill the history up to the clock from the meta and the stored rows: after a
+        crash lost versions kept only in memory, or the first time an index keeps one."""
+        import pandas as pd
+
+        from .meta.history import staged_versions
+
+        history = self.meta.history
+        with self.meta.begin() as conn:
+            done, now = history.complete_to(conn), self.meta.current_seq(conn)
+        if done is not None and done >= now:
+            return
+        lo = done or 0
+        for table in self._tables.values():
+            if not table.meta.exists:
+                continue
+            with self.meta.begin() as conn:
+                changed = table.meta.last_changed_between(conn, lo, now)
+            if changed.empty:
+                continue
+            live = changed[changed["delete_ts"].isna()]
+            rows = table.store.read_rows(pick(live, table.primary_keys)) if len(live) else None
+            keys = table.primary_keys
+            frames = []
+            if rows is not None and len(rows):
+                rows = table.meta.coerce(rows)
+                pos = key_positions(rows, live, keys)
+                found = pos >= 0
+                meta = live.take(pos[found])
+                kind = ["added" if c == u else "updated"
+                        for c, u in zip(meta["create_ts"], meta["update_ts"])]
+                frames.append(staged_versions(rows[found].reset_index(drop=True),
+                                              meta["seq"].to_numpy(), kind, meta["hash"].to_numpy()))
+            gone = changed[changed["delete_ts"].notna()]
+            if len(gone):
+                frames.append(staged_versions(pick(gone, keys), gone["seq"].to_numpy(), "deleted", None))
+            if frames:
+                history._pending.setdefault(table.name, []).append(pd.concat(frames, ignore_index=True))
+        if history.has_pending:
+            recovered = RunReport(trigger="history" if done is None else "recovered after a crash")
+            recovered.finished = time.time()
+            run_id = self.meta.next_run_id()
+            self.meta.log_run(recovered, lo, run_id)
+        else:
+            with self.meta.begin() as conn:
+                history.set_complete_to(conn, now)
 
     def get_or_create_table(self, name: str, store: TableStore,
                             max_delete_share: float | None = None) -> DataTable:
@@ -226,6 +326,9 @@ class DataTable:
         data; only the meta follows it) and the id of the file each row came from in
         `file_id`.
         """
+        if self.ds.running is None and conn is None:  # a version of its own
+            with self.ds.recording(report or RunReport(trigger="store_chunk")) as report:
+                return self.store_chunk(df, processed_idx, now, conn, file_id, write_store, report)
         if write_store and self.is_file_backed and conn is None and not self._defer_flush:
             # the file is written once the meta is committed (marked dirty meanwhile)
             with self.deferred_flush():
@@ -294,6 +397,8 @@ class DataTable:
             if chunk.write_store:
                 self.store.delete_rows(pick(gone, keys), conn=conn)
             self.meta.write(conn, gone)
+        if self.ds.meta.history.enabled:
+            self._stage_versions(conn, chunk, written, gone)
         if chunk.write_store and not self._defer_flush:
             self._flush()
         if report is not None:
@@ -301,6 +406,33 @@ class DataTable:
             report.table_changed(self.name, n_new, len(written) - n_new, len(gone))
         parts = [pick(f, keys) for f in (written, gone) if len(f)]  # disjoint keys
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+    def _stage_versions(self, conn: sa.Connection, chunk: Chunk, written: MetaDF, gone: MetaDF) -> None:
+        """Hand the history the row versions this change makes (kept once it commits):
+        new and changed rows with their content, deleted keys. A row written again with
+        the same content (it moved to another source file) is no new version."""
+        import numpy as np
+        import pandas as pd
+
+        from .meta.history import staged_versions
+
+        diff = chunk.diff
+        assert diff is not None
+        rows = np.flatnonzero(diff.write)
+        live = diff.live[rows]
+        new_hash = written["hash"].to_numpy(dtype="int64")
+        content = ~live
+        if live.any():  # their stored hash is known
+            old_hash = pd.array(diff.merged["hash__old"]).take(rows[live]).to_numpy(dtype="int64")
+            content[live] = old_hash != new_hash[live]
+        history = self.ds.meta.history
+        if content.any():
+            history.stage(conn, self.name, staged_versions(
+                chunk.df.take(rows[content]).reset_index(drop=True), written["seq"].to_numpy()[content],
+                np.where(live[content], "updated", "added"), new_hash[content]))
+        if len(gone):
+            history.stage(conn, self.name, staged_versions(
+                pick(gone, self.primary_keys), gone["seq"].to_numpy(), "deleted", None))
 
     def _remember_kinds(self, df: DataDF) -> None:
         """Note the column types written to a file store (CSV loses them); `_flush`

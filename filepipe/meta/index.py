@@ -3,10 +3,12 @@ fingerprints, written column types and the run log."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..sql import DBConn
 from .files import FileMeta
+from .history import INBOX_LIMIT, INBOX_ROWS, HistoryLog, default_root
 from .schema import IndexDB
 
 if TYPE_CHECKING:
@@ -19,9 +21,17 @@ if TYPE_CHECKING:
 class MetaIndex(IndexDB):
     """``MetaIndex(DBConn("sqlite:///meta.sqlite"))``: creates what is missing."""
 
-    def __init__(self, dbconn: DBConn | str) -> None:
+    def __init__(self, dbconn: DBConn | str, history: str | Path | bool | None = None) -> None:
         super().__init__(dbconn)
         self.file_meta = FileMeta(self)
+        if history is None or history is True:
+            root = default_root(self.dbconn.url)
+            if root is None and history is True:
+                raise ValueError(f"name the folder of the history of {self.dbconn.url}: "
+                                 "DataStore(url, history='folder')")
+        else:
+            root = None if history is False else Path(history)
+        self.history = HistoryLog(self, root)
         self._rows: dict[str, RowMeta] = {}
         self._steps: dict[str, StepMeta] = {}
 
@@ -41,17 +51,39 @@ class MetaIndex(IndexDB):
         return self._steps[name]
 
     # --- run log ----------------------------------------------------------------------
-    def log_run(self, report: Any, seq_from: int) -> None:
-        """Record a finished run (only runs that changed something or failed are logged)."""
+    def next_run_id(self) -> int:
+        """The id the next logged run gets (one writer at a time holds the index)."""
+        from ..sql import qualified
+
+        with self.begin() as conn:
+            return int(conn.exec_driver_sql(
+                f"SELECT COALESCE(MAX(run_id), 0) + 1 FROM {qualified(conn, self.runs)}").scalar_one())
+
+    def log_run(self, report: Any, seq_from: int, run_id: int) -> None:
+        """Record run `run_id` (started, finished, trigger, clock range, summary), or update
+        its record; and with it the run's row versions still in memory (into Parquet
+        segments first when many, else into the index's inbox in the same transaction),
+        and that the history holds every change up to now."""
         import json
 
-        from ..sql import executemany, insert_sql
+        from ..sql import upsert_tuples
 
-        columns = ["started", "finished", "trigger", "seq_from", "seq_to", "summary"]
+        history = self.history
+        if history.pending_rows > INBOX_ROWS:
+            history.flush(run_id)
         with self.begin() as conn:
-            executemany(conn, insert_sql(conn, self.runs, columns),
-                        [(report.started, report.finished, report.trigger, seq_from,
-                          self.current_seq(conn), json.dumps(report.summary()))])
+            now = self.current_seq(conn)
+            upsert_tuples(conn, self.runs, ["run_id", "started", "finished", "trigger", "seq_from",
+                                            "seq_to", "summary"],
+                          [(run_id, report.started, report.finished, report.trigger, seq_from, now,
+                            json.dumps(report.summary()))], ["run_id"])
+            if history.enabled:
+                if history.has_pending:
+                    history.keep_in_inbox(conn, run_id)
+                history.set_complete_to(conn, now)
+                spill = history.inbox_rows(conn) > INBOX_LIMIT
+        if history.enabled and spill:
+            history.settle()
 
     # --- column types of written files ---------------------------------------------------
     def written_kinds(self, table: str) -> dict[str, str]:

@@ -198,6 +198,12 @@ class RowMeta:
         moved = sql.select_all(conn, self.moves, cols, where=_range_where(conn), params=(lo, hi))
         return pd.concat([cur, moved], ignore_index=True) if len(moved) else cur
 
+    def last_changed_between(self, conn: sa.Connection, lo: int, hi: int) -> MetaDF:
+        """Meta rows (every column) whose last change has lo < seq <= hi."""
+        assert self.table is not None
+        return sql.select_all(conn, self.table, self.meta_columns, where=_range_where(conn),
+                              params=(lo, hi))
+
     def moves_for(self, conn: sa.Connection, idx: IndexDF, after: int,
                   columns: Sequence[str]) -> pd.DataFrame:
         """Old tracked values of the keys in `idx` logged after clock value `after`."""

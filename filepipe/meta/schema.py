@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -72,6 +72,29 @@ class IndexDB:
             sa.Column("seq_to", sa.BigInteger),
             sa.Column("summary", sa.JSON),
         )
+        self.tags = sa.Table(
+            f"{PREFIX}tags", self.md,
+            sa.Column("name", sa.String, primary_key=True),
+            sa.Column("run_id", sa.Integer),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("created", sa.Float, nullable=False),
+            sa.Column("message", sa.Text),
+        )
+        self.history_state = sa.Table(
+            f"{PREFIX}history", self.md,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("seq", sa.BigInteger, nullable=False),  # changes up to it are in the history
+        )
+        self.history_inbox = sa.Table(
+            f"{PREFIX}history_inbox", self.md,  # versions of small runs, until moved to Parquet
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("table_name", sa.String, nullable=False),
+            sa.Column("rows", sa.Integer, nullable=False),
+            sa.Column("data", sa.LargeBinary, nullable=False),  # the pickled frame
+        )
+        #: hooks called with each transaction's connection after it committed / rolled back
+        self.after_commit: list[Callable[[sa.Connection], None]] = []
+        self.after_rollback: list[Callable[[sa.Connection], None]] = []
         try:
             self.md.create_all(self.dbconn.engine, checkfirst=True)
             with self.begin() as conn:
@@ -91,8 +114,17 @@ class IndexDB:
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         """One transaction on the index database (data of stores in it joins in)."""
-        with self.dbconn.begin() as conn:
-            yield conn
+        conn = None
+        try:
+            with self.dbconn.begin() as conn:
+                yield conn
+        except BaseException:
+            if conn is not None:
+                for hook in self.after_rollback:
+                    hook(conn)
+            raise
+        for hook in self.after_commit:
+            hook(conn)
 
     # --- the change clock --------------------------------------------------------------
     def take_seq(self, conn: sa.Connection, n: int) -> int:
