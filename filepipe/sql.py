@@ -11,7 +11,7 @@ exceeds the database's bound-variable limit, whatever the batch size.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -221,14 +221,16 @@ def executemany(conn: sa.Connection, sql: str, rows: Sequence[tuple]) -> None:
 
 
 def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
-               conflict_keys: Sequence[str] | None = None, n_rows: int = 1) -> str:
+               conflict_keys: Sequence[str] | None = None, n_rows: int = 1,
+               literals: Mapping[str, str] | None = None) -> str:
     """INSERT statement for the driver, of `n_rows` rows; with `conflict_keys`, an
-    upsert on those keys."""
-    cols = ", ".join(quote(conn, c) for c in columns)
-    row = f"({', '.join(placeholders(conn, len(columns)))})"
+    upsert on those keys; `literals` are further columns with one SQL literal for all rows."""
+    literals = dict(literals or {})
+    cols = ", ".join(quote(conn, c) for c in [*columns, *literals])
+    row = f"({', '.join([*placeholders(conn, len(columns)), *literals.values()])})"
     sql = f"INSERT INTO {qualified(conn, table)} ({cols}) VALUES {', '.join([row] * n_rows)}"
     if conflict_keys:
-        others = [c for c in columns if c not in conflict_keys]
+        others = [c for c in [*columns, *literals] if c not in conflict_keys]
         target = ", ".join(quote(conn, c) for c in conflict_keys)
         if others:
             sets = ", ".join(f"{quote(conn, c)} = excluded.{quote(conn, c)}" for c in others)
@@ -239,8 +241,10 @@ def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
 
 
 def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
-                   values: Sequence[list[Any]], conflict_keys: Sequence[str] | None = None) -> None:
-    """Insert (or, with `conflict_keys`, upsert) rows given column by column.
+                   values: Sequence[list[Any]], conflict_keys: Sequence[str] | None = None,
+                   literals: Mapping[str, str] | None = None) -> None:
+    """Insert (or, with `conflict_keys`, upsert) rows given column by column, plus the
+    `literals` columns (one SQL literal for every row: nothing to bind).
 
     On SQLite, multi-row statements of up to INSERT_ROWS rows: a third faster than
     `executemany`, which steps the statement once per row. The parameters are laid out
@@ -252,20 +256,22 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     k = len(columns)
     per = min(INSERT_ROWS, max(1, INSERT_VARIABLES // k))
     if conn.dialect.name != "sqlite" or n < 2:
-        executemany(conn, insert_sql(conn, table, columns, conflict_keys), list(zip(*values)))
+        executemany(conn, insert_sql(conn, table, columns, conflict_keys, literals=literals),
+                    list(zip(*values)))
         return
     flat: list[Any] = [None] * (n * k)
     for j, column in enumerate(values):
         flat[j::k] = column
     cursor = conn.connection.cursor()
     try:
-        full = insert_sql(conn, table, columns, conflict_keys, per) if n >= per else ""
+        full = insert_sql(conn, table, columns, conflict_keys, per, literals) if n >= per else ""
         start = 0
         while n - start >= per:
             cursor.execute(full, flat[start * k:(start + per) * k])
             start += per
         if start < n:
-            cursor.execute(insert_sql(conn, table, columns, conflict_keys, n - start), flat[start * k:])
+            cursor.execute(insert_sql(conn, table, columns, conflict_keys, n - start, literals),
+                           flat[start * k:])
     finally:
         cursor.close()
 
@@ -274,18 +280,43 @@ def supports_upsert(conn: sa.Connection) -> bool:
     return conn.dialect.name in ("sqlite", "postgresql")
 
 
-def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequence[str]) -> None:
-    """Insert or replace rows of `df` in `table` by `keys`."""
+def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequence[str],
+           same: Sequence[str] = ()) -> None:
+    """Insert or replace rows of `df` in `table` by `keys`. Numeric columns named in
+    `same` that hold one value in every row are written as a literal (not bound per row)."""
     if df.empty:
         return
     columns = [c for c in df.columns if c in table.c]
+    literals = _constants(df, [c for c in same if c in columns and c not in keys]) \
+        if supports_upsert(conn) else {}
+    columns = [c for c in columns if c not in literals]
     for start in range(0, len(df), WRITE_ROWS):  # bounded memory: values of a slice at a time
         part = df.iloc[start:start + WRITE_ROWS] if len(df) > WRITE_ROWS else df
         values = driver_columns(conn, table, part, columns)
         if supports_upsert(conn):
-            insert_columns(conn, table, columns, values, keys)
+            insert_columns(conn, table, columns, values, keys, literals)
         else:
             upsert_tuples(conn, table, columns, list(zip(*values)), keys)
+
+
+def _constants(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """SQL literals of the numeric `columns` of `df` holding one value (or only nulls)."""
+    import math
+
+    import numpy as np
+
+    found = {}
+    for c in columns:
+        values = df[c].to_numpy()
+        if values.dtype.kind not in "fiu":
+            continue
+        first = values[0]
+        if values.dtype.kind == "f" and math.isnan(first):
+            if np.isnan(values).all():
+                found[c] = "NULL"
+        elif (values == first).all():
+            found[c] = repr(float(first)) if values.dtype.kind == "f" else str(int(first))
+    return found
 
 
 def upsert_tuples(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
@@ -473,10 +504,10 @@ def select_all(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     sql = f"SELECT {cols_sql} FROM {qualified(conn, table)}"
     if where:
         sql += f" WHERE {where}"
-    return _fetch(conn, sql, list(params), columns, table)
+    return fetch(conn, sql, list(params), columns, table)
 
 
-def _fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[str],
+def fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[str],
            table: sa.Table | None = None) -> pd.DataFrame:
     """Run a SELECT; the rows as a frame whose columns have the dtypes of their SQL types."""
     types = [None if table is None else _column(table, c) for c in columns]

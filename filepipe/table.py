@@ -339,13 +339,14 @@ class DataTable:
 
     def prepare_chunk(self, df: DataDF, processed_idx: IndexDF | None,
                       conn: sa.Connection, file_id: Any = None, write_store: bool = True,
-                      known: MetaDF | None = None) -> Chunk:
+                      known: MetaDF | None = None, covers: IndexDF | None = None) -> Chunk:
         """Check `df` and diff it with the meta; nothing is written yet.
 
         A step with several outputs prepares all of them before applying any, so a bad
         frame for one output leaves the others untouched too. `known` are meta rows
-        (all meta columns) the caller has read already, such as the live rows under a
-        step's batch: keys found there are not looked up again.
+        (all meta columns) the caller has read already, such as the rows under a step's
+        batch: keys found there are not looked up again; nor are keys whose values in
+        the columns of `covers` are one of its rows (`known` holds every meta row there).
         """
         where = f"table {self.name!r}"
         check_keys(df, self.primary_keys, where)
@@ -363,8 +364,8 @@ class DataTable:
             self.store.check_writable(df)
             df = self.store.normalize(df)
         df = self.meta.coerce(df).reset_index(drop=True)
-        diff = self._diff(conn, df, file_id, known)
-        gone = self._gone(conn, df, processed_idx, known)
+        diff = self._diff(conn, df, file_id, known, covers)
+        gone = self._gone(conn, df, processed_idx, known, covers)
         return Chunk(df, diff, gone, file_id, write_store)
 
     def apply_chunk(self, chunk: Chunk, conn: sa.Connection, now: float | None = None,
@@ -468,7 +469,7 @@ class DataTable:
         return pd.DataFrame(data)
 
     def _diff(self, conn: sa.Connection, df: DataDF, file_id: Any = None,
-              known: MetaDF | None = None) -> Diff:
+              known: MetaDF | None = None, covers: IndexDF | None = None) -> Diff:
         """Join `df`'s hashes with the stored meta.
 
         `merged` holds arrays by name: `df`'s key and tracked columns, its `hash`, and
@@ -482,7 +483,7 @@ class DataTable:
         keys = self.primary_keys
         columns = keys + [t for t in self.meta.tracked if t in df.columns]
         hashes = hash_rows(df)
-        old = self._meta_of(conn, df, known) if len(df) else self.meta.empty()
+        old = self._meta_of(conn, df, known, covers) if len(df) else self.meta.empty()
         pos = key_positions(df, old, keys) if len(old) else np.full(len(df), -1, dtype=np.intp)
         merged = {**{c: df[c].array for c in columns}, "hash": hashes,
                   **take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old")}
@@ -503,7 +504,7 @@ class DataTable:
         return self.store_chunk(empty, processed_idx=idx, now=now, conn=conn, report=report)
 
     def _gone(self, conn: sa.Connection, df: DataDF, processed_idx: IndexDF | None,
-              known: MetaDF | None = None) -> MetaDF:
+              known: MetaDF | None = None, covers: IndexDF | None = None) -> MetaDF:
         """Live meta rows of `processed_idx` whose keys `df` does not hold."""
         keys = self.primary_keys
         if processed_idx is None or processed_idx.empty:
@@ -513,26 +514,33 @@ class DataTable:
             pidx = pidx[~rows_in(pidx, df, keys)]
         if pidx.empty:
             return self.meta.empty().iloc[0:0]
-        found = self._meta_of(conn, pidx, known)
+        found = self._meta_of(conn, pidx, known, covers)
         wanted = found["delete_ts"].isna().to_numpy(dtype=bool)
         if known is not None and len(known):  # then `found` may hold other keys too
             wanted = wanted & rows_in(found, pidx, keys)
         return found[wanted].reset_index(drop=True)
 
-    def _meta_of(self, conn: sa.Connection, idx: IndexDF,
-                 known: MetaDF | None) -> MetaDF:
-        """Meta rows for the keys of `idx`, looking up only those not in `known`.
+    def _meta_of(self, conn: sa.Connection, idx: IndexDF, known: MetaDF | None,
+                 covers: IndexDF | None = None) -> MetaDF:
+        """Meta rows for the keys of `idx`, looking up only those neither in `known` nor
+        covered by `covers` (see `prepare_chunk`).
 
         The result may hold more keys than `idx` (those of `known`), each once.
         """
+        import numpy as np
         import pandas as pd
 
-        if known is None or known.empty:
+        if known is None:
             return self.meta.lookup(conn, idx)
-        inside = rows_in(idx, known, self.primary_keys)
-        if inside.all():
+        inside = rows_in(idx, known, self.primary_keys) if len(known) else \
+            np.zeros(len(idx), dtype=bool)
+        if covers is not None and len(covers.columns):
+            inside |= rows_in(idx, covers, list(covers.columns))
+        if inside.all() and len(known.columns) > len(self.primary_keys):
             return known
         rest = self.meta.lookup(conn, idx[~inside])
+        if not len(known):
+            return rest
         return pd.concat([known, rest], ignore_index=True) if len(rest) else known
 
     def _log_moves(self, conn: sa.Connection, written: MetaDF, existed: Any) -> None:

@@ -249,3 +249,33 @@ def test_a_batch_of_many_two_column_keys_reads_through_a_temporary_table(tmp_pat
     run_steps(ds, steps)
     got = by_key(catalog.get_datatable(ds, "copy").get_data())
     assert_frame_equal(got, by_key(df.assign(score=df["score"] * 2)), check_dtype=False)
+
+
+def test_an_output_row_deleted_then_made_again_counts_as_added(tmp_path: Path) -> None:
+    # the step reads its outputs' meta under the batch's keys, deleted rows included, and
+    # looks nothing up again: a row made again after its deletion is new, not an update
+    from filepipe import BatchTransform, Catalog, DataStore, Pipeline, Table, build_compute, run_steps
+
+    db = DBConn(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    catalog = Catalog({
+        "events": Table(TableStoreDB("events", db, events_schema())),
+        "totals": Table(TableStoreDB("totals", db, [Column("user_id", String(), primary_key=True),
+                                                    Column("score", Integer())])),
+    })
+    ds = DataStore(db)
+    steps = build_compute(ds, catalog, Pipeline([BatchTransform(
+        lambda df: df.groupby("user_id", as_index=False).agg(score=("score", "sum")),
+        ["events"], ["totals"])]))
+    events = catalog.get_datatable(ds, "events")
+    totals = catalog.get_datatable(ds, "totals")
+    events.store_chunk(events_frame())
+    assert run_steps(ds, steps).tables["totals"] == {"added": 5, "updated": 0, "deleted": 0}
+    u2 = events_frame()[events_frame()["user_id"] == "u2"]
+    events.delete_by_idx(u2[KEYS])
+    assert run_steps(ds, steps).tables["totals"] == {"added": 0, "updated": 0, "deleted": 1}
+    first_created = totals.get_metadata(include_deleted=True).set_index("user_id")["create_ts"]["u2"]
+    events.store_chunk(u2.assign(score=[5, 6]))
+    assert run_steps(ds, steps).tables["totals"] == {"added": 1, "updated": 0, "deleted": 0}
+    meta = totals.get_metadata().set_index("user_id")
+    assert meta.loc["u2", "create_ts"] > first_created
+    assert totals.get_data().set_index("user_id")["score"].to_dict()["u2"] == 11

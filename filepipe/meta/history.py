@@ -170,7 +170,7 @@ class HistoryLog:
         text = f"SELECT {q} FROM {sql.qualified(conn, self.index.runs)} ORDER BY run_id DESC"
         if limit:
             text += f" LIMIT {int(limit)}"
-        found = sql._fetch(conn, text, [], list(columns), self.index.runs)
+        found = sql.fetch(conn, text, [], list(columns), self.index.runs)
         if "summary" in found.columns:
             found["summary"] = [json.loads(s) if isinstance(s, str) else (s or {})
                                 for s in found["summary"]]

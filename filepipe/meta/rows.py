@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .schema import IndexDB
 
 ROW_COLUMNS = ["hash", "create_ts", "update_ts", "delete_ts", "seq", "file_id"]
+#: columns a write often sets to one value for every row (a batch's time, no deletion)
+CONSTANT_COLUMNS = ["create_ts", "update_ts", "delete_ts", "file_id"]
 
 
 class RowMeta:
@@ -175,27 +177,29 @@ class RowMeta:
 
     def matching(self, conn: sa.Connection, proj: pd.DataFrame,
                  columns: Sequence[str] | None = None,
-                 on: Sequence[str] | None = None) -> MetaDF:
-        """Live meta rows whose `on` columns (default all of `proj`'s) equal one of its rows."""
+                 on: Sequence[str] | None = None, include_deleted: bool = False) -> MetaDF:
+        """Live meta rows (deleted ones too with `include_deleted`) whose `on` columns
+        (default all of `proj`'s) equal one of its rows."""
         assert self.table is not None
         cols = list(columns or self.meta_columns)
         on = list(proj.columns if on is None else on)
         if proj.empty and on:
             return self.empty(cols)
         return sql.select_where_in(conn, self.table, cols, self.coerce(proj), on,
-                                   extra_where="delete_ts IS NULL")
+                                   extra_where="" if include_deleted else "delete_ts IS NULL")
 
     def changed_between(self, conn: sa.Connection, lo: int, hi: int,
                         columns: Sequence[str]) -> pd.DataFrame:
-        """`columns` of rows changed (incl. deleted) with lo < seq <= hi, plus old values of moves."""
+        """`columns` of rows changed (incl. deleted) with lo < seq <= hi, plus old values
+        of moves: each distinct value once, with the `seq` of its latest change (grouped
+        in SQL: a first run reads one row per key, not per changed row)."""
         import pandas as pd
 
         assert self.table is not None
-        cols = list(columns) + ["seq"]
-        cur = sql.select_all(conn, self.table, cols, where=_range_where(conn), params=(lo, hi))
+        cur = _latest_between(conn, self.table, columns, lo, hi)
         if self.moves is None or not set(columns) & set(self.tracked):
             return cur
-        moved = sql.select_all(conn, self.moves, cols, where=_range_where(conn), params=(lo, hi))
+        moved = _latest_between(conn, self.moves, columns, lo, hi)
         return pd.concat([cur, moved], ignore_index=True) if len(moved) else cur
 
     def last_changed_between(self, conn: sa.Connection, lo: int, hi: int) -> MetaDF:
@@ -235,7 +239,7 @@ class RowMeta:
     def write(self, conn: sa.Connection, rows: MetaDF) -> None:
         """Upsert full meta rows (all of `meta_columns` present in `rows`; others ignored)."""
         assert self.table is not None
-        sql.upsert(conn, self.table, rows, self.keys)
+        sql.upsert(conn, self.table, rows, self.keys, same=CONSTANT_COLUMNS)
 
     def log_moves(self, conn: sa.Connection, old: pd.DataFrame) -> None:
         """Record old tracked values (with the seq of the change that moved them)."""
@@ -265,3 +269,13 @@ def _on(index: IndexDB, conn: sa.Connection | None) -> Iterator[sa.Connection]:
 def _range_where(conn: sa.Connection) -> str:
     a, b = sql.placeholders(conn, 2)
     return f"seq > {a} AND seq <= {b}"
+
+
+def _latest_between(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                    lo: int, hi: int) -> pd.DataFrame:
+    """Distinct values of `columns` of `table`'s rows with lo < seq <= hi, with MAX(seq)."""
+    cols = ", ".join(sql.quote(conn, c) for c in columns)
+    text = (f"SELECT {cols + ', ' if cols else ''}MAX(seq) FROM {sql.qualified(conn, table)} "
+            f"WHERE {_range_where(conn)}" + (f" GROUP BY {cols}" if cols else ""))
+    found = sql.fetch(conn, text, [lo, hi], list(columns) + ["seq"], table)
+    return found if columns else found[found["seq"].notna()].astype({"seq": "int64"})

@@ -498,8 +498,10 @@ class BatchTransformStep(ComputeStep):
                         continue
                     if df.empty and not len(df.columns):
                         df = empty_frame(out.primary_keys)
-                    prev = self._previous_outputs(conn, out, batch)
-                    chunks.append((out, out.prepare_chunk(df, prev, conn, known=prev)))
+                    known, covers = self._previous_outputs(conn, out, batch)
+                    live = known[known["delete_ts"].isna().to_numpy(dtype=bool)] \
+                        if covers is not None and len(known) else known
+                    chunks.append((out, out.prepare_chunk(df, live, conn, known=known, covers=covers)))
                 # outputs that roll back with the transaction first: if one of those fails,
                 # no file or memory output has been touched yet
                 for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
@@ -514,14 +516,20 @@ class BatchTransformStep(ComputeStep):
         report.step_done(self.name, batch)
 
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
-                          batch: IndexDF) -> MetaDF:
-        """Meta rows (all columns) of the live output rows under the batch's keys."""
+                          batch: IndexDF) -> tuple[MetaDF, IndexDF | None]:
+        """Meta rows (all columns) of the output rows under the batch's keys: the live
+        ones; or, when the transform keys are key columns of the output, every one
+        (deleted too), and the batch as the keys these rows cover (no other meta row of
+        the output can hold keys with those values: `DataTable.prepare_chunk`)."""
         out.ensure_tracked(conn=conn)
         if not out.meta.holds(self.transform_keys):  # no rows yet to know the columns by
-            return empty_frame(out.primary_keys)
+            return empty_frame(out.primary_keys), None
         if self.whole:
-            return out.meta.scan(conn)
-        return out.meta.matching(conn, batch, on=self.transform_keys)
+            return out.meta.scan(conn), None
+        if set(self.transform_keys) <= set(out.primary_keys):
+            covers = out.meta.coerce(pick(batch, self.transform_keys))
+            return out.meta.matching(conn, batch, on=self.transform_keys, include_deleted=True), covers
+        return out.meta.matching(conn, batch, on=self.transform_keys), None
 
 
 def _read_as_synced(t: DataTable) -> bool:
