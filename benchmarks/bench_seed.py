@@ -32,9 +32,9 @@ REPEAT = 5
 RESULT = "@result "  # prefix of the line a child process reports its figure on
 
 
-def run(n: int, tmp: str, all_phases: bool = True) -> float:
-    """Run the engine on N events in directory `tmp`; returns the initial load's seconds
-    minus the function's."""
+def run(n: int, tmp: str, all_phases: bool = True, history: bool = True) -> float:
+    """Run the engine on N events in directory `tmp` (keeping versions unless not
+    `history`); returns the initial load's seconds minus the function's."""
     import pandas as pd
     from bench_sqlite_floor import seed_events
 
@@ -52,7 +52,8 @@ def run(n: int, tmp: str, all_phases: bool = True) -> float:
             inside[0] += time.perf_counter() - t
 
     seed.parse_clicks_ip_step = timed
-    catalog, ds, steps = seed.make_pipeline(f"sqlite:///{tmp}/bench.sqlite")
+    catalog, ds, steps = seed.make_pipeline(f"sqlite:///{tmp}/bench.sqlite", history=history)
+    label = "" if history else " [no history]"
     events = catalog.get_datatable(ds, "events")
     users = n // 10
     df = seed_events(n)
@@ -69,7 +70,7 @@ def run(n: int, tmp: str, all_phases: bool = True) -> float:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rate = f"  engine {n / (wall - func):,.0f} events/s" if name.startswith("initial") else ""
         spread = f"  (max of {repeat}: {max(walls) * 1000:.1f} ms)" if repeat > 1 else ""
-        print(f"N={n:>9,} {name:<34} {wall * 1000:9.1f} ms  (in func {func * 1000:8.1f} ms)"
+        print(f"N={n:>9,} {name + label:<47} {wall * 1000:9.1f} ms  (in func {func * 1000:8.1f} ms)"
               f"  peak RSS {rss:6.0f} MB{rate}{spread}", flush=True)
         return wall - func
 
@@ -128,24 +129,30 @@ def child(args: list[str]) -> float:
 
 
 def compare(n: int, rounds: int, floor: bool) -> None:
-    """The per-phase engine run, then rounds of floor and engine alternating; the summary."""
+    """The per-phase engine runs (without and with history), then rounds of floor,
+    engine and engine keeping history, alternating; the summary."""
     engine_s: list[float] = []
+    history_s: list[float] = []
     floor_s: list[float] = []
     for r in range(rounds):
         if floor:
             floor_s.append(child(["--floor", str(n)]))
-        engine_s.append(child(["--engine", str(n)] + (["--all-phases"] if r == 0 else [])))
+        phases = ["--all-phases"] if r == 0 else []
+        engine_s.append(child(["--engine", str(n), "--no-history", *phases]))
+        history_s.append(child(["--engine", str(n), *phases]))
         shown = f"floor {n / floor_s[-1]:,.0f} events/s, " if floor else ""
-        print(f"N={n:>9,} round {r + 1}/{rounds}: {shown}engine {n / engine_s[-1]:,.0f} events/s",
-              flush=True)
+        print(f"N={n:>9,} round {r + 1}/{rounds}: {shown}engine {n / engine_s[-1]:,.0f} events/s, "
+              f"with history {n / history_s[-1]:,.0f} events/s", flush=True)
     engine = n / statistics.median(engine_s)
+    kept = statistics.median(history_s) / statistics.median(engine_s) - 1
     of = f"medians of {rounds}" if rounds > 1 else "1 run"
     if floor:
         ceiling = n / statistics.median(floor_s)
         print(f"N={n:,} initial load: engine {engine:,.0f} events/s, floor {ceiling:,.0f} events/s, "
-              f"ratio {engine / ceiling:.2f} ({of}, interleaved)", flush=True)
+              f"ratio {engine / ceiling:.2f}; history adds {kept:+.0%} ({of}, interleaved)", flush=True)
     else:
-        print(f"N={n:,} initial load: engine {engine:,.0f} events/s ({of})", flush=True)
+        print(f"N={n:,} initial load: engine {engine:,.0f} events/s; history adds {kept:+.0%} ({of})",
+              flush=True)
 
 
 def main() -> None:
@@ -157,6 +164,7 @@ def main() -> None:
     parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--all-phases", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-history", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_intermixed_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -167,7 +175,7 @@ def main() -> None:
             seconds = floor_seconds(n)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                seconds = run(n, tmp, args.all_phases)
+                seconds = run(n, tmp, args.all_phases, history=not args.no_history)
         print(f"{RESULT}{seconds!r}", flush=True)
         return
     for n in args.n:

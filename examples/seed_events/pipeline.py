@@ -53,8 +53,9 @@ def parse_clicks_ip_step(df: pd.DataFrame):
     )
 
 
-def make_pipeline(db_url: str):
-    """Catalog, DataStore and compute steps of the tutorial on the database `db_url`."""
+def make_pipeline(db_url: str, history: bool | None = None):
+    """Catalog, DataStore and compute steps of the tutorial on the database `db_url`
+    (`history=False`: keep no versions)."""
     dbconn = DBConn(db_url)
     catalog = Catalog({
         "events": Table(store=TableStoreDB(name="events", dbconn=dbconn,
@@ -63,7 +64,7 @@ def make_pipeline(db_url: str):
                                                 data_sql_schema=click_count_schema)),
         "ip": Table(store=TableStoreDB(name="ip", dbconn=dbconn, data_sql_schema=ip_schema)),
     })
-    ds = DataStore(dbconn)
+    ds = DataStore(dbconn, history=history)
     pipeline = Pipeline(steps=[
         BatchTransform(parse_clicks_ip_step, inputs=["events"], outputs=["click_count", "ip"]),
     ])
