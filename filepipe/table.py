@@ -427,7 +427,10 @@ class DataTable:
             old_hash = pd.array(diff.merged["hash__old"]).take(rows[live]).to_numpy(dtype="int64")
             content[live] = old_hash != new_hash[live]
         history = self.ds.meta.history
-        if content.any():
+        if content.all() and len(rows) == len(chunk.df):  # every row (a first load): no copy
+            history.stage(conn, self.name, staged_versions(
+                chunk.df, written["seq"].to_numpy(), np.where(live, "updated", "added"), new_hash))
+        elif content.any():
             history.stage(conn, self.name, staged_versions(
                 chunk.df.take(rows[content]).reset_index(drop=True), written["seq"].to_numpy()[content],
                 np.where(live[content], "updated", "added"), new_hash[content]))
