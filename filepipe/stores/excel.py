@@ -71,6 +71,21 @@ would not (more than 15 significant digits, sub-millisecond times, empty or cont
 text, dates before 1900, or a mix of kinds a sheet gives back as text), along with text
 longer than a cell holds (32,767 characters) and more rows or columns than a sheet holds.
 
+How the sheet looks. ``formats={"price": "#,##0.00", "day": "dd.mm.yyyy"}`` gives columns
+Excel number-format codes and ``widths={"name": 30}`` widths in characters (an unknown column
+is an error naming the store and the column, raised before anything is written; so is a
+number format on dates or a date format on numbers, which a sheet would give back as the
+other kind). Other columns get readable defaults: ints in full, floats with two to eight
+decimals (the cell keeps every digit), dates and datetimes as dates, headers over numbers
+right-aligned, widths from the content. The look a user gives filepipe's sheet — number
+formats, column widths, fonts, fills, borders, conditional formats, data validations, a tab
+colour, print set-up — is kept by every rewrite (:mod:`filepipe.xlsx.look`): a column's look
+applies to rows added later, a cell or row formatted apart keeps its format by the key of its
+row. The number formats and widths ``formats`` and ``widths`` name are the pipeline's (applied
+over the file's at every write); the others are the user's. A
+change of look only is no hand edit: the rows read back alike (a date column shown as numbers
+is read back as dates again, from the column types filepipe wrote).
+
 Key columns typed by people. A key column where some cells are numbers and others text
 (Excel's "number stored as text") is read as text, integral numbers without ``.0``
 (``1001`` and ``"1001"`` are then the same key, and a duplicate if both occur). So is any
@@ -99,7 +114,10 @@ from ..errors import (
 from .files import FileStore
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+
+    from ..fileutil import Fingerprint
 
 __all__ = ["TableStoreExcel", "SheetNotFoundError", "EmptyKeyError", "NotWritableError", "KeyNameError"]
 
@@ -117,15 +135,19 @@ def sheet_for_stem(path: str | os.PathLike) -> str:
 class TableStoreExcel(FileStore):
     """One sheet of an ``.xlsx`` workbook as a keyed table (see the module docstring).
 
-    ``TableStoreExcel(path, sheet=None, primary_keys=[...], dtypes=None)``: `sheet` is the
-    sheet's name (None: see "which sheet" above); `primary_keys` are column names, which are
-    header texts (``["2019"]`` for a column headed by the number 2019; see "column names are
-    text" above); `dtypes` fixes column types the cells do not carry, e.g. ``{"zip": "str"}``.
+    ``TableStoreExcel(path, sheet=None, primary_keys=[...], dtypes=None, formats=None,
+    widths=None)``: `sheet` is the sheet's name (None: see "which sheet" above);
+    `primary_keys` are column names, which are header texts (``["2019"]`` for a column
+    headed by the number 2019; see "column names are text" above); `dtypes` fixes column
+    types the cells do not carry, e.g. ``{"zip": "str"}``; `formats` and `widths` give
+    columns an Excel number format and a width (see "how the sheet looks" above).
     """
 
     def __init__(self, path: str | os.PathLike, sheet: str | None = None,
                  primary_keys: Sequence[str] | None = None,
-                 dtypes: Mapping[str, Any] | None = None) -> None:
+                 dtypes: Mapping[str, Any] | None = None,
+                 formats: Mapping[str, str] | None = None,
+                 widths: Mapping[str, float] | None = None) -> None:
         if sheet is not None and not isinstance(sheet, str):
             hint = (f"; did you mean primary_keys={list(sheet)!r}?"
                     if isinstance(sheet, (list, tuple)) and primary_keys is None else "")
@@ -154,9 +176,43 @@ class TableStoreExcel(FileStore):
         self.sheet = sheet
         self._resolved: str | None = sheet  # the sheet last read or written
         self._is_source = False
+        self.formats, self.widths = self._checked_look(formats, widths)
+        self.written_kinds: dict[str, str] = {}
+        # the keys of the rows of the sheet on disk (file fingerprint, keys, row numbers)
+        self._sheet_rows: tuple[Fingerprint | None, pd.DataFrame, np.ndarray] | None = None
+        self._read_rows: np.ndarray | None = None  # row numbers of the frame read_file gave
+
+    def _checked_look(self, formats: Mapping[str, str] | None,
+                      widths: Mapping[str, float] | None) -> tuple[dict[str, str], dict[str, float]]:
+        """`formats` and `widths` as dicts; ValueError (KeyNameError for a name that is
+        not text) naming the store and the column when one is not what Excel takes."""
+        from ..xlsx import SheetError, check_look, header_text
+
+        for what, given in (("formats", formats), ("widths", widths)):
+            if given is None:
+                continue
+            if not isinstance(given, Mapping):
+                raise TypeError(f"TableStoreExcel({self.path}): {what} must map column names to "
+                                f"{'number-format codes' if what == 'formats' else 'widths'}, "
+                                f"got {given!r}")
+            for name in given:
+                if not isinstance(name, str):
+                    fixed = {header_text(k): v for k, v in given.items()}
+                    raise KeyNameError(
+                        f"TableStoreExcel({self.path}): {what} names column {name!r}, which is "
+                        f"not text; column names are the text of their header cells, so write "
+                        f"{what}={fixed!r}")
+        checked_formats, checked_widths = dict(formats or {}), dict(widths or {})
+        try:
+            check_look(checked_formats, checked_widths, f"TableStoreExcel({self.path})")
+        except SheetError as exc:
+            raise ValueError(str(exc)) from None
+        return checked_formats, checked_widths
 
     def __repr__(self) -> str:
         extra = f", dtypes={self.dtypes!r}" if self.dtypes else ""
+        extra += f", formats={self.formats!r}" if self.formats else ""
+        extra += f", widths={self.widths!r}" if self.widths else ""
         return (f"TableStoreExcel({str(self.path)!r}, sheet={self.sheet!r}, "
                 f"primary_keys={self.primary_keys!r}{extra})")
 
@@ -215,19 +271,24 @@ class TableStoreExcel(FileStore):
         df = read_sheet(path, sheet)
         if df.columns.empty:
             return self.empty()  # a blank sheet is an empty table
-        return self._tidy(df)
+        return self._written_kinds_back(self._tidy(df))
 
     def _tidy(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Drop empty rows and unnamed empty columns; fix key and text columns."""
+        """Drop empty rows and unnamed empty columns; fix key and text columns; note the
+        sheet row of each row kept (`_read_rows`)."""
+        import numpy as np
 
         where = self.describe()
         empty_cols = [c for c in df.columns
                       if _UNNAMED.match(c) and df[c].isna().all()]
         if empty_cols:
             df = df.drop(columns=empty_cols)
+        rows = np.arange(2, len(df) + 2)
         blank = df.isna().all(axis=1)
         if blank.any():
             df = df[~blank.to_numpy()].reset_index(drop=True)
+            rows = rows[~blank.to_numpy()]
+        self._read_rows = rows
         for col in df.columns:
             wanted = self.dtypes.get(col)
             if wanted is not None and _is_text_dtype(wanted):
@@ -244,6 +305,51 @@ class TableStoreExcel(FileStore):
                     f"{', '.join(map(repr, keys))}, e.g. {_show_rows(shown)}; every row needs "
                     "a key (delete or complete those rows)")
         return df
+
+    def load(self, path: Path) -> pd.DataFrame:
+        """The rows of the sheet (see `FileStore.load`); the keys of its rows are kept with
+        their row numbers, so that a rewrite keeps the format of the cells and rows the user
+        formatted apart."""
+        import numpy as np
+
+        from ..fileutil import fingerprint_of
+
+        fp = fingerprint_of(path, regular_only=True)
+        self._read_rows = None
+        df = super().load(path)
+        rows = self._read_rows
+        keys = [k for k in self.primary_keys if k in df.columns]
+        if rows is not None and len(rows) == len(df) and len(keys) == len(self.primary_keys):
+            self._sheet_rows = (fp, df[keys], np.asarray(rows))
+        else:
+            self._sheet_rows = None
+        return df
+
+    def use_written_kinds(self, kinds: dict[str, str]) -> None:
+        """Column types of what filepipe wrote: a date column the user gave a number format
+        (or a number column a date format) reads back as dates (numbers), as written."""
+        self.written_kinds = {c: k for c, k in kinds.items() if c not in self.dtypes}
+
+    def _written_kinds_back(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` with the columns that a number format made read back as another kind than
+        filepipe wrote (dates as numbers, numbers as dates) turned back."""
+        import pandas as pd
+
+        from ..xlsx import datetimes_from_serials, serials_from_datetimes
+
+        changed = {}
+        for c, kind in self.written_kinds.items():
+            if c not in df.columns or not len(df):
+                continue
+            s = df[c]
+            if kind.startswith("datetime64") and (pd.api.types.is_numeric_dtype(s.dtype)
+                                                  and not pd.api.types.is_bool_dtype(s.dtype)):
+                changed[c] = pd.Series(datetimes_from_serials(s.to_numpy(dtype=float, na_value=float("nan"))),
+                                       index=s.index)
+            elif kind in ("Int64", "float64") and (pd.api.types.is_datetime64_dtype(s.dtype)
+                                                   or pd.api.types.is_timedelta64_dtype(s.dtype)):
+                changed[c] = pd.Series(serials_from_datetimes(s.to_numpy()), index=s.index)
+        return df.assign(**changed) if changed else df
 
     # --- writing --------------------------------------------------------------------------
     def check_writable(self, df: pd.DataFrame) -> None:
@@ -265,10 +371,44 @@ class TableStoreExcel(FileStore):
                 raise NotWritableError(f"{where}: column name {name!r} holds control characters a "
                                        f"cell does not keep (it would read back as {text!r}); "
                                        "rename the column")
+        self._check_look(df, where)
         self._check_size(df, names, where)
         values = sheet_values(df)
         self._check_text_lengths(df, values, where)
         self._check_keys(df, values, where)
+
+    def _check_look(self, df: pd.DataFrame, where: str) -> None:
+        """`formats` and `widths` must name columns of the table, and a declared number
+        format must show the column's values as what they are (dates as dates, numbers as
+        numbers): a sheet gives cells back as their format shows them."""
+        import pandas as pd
+
+        from ..xlsx import shows_dates
+
+        columns = {str(c) for c in df.columns} | {str(c) for c in self.frame().columns}
+        for what, given in (("formats", self.formats), ("widths", self.widths)):
+            unknown = [c for c in given if c not in columns] if len(df) else []
+            if unknown:
+                listed = ", ".join(map(repr, sorted(columns))) or "none"
+                raise NotWritableError(
+                    f"{where}: {what} names column {unknown[0]!r}, which the table does not have "
+                    f"(its columns: {listed}); fix the name in TableStoreExcel(..., {what}=...)")
+        for name, code in self.formats.items():
+            if name not in df.columns:
+                continue
+            dtype = df[name].dtype
+            if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+                if not shows_dates(code):
+                    raise NotWritableError(
+                        f"{where}: formats[{name!r}] is {code!r}, which shows numbers, but column "
+                        f"{name!r} holds dates or times; a sheet would give them back as numbers: "
+                        "give it a date format such as 'dd.mm.yyyy' or 'yyyy-mm-dd hh:mm'")
+            elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+                if shows_dates(code):
+                    raise NotWritableError(
+                        f"{where}: formats[{name!r}] is {code!r}, which shows dates, but column "
+                        f"{name!r} holds numbers; a sheet would give them back as dates: give it "
+                        "a number format such as '#,##0.00', or make the column datetimes")
 
     def _check_size(self, df: pd.DataFrame, names: list[str], where: str) -> None:
         from ..frames import align_keys, rows_in
@@ -363,8 +503,60 @@ class TableStoreExcel(FileStore):
             sheet = self.sheet
         assert sheet is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_sheet(self.path, sheet, sorted_by_key(df, self.primary_keys))
+        rows = sorted_by_key(df, self.primary_keys)
+        present = {str(c) for c in rows.columns}
+        write_sheet(self.path, sheet, rows,
+                    formats={c: f for c, f in self.formats.items() if c in present},
+                    widths={c: w for c, w in self.widths.items() if c in present},
+                    row_origin=lambda: self._row_origin(rows))
         self._resolved = sheet
+        self._remember_rows(rows)
+
+    def _row_origin(self, rows: pd.DataFrame) -> np.ndarray | None:
+        """For each row of `rows` (about to replace the sheet), the row number its key had in
+        the sheet on disk, -1 for a new key; None when that is not known (the file changed
+        since it was read, or keys do not compare)."""
+        import numpy as np
+
+        from ..errors import FilepipeError
+        from ..fileutil import fingerprint_of
+        from ..frames import align_keys, key_positions
+
+        fp = fingerprint_of(self.path, regular_only=True)
+        if fp is None:
+            return None
+        if self._sheet_rows is None or self._sheet_rows[0] != fp:
+            try:  # another sheet of the workbook was written since: read this one's keys again
+                self.load(self.path)
+            except Exception:  # noqa: BLE001 - then the formats of single rows are not kept
+                return None
+        if self._sheet_rows is None or self._sheet_rows[0] != fp:
+            return None
+        _, old_keys, old_rows = self._sheet_rows
+        keys = list(old_keys.columns)
+        if not all(k in rows.columns for k in keys):
+            return None
+        try:
+            positions = key_positions(align_keys(rows[keys], old_keys, keys), old_keys, keys)
+        except (FilepipeError, TypeError, ValueError):
+            return None
+        found = positions >= 0
+        out = old_rows[np.where(found, positions, 0)] if len(old_rows) else positions.copy()
+        out[~found] = -1
+        return out
+
+    def _remember_rows(self, rows: pd.DataFrame) -> None:
+        """The sheet now holds `rows`, from row 2 on, in this order."""
+        import numpy as np
+
+        from ..fileutil import fingerprint_of
+
+        keys = [k for k in self.primary_keys if k in rows.columns]
+        if len(keys) != len(self.primary_keys):
+            self._sheet_rows = None
+            return
+        self._sheet_rows = (fingerprint_of(self.path, regular_only=True),
+                            rows[keys].reset_index(drop=True), np.arange(2, len(rows) + 2))
 
     def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
         """`df` as reading the sheet back will give it — the sheet filepipe writes, and that

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,11 +39,19 @@ _EXCEL_ESCAPE_RE = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)")
 _SPECIAL_TEXT = r"[&<>]|_x[0-9A-Fa-f]{4}_|^[ \t\n]|[ \t\n]$"
 
 
+def same_xf(xf: int | None) -> int | None:
+    """The cell format filepipe gives a value by default, unchanged."""
+    return xf
+
+
 class Ctx:
-    """What the formatters need besides the values: style ids, where errors point."""
+    """What the formatters need besides the values: style ids, the cell format of the
+    current column's cells (`xf`: from the one filepipe gives a value by default), where
+    errors point."""
 
     def __init__(self, path: str, sheet: str, styles: StyleIds | None):
         self.path, self.sheet, self.styles = path, sheet, styles
+        self.xf: Callable[[int | None], int | None] = same_xf
         self.column = ""
         self.rows: np.ndarray | None = None  # Excel row numbers of the current chunk
         self.labels: Any = None  # index labels of the current chunk
@@ -116,28 +124,36 @@ def _float_text(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _s(style: int | None) -> str:
+    """The style attribute of cell format `style` (none for the default, 0)."""
+    return f' s="{style}"' if style else ""
+
+
 def put_numbers(slots: Slots, idx: np.ndarray | None, text: Any, style: int | None = None) -> None:
     """Number cells of value texts `text`, with cell format `style`."""
-    slots.put(idx, f'" s="{style}"><v>' if style else '"><v>', text, "</v></c>")
+    slots.put(idx, f'"{_s(style)}><v>', text, "</v></c>")
 
 
-def put_floats(slots: Slots, idx: np.ndarray | None, values: np.ndarray) -> None:
+def put_floats(slots: Slots, idx: np.ndarray | None, values: np.ndarray,
+               style: int | None = None) -> None:
     """Float cells; NaN stays empty, infinities are the error value #NUM!."""
     finite = np.isfinite(values)
     if finite.all():
-        put_numbers(slots, idx, _float_text(values))
+        put_numbers(slots, idx, _float_text(values), style)
         return
     sub = np.flatnonzero(finite)
     if len(sub):
-        put_numbers(slots, _sub(idx, sub), _float_text(values[sub]))
+        put_numbers(slots, _sub(idx, sub), _float_text(values[sub]), style)
     inf = np.flatnonzero(np.isinf(values))
     if len(inf):  # Excel has no infinities: show the error value #NUM!
-        slots.put(_sub(idx, inf), '" t="e"><v>', "#NUM!", "</v></c>")
+        slots.put(_sub(idx, inf), f'"{_s(style)} t="e"><v>', "#NUM!", "</v></c>")
 
 
-def put_bools(slots: Slots, idx: np.ndarray | None, values: np.ndarray) -> None:
+def put_bools(slots: Slots, idx: np.ndarray | None, values: np.ndarray,
+              style: int | None = None) -> None:
     """TRUE/FALSE cells."""
-    slots.put(idx, '" t="b"><v>', np.where(values.astype(bool), "1", "0").astype(object), "</v></c>")
+    slots.put(idx, f'"{_s(style)} t="b"><v>', np.where(values.astype(bool), "1", "0").astype(object),
+              "</v></c>")
 
 
 # --------------------------------------------------------------------------- strings
@@ -186,12 +202,13 @@ def str_mids(style: int | None) -> tuple[str, str]:
             f'"{sattr} t="inlineStr"><is><t xml:space="preserve">')
 
 
-def put_strings(slots: Slots, idx: np.ndarray | None, values: Any, ctx: Ctx) -> None:
+def put_strings(slots: Slots, idx: np.ndarray | None, values: Any, ctx: Ctx,
+                style: int | None = None) -> None:
     """Inline string cells."""
     if len(values) == 0:
         return
     text, preserve = escape_strings(values, ctx, idx)
-    plain, pres = str_mids(None)
+    plain, pres = str_mids(style)
     mid: Any = np.where(preserve, pres, plain).astype(object) if preserve.any() else plain
     slots.put(idx, mid, text, "</t></is></c>")
 
@@ -230,17 +247,18 @@ def _serial_text(us: np.ndarray) -> np.ndarray:
     return text.to_numpy(dtype=object)
 
 
-def _put_datetime_us(slots: Slots, idx: np.ndarray | None, us: np.ndarray, style: int) -> None:
+def _put_datetime_us(slots: Slots, idx: np.ndarray | None, us: np.ndarray, style: int | None) -> None:
     put_numbers(slots, idx, _serial_text(us), style)
 
 
-def _put_days(slots: Slots, idx: np.ndarray | None, us: np.ndarray, style: int) -> None:
+def _put_days(slots: Slots, idx: np.ndarray | None, us: np.ndarray, style: int | None) -> None:
     """Times of day and durations (µs, whole milliseconds) as numbers of days."""
     put_numbers(slots, idx, _float_text((us // 1000) / MS_PER_DAY), style)
 
 
 def _put_present(slots: Slots, idx: np.ndarray | None, values: np.ndarray, us: np.ndarray,
-                 style: int, put: Callable[[Slots, np.ndarray | None, np.ndarray, int], None]
+                 style: int | None,
+                 put: Callable[[Slots, np.ndarray | None, np.ndarray, int | None], None]
                  ) -> None:
     """`put` the µs values `us` of the cells of `values` that are not NaT (which stay empty)."""
     ok = ~np.isnat(values)
@@ -250,13 +268,15 @@ def _put_present(slots: Slots, idx: np.ndarray | None, values: np.ndarray, us: n
         put(slots, _sub(idx, np.flatnonzero(ok)), us[ok], style)
 
 
-def put_datetimes(slots: Slots, idx: np.ndarray | None, values: np.ndarray, style: int) -> None:
+def put_datetimes(slots: Slots, idx: np.ndarray | None, values: np.ndarray,
+                  style: int | None) -> None:
     """`values`: naive datetime64 within Excel's dates (`cell_values`); NaT stays empty."""
     _put_present(slots, idx, values, values.astype("datetime64[us]").view("int64"), style,
                  _put_datetime_us)
 
 
-def put_durations(slots: Slots, idx: np.ndarray | None, values: np.ndarray, style: int) -> None:
+def put_durations(slots: Slots, idx: np.ndarray | None, values: np.ndarray,
+                  style: int | None) -> None:
     """`values`: timedelta64[us] at whole milliseconds; NaT stays empty."""
     _put_present(slots, idx, values, values.view(np.int64), style, _put_days)
 
@@ -271,26 +291,57 @@ def put_objects(slots: Slots, values: np.ndarray, ctx: Ctx) -> None:
         return
     styles = ctx.styles
     assert styles is not None
+    xf = ctx.xf
     for t, idx in type_groups(values):
         vals = values[idx]
         if t is type(None) or t is type(pd.NA) or t is type(pd.NaT):
             continue
         if issubclass(t, (bool, np.bool_)):
-            put_bools(slots, idx, vals.astype(bool))
+            put_bools(slots, idx, vals.astype(bool), xf(None))
         elif issubclass(t, (int, np.integer)):
-            put_numbers(slots, idx, obj_array(list(map(str, map(int, vals)))))
+            put_numbers(slots, idx, obj_array(list(map(str, map(int, vals)))), xf(styles.int))
         elif issubclass(t, (float, np.floating)):
-            put_floats(slots, idx, vals.astype(np.float64))
+            put_floats(slots, idx, vals.astype(np.float64), xf(0))
         elif issubclass(t, str):
-            put_strings(slots, idx, vals, ctx)
+            put_strings(slots, idx, vals, ctx, xf(None))
         elif issubclass(t, dt.datetime):
             naive = to_naive_utc(vals)
-            put_datetimes(slots, idx, naive, datetime_style(naive.view("int64"), styles))
+            put_datetimes(slots, idx, naive, xf(datetime_style(naive.view("int64"), styles)))
         elif issubclass(t, dt.time):
             us = time_us(vals)
-            _put_days(slots, idx, us, fraction_style(us, styles.time, styles.time_ms))
+            _put_days(slots, idx, us, xf(fraction_style(us, styles.time, styles.time_ms)))
         elif issubclass(t, dt.timedelta):
             us = excel_durations(vals).view(np.int64)
-            _put_days(slots, idx, us, fraction_style(us, styles.duration, styles.duration_ms))
+            _put_days(slots, idx, us, xf(fraction_style(us, styles.duration, styles.duration_ms)))
         else:
             raise TypeError(f"filepipe.xlsx: no cell format for {t.__name__} (column {ctx.column!r})")
+
+
+# --------------------------------------------------------------------------- cells formatted apart
+
+
+_S_ATTR = re.compile(r' s="\d+"')
+
+
+def restyle(slots: Slots, ks: np.ndarray, resolvers: Sequence[Callable[[int | None], int | None]],
+            default_of: Callable[[int | None], int | None]) -> None:
+    """Give the cells at chunk positions `ks` the format `resolvers[i]` gives the format
+    filepipe gives their value by default (`default_of` their present format). An empty
+    cell becomes an empty cell of that format."""
+    cache: dict[tuple[str, int], str] = {}
+    for k, r in zip(ks.tolist(), resolvers):
+        mid = slots.mid[k]
+        if slots.open[k] == "":
+            xf = r(None)
+            if xf:
+                slots.open[k], slots.row[k] = slots.prefix, slots.rowstr[k]
+                slots.mid[k], slots.val[k], slots.close[k] = f'"{_s(xf)}>', "", "</c>"
+            continue
+        key = (mid, id(r))
+        new = cache.get(key)
+        if new is None:
+            m = _S_ATTR.search(mid)
+            current = int(m.group(0)[4:-1]) if m else (None if ' t="' in mid else 0)
+            bare = _S_ATTR.sub("", mid, count=1)
+            new = cache[key] = '"' + _s(r(default_of(current))) + bare[1:]
+        slots.mid[k] = new

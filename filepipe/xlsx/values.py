@@ -211,6 +211,33 @@ def _excel_datetimes(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def datetimes_from_serials(serials: np.ndarray) -> np.ndarray:
+    """Excel serial numbers (float, NaN missing) as naive datetime64[us] at the millisecond,
+    as a reader gives cells of a date format (serials 1-59 are 1900-01-01..1900-02-28)."""
+    days = np.where(serials < 61, serials + 1, serials) - EXCEL_EPOCH_OFFSET
+    with np.errstate(invalid="ignore"):
+        ms = np.rint(days * MS_PER_DAY)
+    ok = np.isfinite(ms) & (np.abs(ms) < 2.0**62 / 1000)
+    out = np.full(len(serials), np.datetime64("NaT"), dtype="datetime64[us]")
+    out[ok] = (ms[ok].astype(np.int64) * 1000).view("datetime64[us]")
+    return out
+
+
+def serials_from_datetimes(values: np.ndarray) -> np.ndarray:
+    """datetime64 or timedelta64 values as Excel serial numbers (float64, NaN for NaT) at
+    15 significant digits: what a cell holds under a date or duration format."""
+    if np.issubdtype(values.dtype, np.timedelta64):
+        us = values.astype("timedelta64[us]").view(np.int64)
+        days = us / US_PER_DAY
+    else:
+        us = values.astype("datetime64[us]").view(np.int64)
+        whole, frac = np.divmod(us, US_PER_DAY)
+        days = whole + EXCEL_EPOCH_OFFSET - (whole < LEAP_BUG_DAY) + frac / US_PER_DAY
+    out = excel_floats(np.asarray(days, dtype=np.float64))
+    out[np.isnat(values)] = np.nan
+    return out
+
+
 def to_naive_utc(values: Any) -> np.ndarray:
     """datetime-likes (possibly tz-aware, mixed) -> naive UTC datetime64[us]."""
     stamps = pd.to_datetime(pd.Series(values, dtype=object), utc=True)

@@ -113,10 +113,11 @@ def _write_pieces(dst: IO[bytes], pieces: Iterator[bytes]) -> None:
 
 def write_package(src: IO[bytes], zin: zipfile.ZipFile, zout: zipfile.ZipFile, pkg: Package,
                   plan: Plan, sheet_chunks: Iterator[bytes], styles_xml: bytes,
-                  est_size: int) -> None:
+                  est_size: int, sheet_comment: bytes = b"") -> None:
     """Write the package `pkg` (read from `zin`, whose file is `src`) to `zout` as `plan`
     says, in the original member order; the sheet part is `sheet_chunks` (about
-    `est_size` bytes), the styles part `styles_xml`. New parts go last."""
+    `est_size` bytes, with the zip member comment `sheet_comment`), the styles part
+    `styles_xml`. New parts go last."""
     done: set[str] = set()
     replace = dict(plan.replace)
     replace[pkg.member(plan.styles_part)] = styles_xml
@@ -124,6 +125,7 @@ def write_package(src: IO[bytes], zin: zipfile.ZipFile, zout: zipfile.ZipFile, p
     def write_sheet_part(name: str) -> None:
         with zout.open(name, "w", force_zip64=est_size > _ZIP64_FROM) as dst:
             _write_pieces(dst, sheet_chunks)
+        zout.getinfo(name).comment = sheet_comment  # goes in the central directory, at close
 
     for info in pkg.infos:
         lower = info.filename.lower()
