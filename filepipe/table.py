@@ -66,6 +66,7 @@ class DataStore:
         self.running: RunReport | None = None
         self._run_id: int | None = None  # of the run in progress, once it has one
         self._seq0 = 0  # the clock when it began
+        self._logged_at: int | None = None  # the clock when this process last logged a run
 
     @contextmanager
     def recording(self, report: RunReport) -> Iterator[RunReport]:
@@ -81,7 +82,7 @@ class DataStore:
         history = self.meta.history
         seq0 = self._seq0 = self.meta.current_seq()
         try:
-            if history.enabled:
+            if history.enabled and seq0 != self._logged_at:  # else this process logged it all
                 self.repair_history()
             yield report
         finally:
@@ -93,9 +94,7 @@ class DataStore:
 
     def _log(self, report: RunReport, seq0: int) -> None:
         """Write the run's versions waiting in memory to the history, then log the run."""
-        if self._run_id is None:
-            self._run_id = self.meta.next_run_id()
-        self.meta.log_run(report, seq0, self._run_id)
+        self._run_id, self._logged_at = self.meta.log_run(report, seq0, self._run_id)
         report.run_id = self._run_id
 
     def keep_history(self) -> None:
@@ -151,8 +150,7 @@ class DataStore:
         if history.has_pending:
             recovered = RunReport(trigger="history" if done is None else "recovered after a crash")
             recovered.finished = time.time()
-            run_id = self.meta.next_run_id()
-            self.meta.log_run(recovered, lo, run_id)
+            self.meta.log_run(recovered, lo)
         else:
             with self.meta.begin() as conn:
                 history.set_complete_to(conn, now)

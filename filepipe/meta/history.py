@@ -30,8 +30,9 @@ PENDING_ROWS = 250_000
 #: a run changing at most this many rows keeps them in the index's inbox (one insert in
 #: the transaction logging the run) instead of writing Parquet files
 INBOX_ROWS = 5_000
-#: rows in the inbox beyond which they move to Parquet segments
+#: rows, and frames, in the inbox beyond which they move to Parquet segments
 INBOX_LIMIT = 20_000
+INBOX_FRAMES = 300
 #: segments of one table beyond which a flush merges the small ones
 MAX_SEGMENTS = 32
 
@@ -105,9 +106,12 @@ class HistoryLog:
         pending, self._pending, self.pending_rows = self._pending, {}, 0
         return {table: _concat(frames).assign(**{RUN: run_id}) for table, frames in pending.items()}
 
-    def inbox_rows(self, conn: sa.Connection) -> int:
+    def inbox_full(self, conn: sa.Connection) -> bool:
+        """Does the inbox hold enough to move to Parquet (INBOX_LIMIT rows, INBOX_FRAMES frames)?"""
         table = sql.qualified(conn, self.index.history_inbox)
-        return int(conn.exec_driver_sql(f"SELECT COALESCE(SUM(rows), 0) FROM {table}").scalar_one())
+        frames, rows = conn.exec_driver_sql(
+            f"SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM {table}").one()
+        return int(frames) > INBOX_FRAMES or int(rows) > INBOX_LIMIT
 
     def settle(self) -> None:
         """Move the versions in the inbox to Parquet segments (one per table), so that
