@@ -217,22 +217,27 @@ class FilepipeApp:
         t.store.flush()
         return backup
 
-    def row_sources(self, table: str, key: dict[str, Any], run: int) -> dict[str, Any]:
-        """For a row of the output `table`: the rows of each input of the step writing it,
-        as they were after run `run`, under the row's transform keys."""
+    def row_sources(self, table: str, row: dict[str, Any], run: int) -> dict[str, Any]:
+        """For a version of a row of the output `table` (`row`: its values then), the rows
+        of each input of the step writing it, as they were after run `run`, under the
+        row's transform keys."""
+        import pandas as pd
+
         from . import versions
+        from .frames import rows_in
 
         t = self.table(table)
         step = next((s for s in self.steps if s.name == t.produced_by), None)
         if step is None:
             return {}
-        tk = [k for k in getattr(step, "transform_keys", []) if k in key]
+        tk = [k for k in getattr(step, "transform_keys", []) if k in row]
         found = {}
         for source in step.inputs:
             rows = versions.as_of(self.ds, source.name, run)
-            for k in tk:
-                if k in rows.columns:
-                    rows = rows[rows[k].astype(str) == str(key[k])]
+            on = [k for k in tk if k in rows.columns]
+            if on and len(rows):
+                wanted = source.meta.coerce(pd.DataFrame({k: [row[k]] for k in on}))
+                rows = rows[rows_in(rows, wanted, on)]
             found[source.name] = rows.reset_index(drop=True)
         return found
 

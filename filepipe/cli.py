@@ -541,9 +541,11 @@ def history(obj: Context, table: str, key: Sequence[str], fmt: str) -> None:
     _echo_frame(found, "text")
     if app.table(table).produced_by is None:
         return
-    for run in found.loc[found["change"] != "deleted", "run"].drop_duplicates():
-        for source, rows in app.row_sources(table, values, int(run)).items():
-            click.echo(f"\nversion {run}: computed from {source} ({len(rows)} row(s))")
+    columns = [c for c in found.columns if c not in ("run", "time", "change", "changed")]
+    for version in found[found["change"] != "deleted"].to_dict("records"):
+        row = {**values, **{c: version[c] for c in columns}}
+        for source, rows in app.row_sources(table, row, int(version["run"])).items():
+            click.echo(f"\nversion {version['run']}: computed from {source} ({len(rows)} row(s))")
             _echo_frame(rows.head(20), "text")
 
 

@@ -14,7 +14,6 @@ from . import sql
 from .errors import MissingColumnsError
 from .frames import check_keys, key_positions, pick, rows_in, sql_type_for, take_rows
 from .meta import MetaIndex
-from .meta.history import PENDING_ROWS
 from .report import RunReport
 from .sql import DBConn
 
@@ -64,96 +63,81 @@ class DataStore:
         #: the report of the run in progress (only to log each run once; changes are
         #: counted into the report passed to the calls that make them)
         self.running: RunReport | None = None
-        self._run_id: int | None = None  # of the run in progress, once it has one
-        self._seq0 = 0  # the clock when it began
         self._logged_at: int | None = None  # the clock when this process last logged a run
 
     @contextmanager
     def recording(self, report: RunReport) -> Iterator[RunReport]:
-        """A run for `report`: timed, logged in the run log if it did anything, its row
-        versions written to the history. Runs nested in a run (a watch cycle's
-        `run_steps`) are part of the outer one. What the run committed is recorded even
-        if it fails part-way."""
+        """A run for `report`: timed, and logged in the run log if it did anything (each
+        logged run is a version; its row versions went into the history with the changes
+        themselves). Runs nested in a run (a watch cycle's `run_steps`) are part of the
+        outer one. What the run committed is logged even if it fails part-way."""
         if self.running is not None:
             yield report
             report.finished = time.time()
             return
         self.running = report
-        history = self.meta.history
-        seq0 = self._seq0 = self.meta.current_seq()
+        seq0 = self.meta.current_seq()
         try:
-            if history.enabled and seq0 != self._logged_at:  # else this process logged it all
-                self.repair_history()
+            if self.meta.history.enabled:
+                if seq0 != self._logged_at:  # else this process logged every change so far
+                    self._log_unlogged(seq0)
+                self._start_history()
             yield report
         finally:
             self.running = None
             report.finished = time.time()
-            if report.changed or report.failed or history.has_pending or self._run_id is not None:
-                self._log(report, seq0)
-            self._run_id = None
+            if report.changed or report.failed:
+                report.run_id, self._logged_at = self.meta.log_run(report, seq0)
 
-    def _log(self, report: RunReport, seq0: int) -> None:
-        """Write the run's versions waiting in memory to the history, then log the run."""
-        self._run_id, self._logged_at = self.meta.log_run(report, seq0, self._run_id)
-        report.run_id = self._run_id
+    def _log_unlogged(self, now: int) -> None:
+        """Log the changes of a run that died before it was logged, as a version of its own
+        (their row versions are in the history: they were written together)."""
+        history = self.meta.history
+        with self.meta.begin() as conn:
+            runs = history.runs(conn, limit=1, columns=("run_id", "seq_to"))
+            last = int(runs["seq_to"].iloc[0]) if len(runs) else 0
+            tables = history.unlogged(conn, last) if now > last else {}
+        if tables:
+            recovered = RunReport(trigger="recovered after a crash", tables=tables)
+            recovered.finished = time.time()
+            self.meta.log_run(recovered, last)
 
-    def keep_history(self) -> None:
-        """Write the versions waiting in memory when many have piled up (mid-run)."""
-        if self.running is not None and self.meta.history.pending_rows >= PENDING_ROWS:
-            self._log(self.running, self._seq0)
-
-    @property
-    def history(self) -> HistoryStore:
-        """The history, all of it in Parquet segments (versions of the last small runs
-        move there from the index first)."""
-        self.meta.history.settle()
-        return self.meta.history.store
-
-    def repair_history(self) -> None:
-        """Fill the history up to the clock from the meta and the stored rows: after a
-        crash lost versions kept only in memory, or the first time an index keeps one."""
-        import pandas as pd
-
+    def _start_history(self) -> None:
+        """Record, as a first version, the current rows of tables whose history has not
+        begun (an index that kept none so far); a table without rows just begins."""
         from .meta.history import staged_versions
 
         history = self.meta.history
         with self.meta.begin() as conn:
-            done, now = history.complete_to(conn), self.meta.current_seq(conn)
-        if done is not None and done >= now:
+            begun = history.started(conn)
+        todo = [t for t in self._tables.values() if t.name not in begun]
+        if not todo:
             return
-        lo = done or 0
-        for table in self._tables.values():
-            if not table.meta.exists:
-                continue
-            with self.meta.begin() as conn:
-                changed = table.meta.last_changed_between(conn, lo, now)
-            if changed.empty:
-                continue
-            live = changed[changed["delete_ts"].isna()]
-            rows = table.store.read_rows(pick(live, table.primary_keys)) if len(live) else None
-            keys = table.primary_keys
-            frames = []
-            if rows is not None and len(rows):
-                rows = table.meta.coerce(rows)
-                pos = key_positions(rows, live, keys)
-                found = pos >= 0
-                meta = live.take(pos[found])
-                kind = ["added" if c == u else "updated"
-                        for c, u in zip(meta["create_ts"], meta["update_ts"])]
-                frames.append(staged_versions(rows[found].reset_index(drop=True),
-                                              meta["seq"].to_numpy(), kind, meta["hash"].to_numpy()))
-            gone = changed[changed["delete_ts"].notna()]
-            if len(gone):
-                frames.append(staged_versions(pick(gone, keys), gone["seq"].to_numpy(), "deleted", None))
-            if frames:
-                history._pending.setdefault(table.name, []).append(pd.concat(frames, ignore_index=True))
-        if history.has_pending:
-            recovered = RunReport(trigger="history" if done is None else "recovered after a crash")
-            recovered.finished = time.time()
-            self.meta.log_run(recovered, lo)
-        else:
-            with self.meta.begin() as conn:
-                history.set_complete_to(conn, now)
+        with self.meta.begin() as conn:  # one transaction: the first versions, their run, the marks
+            now = self.meta.current_seq(conn)
+            first = RunReport(trigger="history begins")
+            run_id = self.meta.next_run_id(conn)
+            for t in todo:
+                meta = t.meta.scan(conn) if t.meta.exists else None
+                if meta is not None and len(meta):
+                    rows = t.meta.coerce(t.store.read_rows(pick(meta, t.primary_keys)))
+                    pos = key_positions(rows, meta, t.primary_keys)
+                    found = meta.take(pos[pos >= 0])
+                    history.stage(conn, t.name, staged_versions(
+                        rows[pos >= 0].reset_index(drop=True), found["seq"].to_numpy(), "added",
+                        found["hash"].to_numpy()).assign(_fp_run=run_id), run_id)
+                    first.table_changed(t.name, len(found), 0, 0)
+                history.start(conn, t.name, now)
+            if first.tables:
+                first.finished = time.time()
+                self.meta.log_run(first, now, run_id, conn)
+
+    @property
+    def history(self) -> HistoryStore:
+        """The history, all of it in Parquet segments (the versions of logged runs move
+        there from the index's inbox first)."""
+        self.meta.history.settle()
+        return self.meta.history.store
 
     def get_or_create_table(self, name: str, store: TableStore,
                             max_delete_share: float | None = None) -> DataTable:

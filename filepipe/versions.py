@@ -74,7 +74,7 @@ def log(ds: DataStore, table: str | None = None, limit: int | None = None) -> li
 
 def resolve(ds: DataStore, ref: str | int | None) -> int:
     """The clock value a ref names: the state after run ``N``, at a tag, or at a time.
-    None: now."""
+    None: now. A state `gc` dropped is refused."""
     if ref is None or ref == "":
         return ds.meta.current_seq()
     history = ds.meta.history
@@ -82,6 +82,7 @@ def resolve(ds: DataStore, ref: str | int | None) -> int:
     with ds.meta.begin() as conn:
         tags = history.tags(conn)
         runs = history.runs(conn, columns=("run_id", "finished", "seq_to"))
+        kept_from = history.kept_from(conn)
     hit = tags[tags["name"] == text]
     if len(hit):
         return int(hit["seq"].iloc[0])
@@ -89,13 +90,19 @@ def resolve(ds: DataStore, ref: str | int | None) -> int:
         found = runs[runs["run_id"] == int(text)]
         if found.empty:
             raise FilepipeError(f"no version {text}: `filepipe log` lists them")
-        return int(found["seq_to"].iloc[0])
-    moment = _parse_time(text)
-    if moment is None:
-        raise FilepipeError(f"{text!r} names no version: give a run id from `filepipe log`, a tag "
-                            "from `filepipe tags`, or a time such as 2026-11-30 or 2026-11-30T14:00")
-    before = runs[runs["finished"].fillna(float("inf")) <= moment]
-    return int(before["seq_to"].max()) if len(before) else 0
+        seq = int(found["seq_to"].iloc[0])
+    else:
+        moment = _parse_time(text)
+        if moment is None:
+            raise FilepipeError(f"{text!r} names no version: give a run id from `filepipe log`, a tag "
+                                "from `filepipe tags`, or a time such as 2026-11-30 or 2026-11-30T14:00")
+        before = runs[runs["finished"].fillna(float("inf")) <= moment]
+        seq = int(before["seq_to"].max()) if len(before) else 0
+    if seq < kept_from and seq not in set(tags["seq"].astype("int64")):
+        first = runs[runs["seq_to"] >= kept_from]["run_id"].min()
+        raise FilepipeError(f"version {text} is older than the history `filepipe gc` kept: every "
+                            f"version from {first} on, and the tagged ones (`filepipe tags`)")
+    return seq
 
 
 def table_keys(ds: DataStore, table: str) -> list[str]:
@@ -213,6 +220,8 @@ def gc(ds: DataStore, keep_runs: int | None = None, keep_days: float | None = No
     keep_from = min(points) if len(points) > 1 else points[0]
     keep_seqs = [int(s) for s in tags(ds)["seq"]]
     store = ds.history
+    with ds.meta.begin() as conn:  # first: a crash during gc leaves no state served half-dropped
+        ds.meta.history.set_kept_from(conn, max(keep_from, ds.meta.history.kept_from(conn)))
     dropped = {}
     for table in store.tables():
         meta = ds.meta.row_meta(table)

@@ -8,9 +8,6 @@ have after each run is computed with plain Python. Every answer of the versionin
 is checked against those recorded states: the run log's counts, the daff-style diff, the
 change workbook read back with openpyxl (fills, frozen header, filters, `old → new` cells),
 the versions of one row, tables as of a run id, a tag and a time, and restores.
-
-Tests marked xfail(strict=True) pin down bugs in filepipe; each reason says what goes
-wrong (they XPASS, and fail, once fixed).
 """
 
 from __future__ import annotations
@@ -500,9 +497,6 @@ def test_history_of_a_row_lists_its_versions(story: Story, table: str, key: dict
         assert set(re.findall(r"\b(\d{4})\b", block)) >= ids, (run, block)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: FilepipeApp.row_sources filters the input rows only by transform "
-                   "keys named on the command line; an output row whose transform key (sku) is a data column "
-                   "lists every row of every input instead of those with its sku")
 def test_history_of_an_output_row_lists_only_its_input_rows(story: Story) -> None:
     text = fp(story.sales.pipeline, "history", "priced_orders", "shop=online", "order_id=1011").stdout
     # order 1011 is an A-100 order: the step `price_orders` (transform keys: sku) read the
@@ -766,9 +760,6 @@ def test_gc_keeps_now_and_tagged_states_and_drops_older_versions(tmp_path: Path)
     assert result.exit_code == 2 and "--keep-runs" in result.output, explain(result)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after gc, `show --as-of` / `diff --from` a version gc dropped "
-                   "(untagged, older than --keep-runs) silently return a wrong state (rows missing, prices of "
-                   "other versions) instead of refusing: versions.resolve/as_of do not know what gc dropped")
 def test_as_of_a_version_dropped_by_gc_is_refused_not_made_up(tmp_path: Path) -> None:
     sales, frames = gc_project(tmp_path)
     p = sales.pipeline

@@ -6,7 +6,7 @@ which the run log and the history agree with what the sources and outputs hold:
 * no version is orphaned (every row version belongs to a logged run, within its clock
   range) or missing (each table's row versions, replayed in clock order by this test,
   give its current rows); no row version is stored twice (temp files left in the
-  history folder are checked on their own, see the xfail below);
+  history folder are checked on their own);
 * every row version holds the content its hash (the one the meta recorded) says;
 * the version that recovers the killed run's changes shows outputs consistent with the
   sources wherever the killed run had finished computing them;
@@ -16,12 +16,10 @@ The kill points: inside the user's function (after a batch committed), after a b
 meta write (before its commit), during `HistoryStore.append` (before a segment, and with
 the segment's temp file written but not renamed), before `MetaIndex.log_run` (everything
 committed, the run not logged), inside it between two segments (with the run made to write
-its segments itself, `INBOX_ROWS = 0`) and before the Excel output's file write (its meta
+its segments itself, `INBOX_LIMIT = 0`) and before the Excel output's file write (its meta
 committed). The child runs the pipeline, then reads every table's history (as `filepipe
 show --as-of` would), so that segment writes happen whether the run or the first read
 writes them.
-
-Tests marked xfail(strict=True) pin down bugs in filepipe; each reason says what goes wrong.
 """
 
 from __future__ import annotations
@@ -82,8 +80,9 @@ CHILD = textwrap.dedent('''
     from filepipe.app import load_app
 
     pipeline, target, n, when = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    if os.environ.get("FP_SEGMENTS_IN_RUN") and hasattr(filepipe.meta.index, "INBOX_ROWS"):
-        filepipe.meta.index.INBOX_ROWS = 0  # every run writes its Parquet segments in log_run
+    if os.environ.get("FP_SEGMENTS_IN_RUN"):
+        import filepipe.meta.history
+        filepipe.meta.history.INBOX_LIMIT = 0  # every logged run moves the inbox to Parquet
     if target == "func":
         os.environ["FP_KILL_IN_FUNC"] = str(n)
     else:
@@ -225,25 +224,17 @@ def consistent_at(app: FilepipeApp, run_id: int, tables: list[str]) -> None:
         assert_state(versions.as_of(app.ds, t, run_id), make[t](orders), KEYS[t], f"{t} as of {run_id}")
 
 
-STALE_REPAIR = pytest.mark.xfail(strict=True, reason=(
-    "BUG: DataStore.repair_history (filepipe/table.py) rebuilds the lost versions of a file-backed output "
-    "from its file (table.store.read_rows), which a killed run never wrote (the Excel write comes after the "
-    "meta commit): rows added by the killed run are left out (the rebuild then records deletions of rows "
-    "the history never had) and changed rows get their OLD content under the NEW hash, so as_of the "
-    "recovered version is wrong"))
-
 SCENARIOS = [
     # phase, target, n, when, tables the killed run had finished computing
-    pytest.param("load", "func", 2, "before", [], id="load-in-user-function", marks=STALE_REPAIR),
-    pytest.param("update", "func", 2, "before", [], id="update-in-user-function", marks=STALE_REPAIR),
+    pytest.param("load", "func", 2, "before", [], id="load-in-user-function"),
+    pytest.param("update", "func", 2, "before", [], id="update-in-user-function"),
     pytest.param("update", "meta_write", 3, "after", [], id="after-a-batch-meta-write"),
     pytest.param("update", "append", 2, "before", ["copy", "totals"], id="before-a-history-segment"),
     pytest.param("update", "parquet_write", 1, "after", ["copy", "totals"], id="segment-temp-file-written"),
     pytest.param("update", "log_run", 1, "before", ["copy", "totals"], id="before-log-run"),
     pytest.param("update", "append@run", 2, "after", ["copy", "totals"], id="in-log-run-between-segments"),
     pytest.param("load", "log_run", 1, "before", ["copy", "totals"], id="load-before-log-run"),
-    pytest.param("update", "excel_write", 1, "before", ["copy"], id="before-the-excel-output-write",
-                 marks=STALE_REPAIR),
+    pytest.param("update", "excel_write", 1, "before", ["copy"], id="before-the-excel-output-write"),
 ]
 
 
@@ -291,9 +282,6 @@ def test_killed_run_leaves_log_and_history_consistent(tmp_path: Path, phase: str
         app.ds.meta_dbconn.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a segment write killed after its temp file was written leaves "
-                   "`.~filepipe-<hex>.parquet` in .filepipe/history/<table>/ for good: nothing removes temp "
-                   "files there (fileutil.remove_stale_temp_files runs on output folders only)")
 def test_a_killed_segment_write_leaves_no_temp_file(tmp_path: Path) -> None:
     root = project(tmp_path)
     kill_child(root, "parquet_write", 1, "after")
@@ -309,9 +297,6 @@ def test_a_killed_segment_write_leaves_no_temp_file(tmp_path: Path) -> None:
         app.ds.meta_dbconn.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the version recovering a killed run's changes is logged with no "
-                   "tables (DataStore.repair_history logs RunReport(trigger='recovered after a crash') with an "
-                   "empty summary), so `filepipe log` shows '-' for it and `log --table T` leaves it out")
 def test_log_names_the_tables_a_recovered_version_changed(tmp_path: Path) -> None:
     root = project(tmp_path)
     kill_child(root, "log_run", 1, "before")
@@ -369,10 +354,6 @@ DB_PIPELINE = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: DataStore.repair_history (filepipe/table.py) rebuilds lost versions "
-                   "only of the tables registered in this process (self._tables), yet marks the whole history "
-                   "complete; a process that only writes the source (bare store_chunk) after a crash drops the "
-                   "output's lost versions for good, and as_of(users) then disagrees with the users table")
 def test_a_process_opening_one_table_does_not_lose_other_tables_versions(tmp_path: Path) -> None:
     import importlib.util
     import sqlite3

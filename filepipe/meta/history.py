@@ -1,13 +1,13 @@
-"""The versions kept of every table: row versions staged by open transactions, written to
-the Parquet history (`filepipe.history.HistoryStore`) once committed, how far the history
-is complete, and tags naming versions.
+"""The versions kept of every table: row versions written with the transaction that
+makes the change, moved to the Parquet history (`filepipe.history.HistoryStore`) in bulk,
+the tables whose history is complete, tags naming versions, and what gc dropped.
 
-A change reaches the history in the order data reaches its store: staged with the
-transaction that writes it, kept in memory once that transaction commits (dropped if it
-rolls back), and written as a segment per table at the end of the run (or sooner, when
-many rows are waiting). The index then records the clock value up to which the history
-is complete: a crash before that leaves a gap the next run fills from the meta and the
-stored rows (`DataStore.repair_history`).
+A change reaches the history in the transaction that writes it to the index: its row
+versions go into the index's inbox (``fp_history_inbox``, the frame pickled), so the
+history can never hold a change the meta does not, nor miss one the meta holds, whatever
+moment a crash picks. The inbox moves to Parquet segments, a segment per table, when it
+has grown (at the end of a run) and before any read of the history. A version whose run
+was never logged (the process died) is logged by the next run as a recovered one.
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ if TYPE_CHECKING:
     from ..history import HistoryStore
     from .schema import IndexDB
 
-#: committed rows kept in memory before they are written out mid-run
-PENDING_ROWS = 250_000
-#: a run changing at most this many rows keeps them in the index's inbox (one insert in
-#: the transaction logging the run) instead of writing Parquet files
-INBOX_ROWS = 5_000
-#: rows, and frames, in the inbox beyond which they move to Parquet segments
-INBOX_LIMIT = 20_000
+#: rows, and frames, in the inbox beyond which a run's end moves them to Parquet segments
+INBOX_LIMIT = 50_000
 INBOX_FRAMES = 300
-#: segments of one table beyond which a flush merges the small ones
+#: segments of one table beyond which moving the inbox merges the small ones
 MAX_SEGMENTS = 32
+INBOX_COLUMNS = ["table_name", "seq_lo", "seq_hi", "run_id", "rows", "added", "updated", "deleted", "data"]
 
 
 class HistoryLog:
@@ -44,11 +40,6 @@ class HistoryLog:
         self.index = index
         self.root = root
         self._store: HistoryStore | None = None
-        self._staged: dict[int, list[tuple[str, pd.DataFrame]]] = {}
-        self._pending: dict[str, list[pd.DataFrame]] = {}
-        self.pending_rows = 0
-        index.after_commit.append(self._committed)
-        index.after_rollback.append(self._rolled_back)
 
     @property
     def enabled(self) -> bool:
@@ -65,46 +56,32 @@ class HistoryLog:
         return self._store
 
     # --- capture ------------------------------------------------------------------------
-    def stage(self, conn: sa.Connection, table: str, rows: pd.DataFrame) -> None:
-        """Row versions written by the transaction of `conn` (kept once it commits)."""
-        if self.enabled and len(rows):
-            self._staged.setdefault(id(conn), []).append((table, rows))
-
-    def _committed(self, conn: sa.Connection) -> None:
-        for table, rows in self._staged.pop(id(conn), ()):
-            self._pending.setdefault(table, []).append(rows)
-            self.pending_rows += len(rows)
-
-    def _rolled_back(self, conn: sa.Connection) -> None:
-        self._staged.pop(id(conn), None)
-
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
-    def flush(self, run_id: int) -> None:
-        """Write the committed versions waiting, a segment per table, as versions of run
-        `run_id` (the run log then records the history complete: `MetaIndex.log_run`)."""
-        for table, rows in self._take_pending(run_id).items():
-            self.store.append(table, rows)
-            self.store.compact(table, MAX_SEGMENTS)
-
-    def keep_in_inbox(self, conn: sa.Connection, run_id: int) -> None:
-        """Keep the versions waiting (few) in the index's inbox, in the transaction of
-        `conn` (the one logging run `run_id`): a Parquet file per table and run would
-        cost more than the change itself."""
+    def stage(self, conn: sa.Connection, table: str, rows: pd.DataFrame, run_id: int | None = None) -> None:
+        """Row versions of `table` (the row's columns and `_fp_seq`, `_fp_kind`, `_fp_hash`)
+        written by the transaction of `conn`: into the inbox, in that transaction. Their run
+        is found by their clock values when they move to Parquet, unless `run_id` says."""
         import pickle
 
-        rows = [(table, len(df), pickle.dumps(df, protocol=pickle.HIGHEST_PROTOCOL))
-                for table, df in self._take_pending(run_id).items()]
-        inbox = self.index.history_inbox
-        sql.executemany(conn, sql.insert_sql(conn, inbox, ["table_name", "rows", "data"]), rows)
+        from ..history.states import KIND, SEQ
 
-    def _take_pending(self, run_id: int) -> dict[str, pd.DataFrame]:
-        from ..history.states import RUN
+        if not self.enabled or not len(rows):
+            return
+        kinds = rows[KIND].value_counts()
+        seq = rows[SEQ].to_numpy()
+        values = (table, int(seq.min()), int(seq.max()), run_id, len(rows),
+                  int(kinds.get("added", 0)), int(kinds.get("updated", 0)), int(kinds.get("deleted", 0)),
+                  pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+        sql.executemany(conn, sql.insert_sql(conn, self.index.history_inbox, INBOX_COLUMNS), [values])
 
-        pending, self._pending, self.pending_rows = self._pending, {}, 0
-        return {table: _concat(frames).assign(**{RUN: run_id}) for table, frames in pending.items()}
+    def unlogged(self, conn: sa.Connection, after: int) -> dict[str, dict[str, int]]:
+        """Rows added, updated and deleted per table by inbox versions with clock values
+        above `after` (the last logged run's): changes of a run that was never logged."""
+        inbox = sql.qualified(conn, self.index.history_inbox)
+        ph = sql.placeholders(conn, 1)[0]
+        found = conn.exec_driver_sql(
+            f"SELECT table_name, SUM(added), SUM(updated), SUM(deleted) FROM {inbox} "
+            f"WHERE seq_lo > {ph} AND run_id IS NULL GROUP BY table_name", (int(after),)).all()
+        return {t: {"added": int(a), "updated": int(u), "deleted": int(d)} for t, a, u, d in found}
 
     def inbox_full(self, conn: sa.Connection) -> bool:
         """Does the inbox hold enough to move to Parquet (INBOX_LIMIT rows, INBOX_FRAMES frames)?"""
@@ -114,39 +91,67 @@ class HistoryLog:
         return int(frames) > INBOX_FRAMES or int(rows) > INBOX_LIMIT
 
     def settle(self) -> None:
-        """Move the versions in the inbox to Parquet segments (one per table), so that
-        the history is all in the history folder. Reads of the history call it first.
-        A crash in between leaves versions in both places, which reads count once."""
+        """Move the versions in the inbox whose run is logged to Parquet segments (one per
+        table), each version stamped with its run. A crash in between leaves versions in
+        both places, which reads count once; temp files of a killed write are removed."""
         import pickle
+
+        import numpy as np
+
+        from ..fileutil import remove_stale_temp_files
+        from ..history.states import RUN, SEQ
 
         if not self.enabled:
             return
         inbox = self.index.history_inbox
         with self.index.begin() as conn:
+            runs = self.runs(conn, columns=("run_id", "seq_from", "seq_to")).sort_values("seq_to")
+            logged = int(runs["seq_to"].max()) if len(runs) else 0
+            ph = sql.placeholders(conn, 1)[0]
             found = conn.exec_driver_sql(
-                f"SELECT id, table_name, data FROM {sql.qualified(conn, inbox)} ORDER BY id").all()
+                f"SELECT id, table_name, data FROM {sql.qualified(conn, inbox)} "
+                f"WHERE seq_hi <= {ph} OR run_id IS NOT NULL ORDER BY id", (logged,)).all()
         if not found:
             return
+        if self.root is not None and self.root.exists():
+            remove_stale_temp_files(self.root)
+        ends, ids = runs["seq_to"].to_numpy(dtype="int64"), runs["run_id"].to_numpy(dtype="int64")
         frames: dict[str, list[pd.DataFrame]] = {}
         for _, table, data in found:
-            frames.setdefault(table, []).append(pickle.loads(data))  # our own index's bytes
+            df = pickle.loads(data)  # our own index's bytes
+            if RUN not in df.columns:  # the run whose clock range holds each version
+                df[RUN] = ids[np.searchsorted(ends, df[SEQ].to_numpy(dtype="int64"), side="left")]
+            frames.setdefault(table, []).append(df)
         for table, parts in frames.items():
             self.store.append(table, _concat(parts))
             self.store.compact(table, MAX_SEGMENTS)
         with self.index.begin() as conn:
-            ph = sql.placeholders(conn, 1)[0]
-            conn.exec_driver_sql(f"DELETE FROM {sql.qualified(conn, inbox)} WHERE id <= {ph}",
-                                 (int(found[-1][0]),))
+            q = sql.qualified(conn, inbox)
+            done = [int(r[0]) for r in found]
+            for start in range(0, len(done), sql.MAX_VARIABLES):
+                part = done[start:start + sql.MAX_VARIABLES]
+                conn.exec_driver_sql(f"DELETE FROM {q} WHERE id IN ({', '.join(map(str, part))})")
 
-    # --- how far the history is complete ------------------------------------------------
-    def complete_to(self, conn: sa.Connection) -> int | None:
-        """The clock value up to which every change is in the history (None: never kept)."""
+    # --- tables whose history is complete -----------------------------------------------
+    def started(self, conn: sa.Connection) -> set[str]:
+        """Tables whose every change is in the history (since their first row, or since
+        their current rows were recorded as a first version)."""
         table = sql.qualified(conn, self.index.history_state)
-        found = conn.exec_driver_sql(f"SELECT seq FROM {table} WHERE id = 1").first()
-        return None if found is None else int(found[0])
+        return {str(r[0]) for r in conn.exec_driver_sql(f"SELECT table_name FROM {table}")}
 
-    def set_complete_to(self, conn: sa.Connection, seq: int) -> None:
-        sql.upsert_tuples(conn, self.index.history_state, ["id", "seq"], [(1, int(seq))], ["id"])
+    def start(self, conn: sa.Connection, table: str, seq: int) -> None:
+        sql.upsert_tuples(conn, self.index.history_state, ["table_name", "since_seq"],
+                          [(table, int(seq))], ["table_name"])
+
+    # --- what gc dropped ----------------------------------------------------------------
+    def kept_from(self, conn: sa.Connection) -> int:
+        """The clock value before which gc dropped states (tagged ones excepted); 0: none."""
+        table = sql.qualified(conn, self.index.history_state)
+        found = conn.exec_driver_sql(f"SELECT since_seq FROM {table} WHERE table_name = ''").first()
+        return int(found[0]) if found else 0
+
+    def set_kept_from(self, conn: sa.Connection, seq: int) -> None:
+        self.start(conn, "", seq)  # the row of no table holds it
 
     # --- tags ---------------------------------------------------------------------------
     def tag(self, conn: sa.Connection, name: str, run_id: int | None, seq: int,
@@ -156,12 +161,6 @@ class HistoryLog:
 
     def tags(self, conn: sa.Connection) -> pd.DataFrame:
         return sql.select_all(conn, self.index.tags, ["name", "run_id", "seq", "created", "message"])
-
-    def untag(self, conn: sa.Connection, name: str) -> bool:
-        ph = sql.placeholders(conn, 1)[0]
-        done = conn.exec_driver_sql(f"DELETE FROM {sql.qualified(conn, self.index.tags)} "
-                                    f"WHERE name = {ph}", (name,))
-        return bool(done.rowcount)
 
     # --- runs ---------------------------------------------------------------------------
     def runs(self, conn: sa.Connection, limit: int | None = None,

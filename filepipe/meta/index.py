@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..sql import DBConn
 from .files import FileMeta
-from .history import INBOX_ROWS, HistoryLog, default_root
+from .history import HistoryLog, default_root
 from .schema import IndexDB
 
 if TYPE_CHECKING:
@@ -51,45 +51,36 @@ class MetaIndex(IndexDB):
         return self._steps[name]
 
     # --- run log ----------------------------------------------------------------------
-    def next_run_id(self, conn: sa.Connection | None = None) -> int:
+    def next_run_id(self, conn: sa.Connection) -> int:
         """The id the next logged run gets (one writer at a time holds the index)."""
         from ..sql import qualified
 
-        if conn is None:
-            with self.begin() as own:
-                return self.next_run_id(own)
         return int(conn.exec_driver_sql(
             f"SELECT COALESCE(MAX(run_id), 0) + 1 FROM {qualified(conn, self.runs)}").scalar_one())
 
-    def log_run(self, report: Any, seq_from: int, run_id: int | None = None) -> tuple[int, int]:
+    def log_run(self, report: Any, seq_from: int, run_id: int | None = None,
+                conn: sa.Connection | None = None) -> tuple[int, int]:
         """Record a run (started, finished, trigger, clock range, summary) as run `run_id`
-        (None: a new one), or update its record; and with it the run's row versions still
-        in memory (into Parquet segments first when many, else into the index's inbox in
-        the same transaction), and that the history holds every change up to now.
-        Returns the run's id and the clock value it was logged at."""
+        (None: a new one), in the transaction of `conn` if given. Returns its id and the
+        clock value it was logged at. Its row versions are in the history's inbox already;
+        when the inbox has grown, they move to Parquet now."""
         import json
 
         from ..sql import upsert_tuples
 
-        history = self.history
-        if history.pending_rows > INBOX_ROWS:
-            run_id = self.next_run_id() if run_id is None else run_id
-            history.flush(run_id)
-        with self.begin() as conn:
-            run_id = self.next_run_id(conn) if run_id is None else run_id
-            now = self.current_seq(conn)
-            upsert_tuples(conn, self.runs, ["run_id", "started", "finished", "trigger", "seq_from",
-                                            "seq_to", "summary"],
-                          [(run_id, report.started, report.finished, report.trigger, seq_from, now,
-                            json.dumps(report.summary()))], ["run_id"])
-            spill = False
-            if history.enabled:
-                if history.has_pending:
-                    history.keep_in_inbox(conn, run_id)
-                history.set_complete_to(conn, now)
-                spill = history.inbox_full(conn)
-        if spill:
-            history.settle()
+        if conn is None:
+            with self.begin() as own:
+                run_id, now = self.log_run(report, seq_from, run_id, own)
+                spill = self.history.enabled and self.history.inbox_full(own)
+            if spill:
+                self.history.settle()
+            return run_id, now
+        run_id = self.next_run_id(conn) if run_id is None else run_id
+        now = self.current_seq(conn)
+        upsert_tuples(conn, self.runs, ["run_id", "started", "finished", "trigger", "seq_from",
+                                        "seq_to", "summary"],
+                      [(run_id, report.started, report.finished, report.trigger, seq_from, now,
+                        json.dumps(report.summary()))], ["run_id"])
         return run_id, now
 
     # --- column types of written files ---------------------------------------------------

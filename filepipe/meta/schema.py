@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -81,20 +81,23 @@ class IndexDB:
             sa.Column("message", sa.Text),
         )
         self.history_state = sa.Table(
-            f"{PREFIX}history", self.md,
-            sa.Column("id", sa.Integer, primary_key=True),
-            sa.Column("seq", sa.BigInteger, nullable=False),  # changes up to it are in the history
+            f"{PREFIX}history", self.md,  # tables whose every change is in the history
+            sa.Column("table_name", sa.String, primary_key=True),  # '': gc's mark
+            sa.Column("since_seq", sa.BigInteger, nullable=False),
         )
         self.history_inbox = sa.Table(
-            f"{PREFIX}history_inbox", self.md,  # versions of small runs, until moved to Parquet
+            f"{PREFIX}history_inbox", self.md,  # row versions, until they move to Parquet
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("table_name", sa.String, nullable=False),
+            sa.Column("seq_lo", sa.BigInteger, nullable=False),
+            sa.Column("seq_hi", sa.BigInteger, nullable=False),
+            sa.Column("run_id", sa.Integer),  # NULL: the run whose clock range holds them
             sa.Column("rows", sa.Integer, nullable=False),
+            sa.Column("added", sa.Integer, nullable=False),
+            sa.Column("updated", sa.Integer, nullable=False),
+            sa.Column("deleted", sa.Integer, nullable=False),
             sa.Column("data", sa.LargeBinary, nullable=False),  # the pickled frame
         )
-        #: hooks called with each transaction's connection after it committed / rolled back
-        self.after_commit: list[Callable[[sa.Connection], None]] = []
-        self.after_rollback: list[Callable[[sa.Connection], None]] = []
         try:
             self.md.create_all(self.dbconn.engine, checkfirst=True)
             with self.begin() as conn:
@@ -114,17 +117,8 @@ class IndexDB:
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         """One transaction on the index database (data of stores in it joins in)."""
-        conn = None
-        try:
-            with self.dbconn.begin() as conn:
-                yield conn
-        except BaseException:
-            if conn is not None:
-                for hook in self.after_rollback:
-                    hook(conn)
-            raise
-        for hook in self.after_commit:
-            hook(conn)
+        with self.dbconn.begin() as conn:
+            yield conn
 
     # --- the change clock --------------------------------------------------------------
     def take_seq(self, conn: sa.Connection, n: int) -> int:

@@ -387,7 +387,6 @@ class BatchTransformStep(ComputeStep):
                     except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
                         self._fail(batch, exc, done_seq, report)
                     report.step_progress(self.name, len(batch))
-                    self.ds.keep_history()
         except OutputWriteError as exc:
             # none of the keys is done: all fail with this error, and the output is
             # rebuilt by the next run (it stays marked dirty; its readers wait)
