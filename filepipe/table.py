@@ -391,7 +391,7 @@ class DataTable:
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
     def _stage_versions(self, conn: sa.Connection, chunk: Chunk, written: MetaDF, gone: MetaDF) -> None:
-        """Hand the history the row versions this change makes (kept once it commits):
+        """Write to the history, in this change's transaction, the row versions it makes:
         new and changed rows with their content, deleted keys. A row written again with
         the same content (it moved to another source file) is no new version."""
         import numpy as np
@@ -411,11 +411,11 @@ class DataTable:
         history = self.ds.meta.history
         if content.all() and len(rows) == len(chunk.df):  # every row (a first load): no copy
             history.stage(conn, self.name, staged_versions(
-                chunk.df, written["seq"].to_numpy(), np.where(live, "updated", "added"), new_hash))
+                chunk.df, written["seq"].to_numpy(), live, new_hash))
         elif content.any():
             history.stage(conn, self.name, staged_versions(
                 chunk.df.take(rows[content]).reset_index(drop=True), written["seq"].to_numpy()[content],
-                np.where(live[content], "updated", "added"), new_hash[content]))
+                live[content], new_hash[content]))
         if len(gone):
             history.stage(conn, self.name, staged_versions(
                 pick(gone, self.primary_keys), gone["seq"].to_numpy(), "deleted", None))

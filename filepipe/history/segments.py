@@ -348,11 +348,15 @@ def _checked(rows: pd.DataFrame, table: str) -> pd.DataFrame:
     if missing:
         raise MissingColumnsError(f"{where}: row versions lack the system column(s) "
                                   f"{', '.join(missing)}")
-    bad = sorted(set(rows[KIND].dropna().astype(str)) - set(KINDS)) + (["null"] if rows[KIND].isna().any() else [])
+    import pandas as pd
+
+    found = pd.unique(rows[KIND].to_numpy(dtype=object, na_value=None))  # a few distinct values
+    bad = sorted({str(k) for k in found if k is not None} - set(KINDS)) + (["null"] if None in found else [])
     if bad:
         raise FilepipeError(f"{where}: {KIND} must be one of {', '.join(KINDS)}; found {', '.join(bad)}")
+    cast = {c: d for c, d in SYSTEM_DTYPES.items() if str(rows[c].dtype) != d}
     try:
-        typed = rows.astype(SYSTEM_DTYPES)
+        typed = rows.astype(cast) if cast else rows
     except (TypeError, ValueError) as exc:
         raise FilepipeError(f"{where}: system columns of the wrong type ({exc}): {SEQ} and "
                             "_fp_run need integers, _fp_hash integers or nulls") from exc

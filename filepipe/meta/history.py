@@ -214,8 +214,23 @@ def default_root(url: str) -> Path | None:
     return path.parent / "history" if path.name == "meta.sqlite" else path.with_name(f"{path.stem}.history")
 
 
-def staged_versions(df: pd.DataFrame, seq: Any, kind: Any, hashes: Any) -> pd.DataFrame:
-    """Row versions of the rows of `df`: their columns plus clock value, kind and hash."""
+def staged_versions(df: pd.DataFrame, seq: Any, kind: str | Any, hashes: Any) -> pd.DataFrame:
+    """Row versions of the rows of `df`: their columns plus clock value, kind (one for all,
+    or a boolean array: True 'updated', False 'added') and hash, typed as segments store them."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
     from ..history.states import HASH, KIND, SEQ
 
-    return df.assign(**{SEQ: seq, KIND: kind, HASH: hashes})
+    n = len(df)
+    codes = np.zeros(n, dtype=np.int8) if isinstance(kind, str) else np.asarray(kind, dtype=np.int8)
+    names = [kind] if isinstance(kind, str) else ["added", "updated"]
+    text = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, type=pa.large_string()))
+    kinds = pd.Series(pd.array(text.cast(pa.large_string()), dtype="str"))  # no string per row
+    return df.assign(**{
+        SEQ: np.asarray(seq, dtype="int64"),
+        KIND: kinds.set_axis(df.index),
+        HASH: pd.array(np.asarray(hashes, dtype="int64"), dtype="Int64") if hashes is not None
+        else pd.array([None] * n, dtype="Int64"),
+    })
