@@ -138,9 +138,8 @@ def diff(ds: DataStore, table: str, from_ref: str | int | None = None,
         state = store.as_of(table, keys, lo).iloc[0:0]
         return diff_states(state, state, keys)
     touched = changed[keys].drop_duplicates()
-    old = _only(store.as_of(table, keys, lo), touched, keys)
-    new = _only(store.as_of(table, keys, hi), touched, keys)
-    return diff_states(old, new, keys)
+    return diff_states(store.as_of_keys(table, keys, lo, touched),
+                       store.as_of_keys(table, keys, hi, touched), keys)
 
 
 def row_history(ds: DataStore, table: str, key: Mapping[str, Any]) -> pd.DataFrame:
@@ -294,12 +293,6 @@ def _run_range(ds: DataStore, run: int) -> tuple[int, int]:
     if found.empty:
         raise FilepipeError(f"no version {run}: `filepipe log` lists them")
     return int(found["seq_from"].iloc[0]), int(found["seq_to"].iloc[0])
-
-
-def _only(state: pd.DataFrame, keys_frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    from .frames import rows_in
-
-    return state[rows_in(state, keys_frame, keys)].reset_index(drop=True)
 
 
 def _parse_time(text: str) -> float | None:

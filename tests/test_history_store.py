@@ -215,6 +215,32 @@ def test_as_of_matches_the_state_after_every_edit(store: HistoryStore) -> None:
     assert store.as_of("nothing", KEYS, 5).columns.tolist() == ["id"]
 
 
+def test_as_of_some_keys_is_the_state_of_those_keys(store: HistoryStore) -> None:
+    # what a diff of a few changed keys reads: the state of those keys only, at every seq
+    rec = scenario(store)
+    for wanted in ([2], [3, 6], [1, 4, 5, 99], []):
+        keys = pd.DataFrame({"id": pd.Series(wanted, dtype="int64")})
+        for seq in range(rec.seq + 2):
+            got = store.as_of_keys("orders", KEYS, seq, keys)
+            want = {k: v for k, v in expected(rec.state_at(seq)).items() if k in wanted}
+            assert as_state(got) == want, f"keys {wanted} at seq {seq}"
+
+
+def test_as_of_some_keys_reads_only_the_row_groups_holding_them(store: HistoryStore,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments_module, "ROW_GROUP_ROWS", 100)
+    rec = Recorder()
+    store.append("big", rec.edits([("put", {"id": i, "v": f"v{i}"}) for i in range(1000)]))
+    reads: list[list[int]] = []
+    real = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
+                        lambda self, groups, columns=None, **kw: reads.append(list(groups))
+                        or real(self, groups, columns=columns, **kw))
+    got = store.as_of_keys("big", KEYS, rec.seq, pd.DataFrame({"id": [420, 421, 999]}))
+    assert got["v"].tolist() == ["v420", "v421", "v999"]
+    assert reads == [[4, 9], [4, 9]]  # key columns of the groups that may hold them, then those
+
+
 def test_versions_of_one_row(store: HistoryStore) -> None:
     scenario(store)
     v = store.versions("orders", KEYS, {"id": 2})

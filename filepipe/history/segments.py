@@ -233,10 +233,28 @@ class HistoryStore:
         if list(versions.columns) == SYSTEM_COLUMNS:
             return empty_frame(keys)
         _check_keys(versions, keys, table)
-        state = state_at(versions, keys)
-        exact = {c: _NUMPY[str(d)] for c, d in state.dtypes.items()  # nullable only for deletions
-                 if str(d) in _NUMPY and not state[c].isna().any()}
-        return state.astype(exact) if exact else state
+        return _exact_ints(state_at(versions, keys))
+
+    def as_of_keys(self, table: str, keys: Sequence[str], seq: int, wanted: pd.DataFrame) -> pd.DataFrame:
+        """`as_of(table, keys, seq)` of just the keys in `wanted` (a frame of the key
+        columns): reads the key columns of the segments, then only the row groups holding
+        one of those keys, so the cost grows with the keys asked for, not the table."""
+        from ..frames import empty_frame
+
+        def read() -> pd.DataFrame:
+            segments = [sg for sg in self.segments(table) if sg.overlaps(None, seq)]
+            union = self._union(self.segments(table))
+            if list(union.columns) == SYSTEM_COLUMNS:
+                return union
+            _check_keys(union, keys, table)
+            parts = [p for sg in segments if (p := _rows_with_keys(sg.path, wanted[list(keys)])) is not None]
+            found = self._combine(parts, union)
+            return found[found[SEQ].to_numpy() <= seq]
+
+        versions = self._retrying(read)
+        if list(versions.columns) == SYSTEM_COLUMNS:
+            return empty_frame(keys)
+        return _exact_ints(state_at(versions, keys))
 
     def versions(self, table: str, keys: Sequence[str], key_values: Mapping[str, Any]) -> pd.DataFrame:
         """Every version of the row of `table` whose keys equal `key_values`, oldest first,
@@ -426,6 +444,48 @@ def _matching_rows(path: Path, key_values: Mapping[str, Any]) -> pd.DataFrame | 
         holding = np.unique(np.searchsorted(ends, np.flatnonzero(hits), side="right"))
         rows = codec.to_frame(f.read_row_groups([groups[j] for j in holding]))
     return rows[_equal(rows, key_values)]
+
+
+def _exact_ints(state: pd.DataFrame) -> pd.DataFrame:
+    """Nullable integer and boolean columns (made so only by deletions) back to numpy ones
+    when they hold no null."""
+    exact = {c: _NUMPY[str(d)] for c, d in state.dtypes.items()
+             if str(d) in _NUMPY and not state[c].isna().any()}
+    return state.astype(exact) if exact else state
+
+
+def _rows_with_keys(path: Path, wanted: pd.DataFrame) -> pd.DataFrame | None:
+    """The versions in the segment at `path` whose keys are a row of `wanted`, or None.
+
+    Row groups whose statistics exclude every wanted value of a key column are skipped; of
+    the others, the key columns are read first, then the whole row groups holding a match."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ..frames import rows_in
+
+    keys = list(wanted.columns)
+    with pq.ParquetFile(path) as f:
+        schema = f.schema_arrow
+        if any(k not in schema.names for k in keys):
+            return None
+        meta = f.metadata
+        leaf = _leaf_indexes(meta)
+        as_json = set(codec.json_columns(schema))
+        values = {k: wanted[k].drop_duplicates().tolist() for k in keys}
+        groups = [i for i in range(meta.num_row_groups)
+                  if all(k in as_json or any(_may_hold(meta.row_group(i).column(leaf[k]).statistics, v)
+                                             for v in values[k]) for k in keys)]
+        if not groups:
+            return None
+        key_rows = codec.to_frame(f.read_row_groups(groups, columns=keys))
+        hits = rows_in(key_rows, wanted, keys)
+        if not hits.any():
+            return None
+        ends = np.cumsum([meta.row_group(i).num_rows for i in groups])
+        holding = np.unique(np.searchsorted(ends, np.flatnonzero(hits), side="right"))
+        rows = codec.to_frame(f.read_row_groups([groups[j] for j in holding]))
+    return rows[rows_in(rows, wanted, keys)]
 
 
 def _may_hold(stats: Any, value: Any) -> bool:
