@@ -7,7 +7,10 @@ history's size on disk against the size of the events table alone, and the time 
 `versions.as_of` of the oldest version, of `versions.row_history` of one row and of
 `versions.diff` of the last run.
 
-Usage: ``python benchmarks/bench_versions.py [--n 100000] [--runs 1000] [--repeat 5]``
+Also a folder of FILES JSON files as a source: the initial sync and a one-file edit,
+without and with history.
+
+Usage: ``python benchmarks/bench_versions.py [--n 100000] [--runs 1000] [--files 10000] [--repeat 5]``
 """
 
 from __future__ import annotations
@@ -103,12 +106,13 @@ def after_runs(n: int, runs: int) -> None:
         print(f"history on disk {size / 1e6:.2f} MB in {files} files (moving the inbox: {settle * 1000:.0f} ms); "
               f"the events table alone as Parquet {table.stat().st_size / 1e6:.2f} MB; "
               f"events history {store.size_bytes('events') / 1e6:.2f} MB", flush=True)
+        last = versions.log(ds, limit=1)[0].run_id
         for label, call in (
             ("as_of(events, oldest version)", lambda: versions.as_of(ds, "events", first)),
             ("row_history(events, one row)", lambda: versions.row_history(
                 ds, "events", {"user_id": str(n // 20), "event_id": "0"})),
-            ("diff(click_count, last run)", lambda: versions.diff(ds, "click_count",
-                                                                 run=versions.log(ds, limit=1)[0].run_id)),
+            ("diff(click_count, last run)", lambda: versions.diff(ds, "click_count", run=last)),
+            ("log(limit=20)", lambda: versions.log(ds, limit=20)),
         ):
             spent = []
             for _ in range(5):
@@ -119,13 +123,61 @@ def after_runs(n: int, runs: int) -> None:
         ds.meta_dbconn.dispose()
 
 
+def folder(files: int, repeat: int) -> None:
+    """A folder of `files` JSON files as a source: the initial sync and a sync after one
+    edited file, without and with history, interleaved."""
+    import os
+
+    from filepipe import Catalog, DataStore, DBConn, Table
+    from filepipe.stores import TableStoreFiledir
+    from filepipe.sync import sync_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox = Path(tmp, "inbox")
+        inbox.mkdir()
+        paths = []
+        for i in range(files):
+            path = inbox / f"{i}.json"
+            path.write_text(json.dumps({"customer": f"c{i % 97}", "amount": i * 1.5}), encoding="utf-8")
+            os.utime(path, (time.time() - 10, time.time() - 10))
+            paths.append(path)
+        first: dict[bool, list[float]] = {False: [], True: []}
+        edit: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(repeat):
+            for history in (False, True):
+                index = Path(tmp, f"meta-{r}-{history}.sqlite")
+                ds = DataStore(DBConn(f"sqlite:///{index}"), history=history)
+                table = Catalog({"orders": Table(TableStoreFiledir(f"{inbox}/{{order_id}}.json"))}
+                                ).get_datatable(ds, "orders")
+                t = time.perf_counter()
+                sync_table(table)
+                first[history].append(time.perf_counter() - t)
+                spent = []
+                for k in range(5):
+                    path = paths[(r * 5 + k) * 7919 % files]
+                    path.write_text(json.dumps({"customer": "edited", "amount": [r, k, history]}), encoding="utf-8")
+                    os.utime(path, (time.time() - 5, time.time() - 5))
+                    t = time.perf_counter()
+                    assert len(sync_table(table).changed) == 1
+                    spent.append(time.perf_counter() - t)
+                edit[history].append(statistics.median(spent))
+                ds.meta_dbconn.dispose()
+        for label, figures in (("initial sync", first), ("sync of one edited file", edit)):
+            off, on = statistics.median(figures[False]), statistics.median(figures[True])
+            print(f"{files:,} files {label:<24} without history {off * 1000:8.1f} ms, with "
+                  f"{on * 1000:8.1f} ms: +{(on - off) * 1000:.1f} ms ({on / off - 1:+.0%}) "
+                  f"(medians of {repeat}, interleaved)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     compare(args.n, args.repeat)
+    folder(args.files, max(3, args.repeat // 2))
     after_runs(args.n, args.runs)
 
 

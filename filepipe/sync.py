@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 from .errors import FilepipeError, SourceReadError
 from .fileutil import fingerprint_of
+from .report import RunReport
 
 if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
     from .frametypes import DataDF, IndexDF
-    from .report import RunReport
     from .table import DataTable
 
 log = logging.getLogger("filepipe")
@@ -93,11 +93,15 @@ def sync_table(table: DataTable, report: RunReport | None = None,
 
     `paths` limits the work to those files (the watcher knows which changed). A sync
     that would delete every row, or more than the table's `max_delete_share` of a
-    sizeable table, changes nothing and reports why unless `allow_deletes`.
+    sizeable table, changes nothing and reports why unless `allow_deletes`. Outside a
+    run, a sync that changes something is a version of its own.
     """
     import numpy as np
     import pandas as pd
 
+    if table.ds.running is None:
+        with table.ds.recording(report or RunReport(trigger="sync")) as own:
+            return sync_table(table, own, paths, allow_deletes)
     result = SyncResult(table.name)
     now_ns = time.time_ns()
     found = file_changes(table, paths)

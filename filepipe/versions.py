@@ -50,7 +50,7 @@ def log(ds: DataStore, table: str | None = None, limit: int | None = None) -> li
     """Versions, newest first; with `table`, those that changed it."""
     history = ds.meta.history
     with ds.meta.begin() as conn:
-        runs = history.runs(conn)
+        runs = history.runs(conn, limit=limit if table is None else None)
         tags = history.tags(conn)
     by_run: dict[int, list[str]] = {}
     for name, run_id in zip(tags["name"], tags["run_id"]):
@@ -134,9 +134,6 @@ def diff(ds: DataStore, table: str, from_ref: str | int | None = None,
     store = ds.history
     # only the keys that changed in between: cost grows with the changes
     changed = store.read(table, min(lo, hi), max(lo, hi))
-    if changed.empty:
-        state = store.as_of(table, keys, lo).iloc[0:0]
-        return diff_states(state, state, keys)
     touched = changed[keys].drop_duplicates()
     return diff_states(store.as_of_keys(table, keys, lo, touched),
                        store.as_of_keys(table, keys, hi, touched), keys)
