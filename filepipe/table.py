@@ -496,7 +496,7 @@ class DataTable:
             return self.meta.empty().iloc[0:0]
         pidx = self.meta.coerce(processed_idx)
         if len(df):
-            pidx = pidx[~rows_in(pidx, df, keys)]
+            pidx = pidx[key_positions(pidx, df, keys) < 0]  # df holds each key once
         if pidx.empty:
             return self.meta.empty().iloc[0:0]
         found = self._meta_of(conn, pidx, known, covers)
@@ -517,10 +517,11 @@ class DataTable:
 
         if known is None:
             return self.meta.lookup(conn, idx)
-        inside = rows_in(idx, known, self.primary_keys) if len(known) else \
+        # both hold each key once: an index lookup, not a merge
+        inside = key_positions(idx, known, self.primary_keys) >= 0 if len(known) else \
             np.zeros(len(idx), dtype=bool)
         if covers is not None and len(covers.columns):
-            inside |= rows_in(idx, covers, list(covers.columns))
+            inside |= key_positions(idx, covers, list(covers.columns)) >= 0
         if inside.all() and len(known.columns) > len(self.primary_keys):
             return known
         rest = self.meta.lookup(conn, idx[~inside])

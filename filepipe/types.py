@@ -21,10 +21,14 @@ def concat_index(frames: Sequence[pd.DataFrame], keys: Sequence[str]) -> pd.Data
 
 
 class ChangeList:
-    """Keys changed per table name; what `run_steps_changelist` propagates."""
+    """Keys changed per table name; what `run_steps_changelist` propagates.
+
+    Appends are cheap (kept as parts); the union per table is built once when read.
+    """
 
     def __init__(self, changes: dict[str, pd.DataFrame] | None = None) -> None:
-        self.changes: dict[str, pd.DataFrame] = {}
+        self._parts: dict[str, list[pd.DataFrame]] = {}
+        self._merged: set[str] = set()  # tables whose one part is the union already
         for name, idx in (changes or {}).items():
             self.append(name, idx)
 
@@ -36,29 +40,39 @@ class ChangeList:
         """Add the keys in `idx` to the changes of `table_name`."""
         if idx is None or len(idx) == 0:
             return
+        self._parts.setdefault(table_name, []).append(idx)
+        self._merged.discard(table_name)
+
+    @property
+    def changes(self) -> dict[str, pd.DataFrame]:
+        """The keys changed per table, each once."""
         import pandas as pd
 
         from .frames import unique_rows
 
-        if table_name in self.changes:
-            idx = pd.concat([self.changes[table_name], idx], ignore_index=True)
-        self.changes[table_name] = unique_rows(idx)
+        for name, parts in self._parts.items():
+            if name not in self._merged:
+                self._parts[name] = [unique_rows(pd.concat(parts, ignore_index=True)
+                                                 if len(parts) > 1 else parts[0])]
+                self._merged.add(name)
+        return {name: parts[0] for name, parts in self._parts.items()}
 
     def extend(self, other: ChangeList) -> None:
-        for name, idx in other.changes.items():
-            self.append(name, idx)
+        for name, parts in other._parts.items():
+            for idx in parts:
+                self.append(name, idx)
 
     def get(self, table_name: str) -> pd.DataFrame | None:
-        return self.changes.get(table_name)
+        return self.changes.get(table_name) if table_name in self._parts else None
 
     def tables(self) -> list[str]:
-        return list(self.changes)
+        return list(self._parts)
 
     def empty(self) -> bool:
-        return not self.changes
+        return not self._parts
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.changes)
+        return iter(self._parts)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.changes.values())
