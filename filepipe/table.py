@@ -63,6 +63,8 @@ class DataStore:
         #: the report of the run in progress (only to log each run once; changes are
         #: counted into the report passed to the calls that make them)
         self.running: RunReport | None = None
+        #: the id the run in progress will be logged as (its row versions carry it)
+        self.run_id: int | None = None
         self._logged_at: int | None = None  # the clock when this process last logged a run
 
     @contextmanager
@@ -81,13 +83,18 @@ class DataStore:
             if self.meta.history.enabled:
                 if seq0 != self._logged_at:  # else this process logged every change so far
                     self._log_unlogged(seq0)
+                if seq0 != self._logged_at or self.meta.history.wrote_pending:
+                    self.meta.history.drop_orphans()
                 self._start_history()
+            with self.meta.begin() as conn:  # the id it will be logged as (one writer at a time)
+                self.run_id = self.meta.next_run_id(conn)
             yield report
         finally:
             self.running = None
             report.finished = time.time()
             if report.changed or report.failed:
-                report.run_id, self._logged_at = self.meta.log_run(report, seq0)
+                report.run_id, self._logged_at = self.meta.log_run(report, seq0, self.run_id)
+            self.run_id = None
 
     def _log_unlogged(self, now: int) -> None:
         """Log the changes of a run that died before it was logged, as a version of its own
@@ -96,11 +103,11 @@ class DataStore:
         with self.meta.begin() as conn:
             runs = history.runs(conn, limit=1, columns=("run_id", "seq_to"))
             last = int(runs["seq_to"].iloc[0]) if len(runs) else 0
-            tables = history.unlogged(conn, last) if now > last else {}
-        if tables:
+            tables, run_id = history.unlogged(conn, last) if now > last else ({}, None)
+        if tables:  # logged as the id its versions carry
             recovered = RunReport(trigger="recovered after a crash", tables=tables)
             recovered.finished = time.time()
-            self.meta.log_run(recovered, last)
+            self.meta.log_run(recovered, last, run_id)
 
     def _start_history(self) -> None:
         """Record, as a first version, the current rows of tables whose history has not
@@ -125,7 +132,7 @@ class DataStore:
                     found = meta.take(pos[pos >= 0])
                     history.stage(conn, t.name, staged_versions(
                         rows[pos >= 0].reset_index(drop=True), found["seq"].to_numpy(), "added",
-                        found["hash"].to_numpy()).assign(_fp_run=run_id), run_id)
+                        found["hash"].to_numpy()), run_id)
                     first.table_changed(t.name, len(found), 0, 0)
                 history.start(conn, t.name, now)
             if first.tables:
@@ -408,17 +415,17 @@ class DataTable:
         if live.any():  # their stored hash is known
             old_hash = pd.array(diff.merged["hash__old"]).take(rows[live]).to_numpy(dtype="int64")
             content[live] = old_hash != new_hash[live]
-        history = self.ds.meta.history
+        history, run_id = self.ds.meta.history, self.ds.run_id
         if content.all() and len(rows) == len(chunk.df):  # every row (a first load): no copy
             history.stage(conn, self.name, staged_versions(
-                chunk.df, written["seq"].to_numpy(), live, new_hash))
+                chunk.df, written["seq"].to_numpy(), live, new_hash), run_id)
         elif content.any():
             history.stage(conn, self.name, staged_versions(
                 chunk.df.take(rows[content]).reset_index(drop=True), written["seq"].to_numpy()[content],
-                live[content], new_hash[content]))
+                live[content], new_hash[content]), run_id)
         if len(gone):
             history.stage(conn, self.name, staged_versions(
-                pick(gone, self.primary_keys), gone["seq"].to_numpy(), "deleted", None))
+                pick(gone, self.primary_keys), gone["seq"].to_numpy(), "deleted", None), run_id)
 
     def _remember_kinds(self, df: DataDF) -> None:
         """Note the column types written to a file store (CSV loses them); `_flush`

@@ -67,6 +67,7 @@ from filepipe import (
 )
 from filepipe.cli import main
 from filepipe.errors import FilepipeError
+from filepipe.report import RunReport
 from filepipe.stores import TableStoreDB
 
 runner = CliRunner()
@@ -975,3 +976,35 @@ def test_property_every_version_as_of_is_the_state_recorded_then(batches: list, 
             assert_state(shown, items_frame(recorded[sample]), ["id"], f"show items --as-of {sample}")
         else:
             assert shown.empty
+
+
+def test_a_pending_segment_of_a_rolled_back_change_is_never_read_and_is_dropped(tmp_path: Path) -> None:
+    # many versions of one change go to a pending Parquet file before their transaction
+    # commits; if it rolls back, no read sees them and the next run removes the file
+    import filepipe.meta.history as history_module
+
+    db = DBConn(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    try:
+        table = Catalog({"t": Table(TableStoreDB("t", db, [Column("k", Integer, primary_key=True),
+                                                          Column("v", Integer)]))}).get_datatable(DataStore(db), "t")
+        ds = table.ds
+        table.store_chunk(pd.DataFrame({"k": range(5), "v": range(5)}))
+        real = history_module.FILE_ROWS
+        history_module.FILE_ROWS = 1
+        try:
+            with pytest.raises(RuntimeError, match="boom"), ds.recording(RunReport(trigger="test")):
+                with ds.meta.begin() as conn:
+                    table.store_chunk(pd.DataFrame({"k": range(5), "v": [9] * 5}), conn=conn)
+                    assert ds.meta.history.store.pending_files()  # written before the commit
+                    raise RuntimeError("boom")
+        finally:
+            history_module.FILE_ROWS = real
+        assert table.get_data()["v"].tolist() == [0, 1, 2, 3, 4]
+        assert versions.as_of(ds, "t")["v"].tolist() == [0, 1, 2, 3, 4]
+        assert ds.meta.history.store.pending_files()  # not read, still there
+        table.store_chunk(pd.DataFrame({"k": [0], "v": [7]}))  # a run: the writer cleans up
+        assert ds.meta.history.store.pending_files() == []
+        assert versions.as_of(ds, "t")["v"].tolist() == [7, 1, 2, 3, 4]
+        assert [v.trigger for v in versions.log(ds)] == ["store_chunk", "store_chunk"]
+    finally:
+        db.dispose()

@@ -39,6 +39,8 @@ ROW_GROUP_ROWS = 16_384
 SMALL_SEGMENT_BYTES = 256 * 1024
 TIER_FACTOR = 4
 _READ_ATTEMPTS = 3
+#: the suffix of a segment written before the transaction of its versions committed
+PENDING = ".pending"
 #: numpy kinds of columns some segments lack, and the nullable dtypes they are read as
 _NULLABLE = {"i": "Int64", "u": "UInt64", "b": "boolean"}
 _NUMPY = {"Int64": "int64", "UInt64": "uint64", "boolean": "bool"}
@@ -199,14 +201,33 @@ class HistoryStore:
             s.path.unlink(missing_ok=True)
         return new
 
-    def _write(self, table: str, rows: pd.DataFrame) -> Segment:
+    def write_pending(self, table: str, rows: pd.DataFrame) -> Path:
+        """Write `rows` (row versions) as a segment that is not one yet: reads ignore it
+        until `publish` gives it its segment name. For writers whose versions belong to a
+        transaction not yet committed."""
+        return self._write(table, _checked(rows, table), PENDING).path
+
+    @staticmethod
+    def publish(path: Path) -> None:
+        """Make the pending segment at `path` a segment (done already: nothing to do)."""
+        if path.name.endswith(PENDING):
+            try:
+                os.replace(path, path.with_name(path.name[:-len(PENDING)]))
+            except FileNotFoundError:
+                pass
+
+    def pending_files(self) -> list[Path]:
+        """Every pending segment under the root."""
+        return sorted(self.root.glob(f"*/*{PENDING}")) if self.root.is_dir() else []
+
+    def _write(self, table: str, rows: pd.DataFrame, suffix: str = "") -> Segment:
         import pyarrow.parquet as pq
 
         from ..fileutil import atomic_write
 
         data = codec.to_arrow(rows, f"history of table {table!r}")
         lo, hi = int(rows[SEQ].min()), int(rows[SEQ].max())
-        path = self.folder(table) / f"{lo:012d}-{hi:012d}-{secrets.token_hex(6)}.parquet"
+        path = self.folder(table) / f"{lo:012d}-{hi:012d}-{secrets.token_hex(6)}.parquet{suffix}"
         # clock values mostly follow one another: delta-encoded they take ~nothing; hashes
         # are random: a dictionary would only add to them
         dictionary = [c for c in data.column_names if c not in (SEQ, HASH)]

@@ -30,7 +30,10 @@ INBOX_LIMIT = 50_000
 INBOX_FRAMES = 300
 #: segments of one table beyond which moving the inbox merges the small ones
 MAX_SEGMENTS = 32
-INBOX_COLUMNS = ["table_name", "seq_lo", "seq_hi", "run_id", "rows", "added", "updated", "deleted", "data"]
+#: versions of one change from which the inbox names a Parquet file instead of holding them
+FILE_ROWS = 10_000
+INBOX_COLUMNS = ["table_name", "seq_lo", "seq_hi", "run_id", "rows", "added", "updated", "deleted",
+                 "data", "path"]
 
 
 class HistoryLog:
@@ -40,6 +43,8 @@ class HistoryLog:
         self.index = index
         self.root = root
         self._store: HistoryStore | None = None
+        #: this process wrote pending segments since it last dropped orphans
+        self.wrote_pending = False
 
     @property
     def enabled(self) -> bool:
@@ -58,30 +63,59 @@ class HistoryLog:
     # --- capture ------------------------------------------------------------------------
     def stage(self, conn: sa.Connection, table: str, rows: pd.DataFrame, run_id: int | None = None) -> None:
         """Row versions of `table` (the row's columns and `_fp_seq`, `_fp_kind`, `_fp_hash`)
-        written by the transaction of `conn`: into the inbox, in that transaction. Their run
-        is found by their clock values when they move to Parquet, unless `run_id` says."""
+        made by run `run_id` (None: the run whose clock range holds them, found later) and
+        written by the transaction of `conn`, recorded in the inbox in that transaction:
+        few rows pickled in the row itself, many as a pending Parquet segment the row names
+        (published once the transaction has committed: `settle`)."""
         import pickle
 
-        from ..history.states import KIND, SEQ
+        from ..history.states import KIND, RUN, SEQ
 
         if not self.enabled or not len(rows):
             return
         kinds = rows[KIND].value_counts()
         seq = rows[SEQ].to_numpy()
-        values = (table, int(seq.min()), int(seq.max()), run_id, len(rows),
-                  int(kinds.get("added", 0)), int(kinds.get("updated", 0)), int(kinds.get("deleted", 0)),
-                  pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+        if run_id is not None:
+            rows = rows.assign(**{RUN: run_id})
+        data, path = None, None
+        if run_id is not None and len(rows) >= FILE_ROWS:
+            path = str(self.store.write_pending(table, rows).relative_to(self.store.root))
+            self.wrote_pending = True
+        else:
+            data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        values = (table, int(seq.min()), int(seq.max()), run_id, len(rows), int(kinds.get("added", 0)),
+                  int(kinds.get("updated", 0)), int(kinds.get("deleted", 0)), data, path)
         sql.executemany(conn, sql.insert_sql(conn, self.index.history_inbox, INBOX_COLUMNS), [values])
 
-    def unlogged(self, conn: sa.Connection, after: int) -> dict[str, dict[str, int]]:
+    def drop_orphans(self) -> None:
+        """Remove pending segments no inbox row names: their transaction rolled back, or
+        the process died before it committed. Only a writer (holding the project) may."""
+        if not self.enabled:
+            return
+        self.wrote_pending = False
+        pending = self.store.pending_files()
+        if not pending:
+            return
+        inbox = self.index.history_inbox
+        with self.index.begin() as conn:
+            named = {str(r[0]) for r in conn.exec_driver_sql(
+                f"SELECT path FROM {sql.qualified(conn, inbox)} WHERE path IS NOT NULL")}
+        for path in pending:
+            if str(path.relative_to(self.store.root)) not in named:
+                path.unlink(missing_ok=True)
+
+    def unlogged(self, conn: sa.Connection, after: int) -> tuple[dict[str, dict[str, int]], int | None]:
         """Rows added, updated and deleted per table by inbox versions with clock values
-        above `after` (the last logged run's): changes of a run that was never logged."""
+        above `after` (the last logged run's): changes of a run that was never logged; and
+        the run id they carry (the id that run was to be logged as), if any."""
         inbox = sql.qualified(conn, self.index.history_inbox)
         ph = sql.placeholders(conn, 1)[0]
         found = conn.exec_driver_sql(
-            f"SELECT table_name, SUM(added), SUM(updated), SUM(deleted) FROM {inbox} "
-            f"WHERE seq_lo > {ph} AND run_id IS NULL GROUP BY table_name", (int(after),)).all()
-        return {t: {"added": int(a), "updated": int(u), "deleted": int(d)} for t, a, u, d in found}
+            f"SELECT table_name, SUM(added), SUM(updated), SUM(deleted), MAX(run_id) FROM {inbox} "
+            f"WHERE seq_lo > {ph} GROUP BY table_name", (int(after),)).all()
+        run_ids = {int(r[4]) for r in found if r[4] is not None}
+        return ({t: {"added": int(a), "updated": int(u), "deleted": int(d)} for t, a, u, d, _ in found},
+                max(run_ids) if run_ids else None)
 
     def inbox_full(self, conn: sa.Connection) -> bool:
         """Does the inbox hold enough to move to Parquet (INBOX_LIMIT rows, INBOX_FRAMES frames)?"""
@@ -92,9 +126,11 @@ class HistoryLog:
 
     def settle(self) -> None:
         """Move the versions in the inbox whose run is logged to Parquet segments (one per
-        table), each version stamped with its run. A crash in between leaves versions in
-        both places, which reads count once; temp files of a killed write are removed."""
+        table; pending segments are published as they are), each version stamped with its
+        run. A crash in between leaves versions in both places, which reads count once;
+        temp files of a killed write are removed."""
         import pickle
+        from pathlib import Path
 
         import numpy as np
 
@@ -109,7 +145,7 @@ class HistoryLog:
             logged = int(runs["seq_to"].max()) if len(runs) else 0
             ph = sql.placeholders(conn, 1)[0]
             found = conn.exec_driver_sql(
-                f"SELECT id, table_name, data FROM {sql.qualified(conn, inbox)} "
+                f"SELECT id, table_name, data, path FROM {sql.qualified(conn, inbox)} "
                 f"WHERE seq_hi <= {ph} OR run_id IS NOT NULL ORDER BY id", (logged,)).all()
         if not found:
             return
@@ -117,13 +153,17 @@ class HistoryLog:
             remove_stale_temp_files(self.root)
         ends, ids = runs["seq_to"].to_numpy(dtype="int64"), runs["run_id"].to_numpy(dtype="int64")
         frames: dict[str, list[pd.DataFrame]] = {}
-        for _, table, data in found:
+        for _, table, data, path in found:
+            if path is not None:
+                self.store.publish(self.store.root / Path(path))
+                continue
             df = pickle.loads(data)  # our own index's bytes
             if RUN not in df.columns:  # the run whose clock range holds each version
                 df[RUN] = ids[np.searchsorted(ends, df[SEQ].to_numpy(dtype="int64"), side="left")]
             frames.setdefault(table, []).append(df)
         for table, parts in frames.items():
             self.store.append(table, _concat(parts))
+        for table in {str(r[1]) for r in found}:
             self.store.compact(table, MAX_SEGMENTS)
         with self.index.begin() as conn:
             q = sql.qualified(conn, inbox)

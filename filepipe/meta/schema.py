@@ -96,7 +96,8 @@ class IndexDB:
             sa.Column("added", sa.Integer, nullable=False),
             sa.Column("updated", sa.Integer, nullable=False),
             sa.Column("deleted", sa.Integer, nullable=False),
-            sa.Column("data", sa.LargeBinary, nullable=False),  # the pickled frame
+            sa.Column("data", sa.LargeBinary),  # the pickled frame, or
+            sa.Column("path", sa.String),  # its pending segment, under the history's root
         )
         try:
             self.md.create_all(self.dbconn.engine, checkfirst=True)
