@@ -36,15 +36,19 @@ def product_totals(orders: pd.DataFrame) -> pd.DataFrame:
             .round({"revenue": 2}))
 
 
+MONEY = "#,##0.00"  # Excel number format: thousands separator, two decimals
+
 catalog = Catalog({
     "orders": Table(TableStoreFiledir("inbox/{shop}/{order_id}.json")),
     "prices": Table(TableStoreExcel("prices.xlsx", sheet="Prices", primary_keys=["sku"])),
+    # the report's sheets: money shown with two decimals (the cells keep every digit)
     "priced_orders": Table(TableStoreExcel("out/report.xlsx", sheet="Orders",
-                                           primary_keys=["shop", "order_id"])),
+                                           primary_keys=["shop", "order_id"],
+                                           formats={"unit_price": MONEY, "amount": MONEY})),
     "customers": Table(TableStoreExcel("out/report.xlsx", sheet="Customers",
-                                       primary_keys=["customer"])),
+                                       primary_keys=["customer"], formats={"revenue": MONEY})),
     "products": Table(TableStoreExcel("out/report.xlsx", sheet="Products",
-                                      primary_keys=["sku"])),
+                                      primary_keys=["sku"], formats={"revenue": MONEY})),
 })
 
 pipeline = Pipeline([

@@ -2,11 +2,12 @@
 
 Website events (user_id, event_id, event JSON) go into `events`; one step derives
 `click_count` (clicks per user) and `ip` (the ip of the user's latest event).
-Run the API with: ``uvicorn examples.seed_events.pipeline:app`` (needs the `api` extra).
+Serve the tutorial's API (POST /update-data) from the repository's folder, after
+``pip install -e '.[api]'``: ``uvicorn --factory examples.seed_events.pipeline:make_app``
+(the data goes to store.sqlite in the current folder).
 """
 
 import json
-import os
 
 import pandas as pd
 from sqlalchemy import JSON, Column, Integer, String
@@ -107,7 +108,3 @@ def make_app(db_url: str = "sqlite:///store.sqlite"):
 
     app.state.catalog, app.state.ds = catalog, ds
     return app
-
-
-if os.environ.get("FILEPIPE_SEED_APP"):
-    app = make_app(os.environ["FILEPIPE_SEED_APP"])
