@@ -48,6 +48,8 @@ class Version:
 
 def log(ds: DataStore, table: str | None = None, limit: int | None = None) -> list[Version]:
     """Versions, newest first; with `table`, those that changed it."""
+    if table is not None:
+        table_keys(ds, table)  # a table the index knows
     history = ds.meta.history
     with ds.meta.begin() as conn:
         runs = history.runs(conn, limit=limit if table is None else None)

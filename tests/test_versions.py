@@ -1008,3 +1008,13 @@ def test_a_pending_segment_of_a_rolled_back_change_is_never_read_and_is_dropped(
         assert [v.trigger for v in versions.log(ds)] == ["store_chunk", "store_chunk"]
     finally:
         db.dispose()
+
+
+def test_log_of_a_table_the_index_does_not_know_is_an_error(tmp_path: Path) -> None:
+    db = DBConn(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    try:
+        ds = DataStore(db)
+        with pytest.raises(FilepipeError, match="no table 'nope'"):
+            versions.log(ds, table="nope")
+    finally:
+        db.dispose()
