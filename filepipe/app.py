@@ -13,12 +13,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FilepipeError, LockedError, PipelineError, PipelineLoadError
 from .fileutil import base_dir, current_base_dir
+from .plan import Plan, SourcePlan, StepPlan
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -29,29 +29,7 @@ if TYPE_CHECKING:
 
 STATE_DIR = ".filepipe"
 
-
-@dataclass
-class StepPlan:
-    """What the next run of one step would do, and why."""
-
-    name: str
-    inputs: list[str]
-    outputs: list[str]
-    transform_keys: list[str]
-    pending: int
-    failed: int
-    reason: str
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SourcePlan:
-    """How a file source differs on disk from what the last sync saw (no file is read)."""
-
-    table: str
-    new: list[str]
-    changed: list[str]
-    missing: list[str]
+__all__ = ["FilepipeApp", "Plan", "SourcePlan", "StepPlan", "load_app"]
 
 
 class FilepipeApp:
@@ -95,15 +73,34 @@ class FilepipeApp:
         return self.catalog.get_datatable(self.ds, name)
 
     def select_steps(self, names: Sequence[str] | None) -> list[ComputeStep]:
-        """The named steps (all when `names` is empty), in dependency order."""
+        """The steps `names` selects (all when empty), in dependency order.
+
+        As in dbt, ``NAME+`` selects the step and every step below it (reading what it
+        writes, directly or through other steps), ``+NAME`` the step and every step it
+        needs, ``+NAME+`` both.
+        """
         if not names:
             return self.steps
         known = {s.name: s for s in self.steps}
-        unknown = [n for n in names if n not in known]
+        chosen: set[str] = set()
+        unknown = []
+        for spec in names:
+            up, down = spec.startswith("+"), spec.endswith("+") and len(spec) > 1
+            name = spec[1 if up else 0:len(spec) - 1 if down else len(spec)]
+            step = known.get(name)
+            if step is None:
+                unknown.append(spec)
+                continue
+            chosen.add(name)
+            if down:
+                chosen.update(s.name for s in self.downstream({t.name for t in step.outputs}))
+            if up:
+                chosen.update(s.name for s in self.upstream(step))
         if unknown:
             raise PipelineError(f"unknown step(s) {', '.join(unknown)}; the pipeline has: "
-                                f"{', '.join(known) or '(none)'}")
-        return [s for s in self.steps if s.name in names]
+                                f"{', '.join(known) or '(none)'} (NAME+ selects a step and the "
+                                "steps below it, +NAME the steps it needs)")
+        return [s for s in self.steps if s.name in chosen]
 
     @contextmanager
     def lock(self, wait: float = 0) -> Iterator[None]:
@@ -179,12 +176,29 @@ class FilepipeApp:
                 names.update(t.name for t in s.outputs)
         return reached
 
+    def upstream(self, step: ComputeStep) -> list[ComputeStep]:
+        """Steps writing what `step` reads, directly or through other steps."""
+        writer = {t.name: s for s in self.steps for t in s.outputs}
+        needed: dict[str, ComputeStep] = {}
+        todo = [step]
+        while todo:
+            for t in todo.pop().inputs:
+                s = writer.get(t.name)
+                if s is not None and s.name not in needed:
+                    needed[s.name] = s
+                    todo.append(s)
+        return [s for s in self.steps if s.name in needed]
+
     def _steps_with_failures(self) -> list[ComputeStep]:
         return [s for s in self.steps if s.failed_keys()]
 
-    def reset(self, step: str) -> None:
-        """Make `step` recompute every key on the next run."""
-        self.select_steps([step])[0].reset()
+    def reset(self, step: str) -> list[str]:
+        """Make `step` (a selection such as ``totals+`` too) recompute every key on the
+        next run; returns the names of the steps reset."""
+        chosen = self.select_steps([step])
+        for s in chosen:
+            s.reset()
+        return [s.name for s in chosen]
 
     # --- versions -----------------------------------------------------------------------
     def restore(self, table: str, ref: str, output: str | Path | None = None,
@@ -249,32 +263,33 @@ class FilepipeApp:
 
     def source_plan(self) -> list[SourcePlan]:
         """File sources whose files differ from the last sync (fingerprints only)."""
-        from .sync import file_changes
+        from .plan import source_changes
 
         plans = []
         for t in self.sources():
-            found = file_changes(t)
-            if found:
-                plans.append(SourcePlan(t.name, found.new, found.changed, found.missing))
+            found, _ = source_changes(t, read=False)
+            if found.new or found.changed or found.missing:
+                plans.append(found)
         return plans
 
     def output_plan(self) -> list[SourcePlan]:
         """File outputs whose files differ from what filepipe last wrote (fingerprints
         only): the next run checks their rows, backs up real edits and rebuilds them."""
-        from .sync import file_changes
+        from .plan import output_changes
 
-        plans = []
-        for s in self.steps:
-            for t in s.outputs:
-                if not t.is_file_backed:
-                    continue
-                found = file_changes(t)
-                files = set(found.stored.loc[found.stored["size"].notna(), "path"])
-                changed = sorted(found.changed + found.new + [p for p in found.missing if p in files])
-                if found.stored.empty or not changed:
-                    continue
-                plans.append(SourcePlan(t.name, [], changed, []))
-        return plans
+        return output_changes(self.steps)
+
+    def plan(self, steps: Sequence[str] | None = None, full: bool = False,
+             read: bool = True, allow_deletes: bool = False) -> Plan:
+        """What `run(steps, full, allow_deletes=...)` would do, committing nothing: the
+        changed source files are read and hashed (unless not `read`) and the keys each
+        step would recompute counted from them (`filepipe.plan`)."""
+        from .compute import source_tables
+        from .plan import build_plan
+
+        selected = self.select_steps(steps)
+        sources = [t for t in source_tables(selected) if t.is_file_backed]
+        return build_plan(selected, sources, read=read, full=full, allow_deletes=allow_deletes)
 
     def reset_index(self) -> Path | None:
         """Move the metadata index aside (kept as ``meta.<time>.bak.sqlite``) so the next

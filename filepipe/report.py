@@ -25,13 +25,15 @@ class StepStats:
 class RunReport:
     """What a run did: rows changed per table, keys processed and failed per step.
 
-    `on_progress(step, done, total)` is called after each batch (for progress bars).
+    `on_progress(step, done, total)` is called after each batch (for progress bars), and
+    `on_read_progress(table, done, total)` as the changed files of a source are read.
     """
 
     trigger: str = "api"
     tables: dict[str, dict[str, int]] = field(default_factory=dict)
     steps: dict[str, StepStats] = field(default_factory=dict)
     on_progress: Callable[[str, int, int | None], None] | None = None
+    on_read_progress: Callable[[str, int, int], None] | None = None
     source_errors: dict[str, str] = field(default_factory=dict)
     missing_files: list[str] = field(default_factory=list)
     backups: dict[str, str] = field(default_factory=dict)
@@ -58,6 +60,11 @@ class RunReport:
         stats.processed += n
         if self.on_progress:
             self.on_progress(name, stats.processed, stats.keys)
+
+    def read_progress(self, table: str, done: int, total: int) -> None:
+        """`done` of the `total` changed files of source `table` are read (the sync calls it)."""
+        if self.on_read_progress:
+            self.on_read_progress(table, done, total)
 
     def step_done(self, name: str, batch: pd.DataFrame | None) -> None:
         stats = self.steps.get(name)

@@ -9,9 +9,12 @@ event storm cannot starve cycles), and each due batch of paths becomes one
 steps below them run. Only paths a source or an output owns (`TableStore.owns_path`) count:
 a log file written next to a workbook source starts no cycle. inotify does not follow
 symlinks, so the targets of symlinked folders inside the watched folders are watched too
-(:func:`find_symlinks`), their events mapped back to the paths the stores list. Every
-cycle logs one line. A full sync runs every `rescan_every` seconds (and after an inotify
-overflow, a dead observer or a symlinked folder coming or going) to catch missed events.
+(:func:`find_symlinks`), their events mapped back to the paths the stores list. A cycle
+that changed something or met a problem logs one line (and one per problem); one that did
+nothing stays quiet unless `verbosity` > 0 (the startup sync and full syncs with a reason
+always log), and with `verbosity` < 0 only problems are logged. A full sync runs every
+`rescan_every` seconds (and after an inotify overflow, a dead observer or a symlinked folder
+coming or going) to catch missed events.
 Nothing a cycle raises stops the daemon; SIGINT/SIGTERM or `stop.set()` end it cleanly
 after the current cycle.
 
@@ -387,8 +390,10 @@ class Watcher:
     def __init__(self, app: FilepipeApp, debounce: float = DEFAULT_DEBOUNCE, poll: bool = False,
                  rescan_every: float | None = 300.0, echo: Callable[[str], Any] = print,
                  max_delay: float | None = None, stop: threading.Event | None = None,
-                 on_cycle: Callable[[RunReport], Any] | None = None) -> None:
+                 on_cycle: Callable[[RunReport], Any] | None = None,
+                 verbosity: int = 0) -> None:
         self.app = app
+        self.verbosity = verbosity
         self.poll = poll
         self.rescan_every = rescan_every if rescan_every and rescan_every > 0 else None
         self.echo = _flushing(echo)
@@ -521,15 +526,26 @@ class Watcher:
         return obs is not None and obs.is_alive() and all(e.is_alive() for e in obs.emitters)
 
     # --- cycles (main thread) -----------------------------------------------------------
-    def cycle(self, paths: set[str] | None, label: str) -> RunReport | None:
-        """One `run_cycle`, logged in one line (plus one per failure); never raises."""
+    def cycle(self, paths: set[str] | None, label: str, routine: bool = False) -> RunReport | None:
+        """One `run_cycle`, logged in one line (plus one per failure); never raises.
+
+        A `routine` cycle (a file event, the periodic full sync) that did nothing is not
+        logged unless the watcher is verbose (`logs`)."""
         self.busy = True
         try:
-            return self._cycle(paths, label)
+            return self._cycle(paths, label, routine)
         finally:
             self.busy = False
 
-    def _cycle(self, paths: set[str] | None, label: str) -> RunReport | None:
+    def logs(self, report: RunReport, routine: bool) -> bool:
+        """Is a cycle that made `report` worth a log line at this verbosity?"""
+        if report.problems() or not report.ok:
+            return True
+        if self.verbosity < 0:
+            return False
+        return self.verbosity > 0 or not routine or did_something(report)
+
+    def _cycle(self, paths: set[str] | None, label: str, routine: bool = False) -> RunReport | None:
         if paths is None:
             self.update_links()
         before = self.outputs.snapshot()
@@ -550,8 +566,9 @@ class Watcher:
         if paths is None:  # everything is synced again: no retry pending
             self._retry_at, self._backoff = None, RETRY_FIRST
         self.cycles += 1
-        for line in format_cycle(report, label, ms):
-            self.echo(line)
+        if self.logs(report, routine):
+            for line in format_cycle(report, label, ms):
+                self.echo(line)
         if self.on_cycle is not None:
             try:
                 self.on_cycle(report)
@@ -565,7 +582,7 @@ class Watcher:
             reason, self._full_reason = self._full_reason, None
             self.cycle(None, f"full sync ({reason or 'a folder moved or was deleted'})")
         elif paths:
-            self.cycle(set(paths), describe_paths(paths))
+            self.cycle(set(paths), describe_paths(paths), routine=True)
 
     # --- main loop ----------------------------------------------------------------------
     def run(self) -> None:
@@ -588,7 +605,8 @@ class Watcher:
             wd_log.removeHandler(overflow)
             restore()
             self.stop.set()  # releases the waker thread; watch() has returned for good
-            self.echo(f"{_now()} | stopped after {self.cycles} cycle(s)")
+            if self.verbosity >= 0:
+                self.echo(f"{_now()} | stopped after {self.cycles} cycle(s)")
 
     def _loop(self) -> None:
         next_rescan = time.monotonic() + self.rescan_every if self.rescan_every else None
@@ -607,7 +625,7 @@ class Watcher:
                     self.busy = False
                 continue
             if next_rescan is not None and now >= next_rescan:
-                self.cycle(None, "periodic full sync")
+                self.cycle(None, "periodic full sync", routine=True)
                 assert self.rescan_every is not None  # next_rescan is set only then
                 next_rescan = time.monotonic() + self.rescan_every
                 continue
@@ -642,6 +660,8 @@ class Watcher:
         self._wake.set()
 
     def _announce(self) -> None:
+        if self.verbosity < 0:
+            return
         kind = "polling" if self.poll else "OS file events"
         names = ", ".join(t.name for t in self.app.sources()) or "(none)"
         if not self.targets:
@@ -688,7 +708,7 @@ class Watcher:
 def watch(app: FilepipeApp, debounce: float = DEFAULT_DEBOUNCE, poll: bool = False,
           rescan_every: float | None = 300.0, echo: Callable[[str], Any] = print,
           max_delay: float | None = None, stop: threading.Event | None = None,
-          on_cycle: Callable[[RunReport], Any] | None = None) -> None:
+          on_cycle: Callable[[RunReport], Any] | None = None, verbosity: int = 0) -> None:
     """Keep the pipeline up to date while files under its sources change.
 
     `debounce`: quiet period (s) after the last event before a cycle; `max_delay`: cap on
@@ -696,10 +716,11 @@ def watch(app: FilepipeApp, debounce: float = DEFAULT_DEBOUNCE, poll: bool = Fal
     PollingObserver (network drives); `rescan_every`: seconds between full syncs (None or
     0: never). Returns after SIGINT/SIGTERM (handled when called in the main thread) or
     `stop.set()`, once the current cycle has finished; `stop` is set on return.
-    `on_cycle(report)` is called after each successful cycle.
+    `on_cycle(report)` is called after each successful cycle. `verbosity`: 0 logs the
+    cycles that changed something or met a problem, 1 every cycle, -1 only problems.
     """
     Watcher(app, debounce=debounce, poll=poll, rescan_every=rescan_every, echo=echo,
-            max_delay=max_delay, stop=stop, on_cycle=on_cycle).run()
+            max_delay=max_delay, stop=stop, on_cycle=on_cycle, verbosity=verbosity).run()
 
 
 # --- log lines ---------------------------------------------------------------------------
@@ -712,6 +733,11 @@ def describe_paths(paths: list[str]) -> str:
     names = [os.path.basename(p) for p in paths[:MAX_NAMES]]
     more = f" +{len(paths) - MAX_NAMES} more" if len(paths) > MAX_NAMES else ""
     return f"{len(paths)} file(s) changed: {', '.join(names)}{more}"
+
+
+def did_something(report: RunReport) -> bool:
+    """Did a cycle change a row, process a key, back up or keep a file?"""
+    return report.changed or any(s.keys or s.failed for s in report.steps.values())
 
 
 def format_cycle(report: RunReport, label: str, ms: float) -> list[str]:

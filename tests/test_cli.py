@@ -354,8 +354,9 @@ def test_dry_run_lists_changes_and_pending_steps_and_writes_nothing(project: Pat
                          f"  orders: new {inbox / '1006.json'}",
                          f"  orders: changed {inbox / '1003.json'}",
                          f"  orders: missing {inbox / '1005.json'}"]
-    assert table(result.stdout, "step")["summarize"][:2] == [3, 0]
-    assert lines[-1].startswith("(pending counts do not include rows of changed files")
+    # the three customers of the reset step, and Umbrella of the new file (read, not synced)
+    assert table(result.stdout, "step")["summarize"][:2] == [4, 0]
+    assert lines[-1] == "Dry run: nothing was written."
     assert result.stderr == ""
 
     assert snapshot(project) == before
@@ -398,9 +399,9 @@ def test_status_shows_tables_steps_and_changed_sources(project: Path) -> None:
     before = snapshot(project)
     result = fp(project, "status")
     assert result.stdout.splitlines()[-1] == (
-        "Source orders: 1 new, 1 changed, 1 missing file(s) since the last run "
-        "(run `filepipe run`)")
-    assert snapshot(project) == before  # status reads fingerprints only, writes nothing
+        "Source orders: 1 new, 1 changed, 1 missing file(s) since the last run; "
+        "rows +1 ~1 -1 (run `filepipe run`)")
+    assert snapshot(project) == before  # status reads the changed files, writes nothing
 
 
 @pytest.mark.parametrize("command", [["status"], ["steps"], ["run", "--dry-run"]])

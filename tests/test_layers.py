@@ -20,7 +20,7 @@ LAYERS = [
     ["table"],
     ["sync", "outputs", "catalog", "versions"],
     ["steps.base", "steps.generate", "steps.transform", "steps"],
-    ["compute", "graph"],
+    ["compute", "graph", "plan"],
     ["app"],
     ["watch"],
     ["cli"],
