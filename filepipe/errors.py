@@ -77,7 +77,26 @@ class SheetNotFoundError(SourceReadError, SheetError):
 
 
 class EmptyKeyError(MissingColumnsError):
-    """Rows of a sheet have an empty cell in a key column."""
+    """Rows of a source (a sheet, a CSV or Parquet file) have an empty cell in a key column."""
+
+
+class BadRowsError(FilepipeError, ValueError):
+    """Rows of a source file that cannot be rows of its table: empty or duplicate keys,
+    values that do not fit their declared type, a key column that disagrees with the
+    file's path. All of them at once, each named by its row (the sheet's row number, the
+    CSV's line); `problems` holds one text per problem. Bad data: not retried."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems or [])
+
+
+class DuplicateRowsError(BadRowsError, DuplicateKeysError):
+    """A source file's only bad rows are rows with duplicate keys."""
+
+
+class EmptyKeyRowsError(BadRowsError, EmptyKeyError):
+    """A source file's only bad rows are rows with an empty key cell."""
 
 
 class NotWritableError(FilepipeError, ValueError):

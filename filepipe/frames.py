@@ -278,19 +278,379 @@ def _cast(s: pd.Series, kind: str) -> pd.Series:
 
 def apply_dtypes(df: pd.DataFrame, dtypes: Mapping[str, Any],
                  where: str | Callable[[str, Any], str]) -> pd.DataFrame:
-    """Cast the columns named in `dtypes`; a value that does not fit is an error naming
-    `where` (or `where(column, dtype)`, e.g. the file holding the bad value)."""
+    """Cast the columns named in `dtypes` (pandas dtypes, or ``"date"``: see
+    `cast_column`); a value that does not fit is an error naming `where` (or
+    `where(column, dtype)`, e.g. the file holding the bad value), the column and the value."""
     from .errors import FilepipeError
 
     for col, dtype in dtypes.items():
         if col not in df.columns:
             continue
-        try:
-            df[col] = df[col].astype(dtype)
-        except (TypeError, ValueError) as exc:
+        cast, bad = cast_column(df[col], dtype)
+        if len(bad):
             place = where(col, dtype) if callable(where) else where
-            raise FilepipeError(f"{place}: column {col!r} cannot be read as {dtype}: {exc}") from exc
+            raise FilepipeError(f"{place}: column {col!r} {_bad_value_text(df[col], bad, dtype)}")
+        df[col] = cast
     return df
+
+
+# --- declared column types of sources ------------------------------------------------------
+
+_DATE_NAMES = frozenset({"date", "datetime.date", "date32"})
+_MAX_CHECKED = 10_000  # distinct values tried one by one to find those that do not convert
+
+
+def is_date_dtype(dtype: Any) -> bool:
+    """Is `dtype` filepipe's ``"date"`` (``datetime.date`` values, no time of day)?"""
+    import datetime as dt
+
+    return dtype is dt.date or (isinstance(dtype, str) and dtype.strip().lower() in _DATE_NAMES)
+
+
+def is_text_dtype(dtype: Any) -> bool:
+    """Is `dtype` a text dtype (``str``, ``"str"``, ``"string"``...)?"""
+    import pandas as pd
+
+    if dtype is str:
+        return True
+    if is_date_dtype(dtype):
+        return False
+    try:
+        resolved = pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return False
+    return isinstance(resolved, pd.StringDtype) or getattr(resolved, "kind", "") == "U"
+
+
+def frame_dtype(dtype: Any, key: bool = False) -> Any:
+    """The pandas dtype of a column of the declared type `dtype` (``"date"``: object; of a
+    key column, datetime64[ns]: see `declared_sql_type`)."""
+    if is_date_dtype(dtype):
+        return "datetime64[ns]" if key else object
+    return dtype
+
+
+def cast_key_column(s: pd.Series, dtype: Any) -> tuple[pd.Series, np.ndarray]:
+    """`cast_column` for a key column: a ``"date"`` key is checked as a date and kept
+    as a datetime at midnight, as the index keeps it (`declared_sql_type`)."""
+    import pandas as pd
+
+    cast, bad = cast_column(s, dtype)
+    if is_date_dtype(dtype) and not len(bad):
+        cast = pd.Series(pd.to_datetime(cast.to_numpy(dtype=object)), index=s.index).astype("datetime64[ns]")
+    return cast, bad
+
+
+def declared_sql_type(dtype: Any) -> sa.types.TypeEngine:
+    """The SQL type of a key declared `dtype`. The index has no date type that reads back
+    as `datetime.date`: a ``"date"`` key is kept as a datetime at midnight."""
+    import pandas as pd
+
+    if is_date_dtype(dtype):
+        dtype = "datetime64[ns]"
+    return sql_type_for(pd.Series([], dtype=dtype))
+
+
+def cast_column(s: pd.Series, dtype: Any) -> tuple[pd.Series, np.ndarray]:
+    """`s` cast to the declared `dtype`, and the positions of the values that do not fit
+    (empty when all do; else the returned column is not fully cast).
+
+    ``"date"`` gives `datetime.date` values: from dates, from datetimes and ISO-8601 text
+    at midnight (``"2024-01-05"``, ``"2024-01-05T00:00:00"``); missing values stay
+    missing (None). Any other `dtype` is a pandas dtype (``"int64"``, ``"Int64"``,
+    ``"datetime64[ns]"``, ``"str"``...), applied with `Series.astype`; a column that
+    does not convert although each of its values does raises the pandas error.
+    """
+    import numpy as np
+
+    if is_date_dtype(dtype):
+        return _to_dates(s)
+    try:
+        return s.astype(dtype), np.empty(0, dtype=np.intp)
+    except (TypeError, ValueError, OverflowError, ArithmeticError) as exc:
+        if _not_a_dtype(dtype):
+            raise TypeError(f"{dtype!r} is not a column type: give a pandas dtype such as "
+                            "'int64', 'Int64', 'float64', 'str', 'datetime64[ns]', or 'date'") from exc
+        bad = _positions_not_fitting(s, dtype)
+        if not len(bad):
+            raise
+        return s, bad
+
+
+def _not_a_dtype(dtype: Any) -> bool:
+    import pandas as pd
+
+    try:
+        pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return True
+    return False
+
+
+def _fits(value: Any, dtype: Any) -> bool:
+    import pandas as pd
+
+    try:
+        pd.Series([value], dtype=object).astype(dtype)
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return False
+    return True
+
+
+def _positions_not_fitting(s: pd.Series, dtype: Any) -> np.ndarray:
+    """Positions of the values of `s` that `astype(dtype)` refuses (the cast of the whole
+    column failed): each distinct value is tried once, up to `_MAX_CHECKED` of them."""
+    import numpy as np
+    import pandas as pd
+
+    values = s.to_numpy(dtype=object).tolist()
+    missing = pd.isna(s).to_numpy(dtype=bool)
+    bad = missing.copy() if missing.any() and not _fits(None, dtype) else np.zeros(len(values), dtype=bool)
+    present = [v for v, m in zip(values, missing.tolist()) if not m]
+    try:
+        distinct = list(dict.fromkeys(present))
+    except TypeError:  # unhashable values (lists from JSON): tried one by one
+        for i in np.flatnonzero(~missing)[:_MAX_CHECKED].tolist():
+            bad[i] = not _fits(values[i], dtype)
+        return np.flatnonzero(bad)
+    refused = {v for v in distinct[:_MAX_CHECKED] if not _fits(v, dtype)}
+    if refused:
+        bad |= np.fromiter((not m and v in refused for v, m in zip(values, missing.tolist())),
+                           dtype=bool, count=len(values))
+    return np.flatnonzero(bad)
+
+
+def _to_dates(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        times = s.dt.tz_localize(None) if isinstance(s.dtype, pd.DatetimeTZDtype) else s
+        off = (times.notna() & (times != times.dt.normalize())).to_numpy()
+        dates = times.dt.date.astype(object).where(times.notna(), None)
+        return pd.Series(dates.to_numpy(dtype=object), index=s.index, dtype=object), np.flatnonzero(off)
+    values = s.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    bad = np.zeros(len(values), dtype=bool)
+    cache: dict[Any, Any] = {}
+    for i, v in enumerate(values.tolist()):
+        try:
+            got = cache[v]
+        except (KeyError, TypeError):
+            got = _one_date(v, dt)
+            try:
+                cache[v] = got
+            except TypeError:
+                pass
+        if got is _NOT_A_DATE:
+            bad[i] = True
+        else:
+            out[i] = got
+    return pd.Series(out, index=s.index, dtype=object), np.flatnonzero(bad)
+
+
+_NOT_A_DATE = object()
+
+
+def _one_date(v: Any, dt: Any) -> Any:
+    import pandas as pd
+
+    if v is None or v is pd.NaT or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, str):
+        text = v.strip()
+        if not text:
+            return None
+        try:
+            v = pd.Timestamp(dt.datetime.fromisoformat(text))
+        except ValueError:
+            return _NOT_A_DATE
+    if isinstance(v, dt.datetime):
+        v = pd.Timestamp(v)
+    if isinstance(v, pd.Timestamp):
+        if v.tz is not None:
+            v = v.tz_localize(None)
+        return v.date() if v == v.normalize() else _NOT_A_DATE
+    if isinstance(v, dt.date):
+        return v
+    return _NOT_A_DATE
+
+
+def _bad_value_text(s: pd.Series, bad: np.ndarray, dtype: Any) -> str:
+    """'holds 'x', which cannot be read as int64' for the first bad value of `s`."""
+    import pandas as pd
+
+    value = s.iloc[int(bad[0])]
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return f"is empty, which {dtype} cannot hold (use a nullable type such as 'Int64' or 'float64')"
+    shown = f"{value!r:.60}"
+    if is_date_dtype(dtype):
+        why = (" (a time of day is not a date: declare 'datetime64[ns]')"
+               if _has_time(value) else " (write dates as YYYY-MM-DD)")
+        return f"holds {shown}, which cannot be read as date{why}"
+    return f"holds {shown}, which cannot be read as {dtype}"
+
+
+def _has_time(value: Any) -> bool:
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return False
+    return ts is not pd.NaT and ts != ts.normalize()
+
+
+def check_source_rows(df: pd.DataFrame, keys: Sequence[str], dtypes: Mapping[str, Any],
+                      where: str, label: Callable[[int], str] | None = None,
+                      fixed: Mapping[str, tuple[str, Callable[[Any], bool]]] | None = None,
+                      empty_keys: bool = True, key_checks: bool = True) -> pd.DataFrame:
+    """The rows of one source file, `dtypes` applied and checked — or one error listing
+    every bad row at once.
+
+    Checks: each key column is present (else `MissingColumnsError`); each value of a
+    column named in `dtypes` converts; no key cell is empty (when `empty_keys`); no key
+    repeats; each column of `fixed` (name → (text, agrees)) holds only values `agrees`
+    with (a key the file's path names; the column is then dropped). Without `key_checks`
+    the keys are only typed (a declared date key becomes a datetime at midnight, as the
+    index keeps it), not checked. `label(i)` names the
+    row at position `i` (``"row 7"`` of a sheet, ``"line 7"`` of a CSV). The error is a
+    `BadRowsError` — a `DuplicateRowsError` or an `EmptyKeyRowsError` when those are the
+    only problems — naming `where`, each row, column and value.
+    """
+    import numpy as np
+    import pandas as pd
+
+    keys = list(keys)
+    if key_checks:
+        check_keys(df, keys, where, unique=False)
+    problems: list[tuple[int, str, str]] = []  # (first row position, kind, text)
+    unfit = np.zeros(len(df), dtype=bool)
+    for col, dtype in dtypes.items():
+        if col not in df.columns:
+            continue
+        cast, bad = (cast_key_column if col in keys else cast_column)(df[col], dtype)
+        if not len(bad):
+            df[col] = cast
+            continue
+        if col in keys:
+            unfit[bad] = True
+        for i in bad[:_MAX_SHOWN_ROWS].tolist():
+            problems.append((i, "type", f"column {col!r} {_bad_value_text(df[col], np.array([i]), dtype)}"))
+        if len(bad) > _MAX_SHOWN_ROWS:
+            problems.append((int(bad[_MAX_SHOWN_ROWS]), "type",
+                             f"and {len(bad) - _MAX_SHOWN_ROWS:,} more rows whose {col!r} is not {dtype}"))
+    for col, (text, agrees) in (fixed or {}).items():
+        if col not in df.columns:
+            continue
+        values = df[col].tolist()
+        verdict: dict[Any, bool] = {}
+        off = []
+        for i, v in enumerate(values):
+            try:
+                ok = verdict[v]
+            except (KeyError, TypeError):
+                ok = agrees(v)
+                try:
+                    verdict[v] = ok
+                except TypeError:
+                    pass
+            if not ok:
+                off.append(i)
+        for i in off[:_MAX_SHOWN_ROWS]:
+            problems.append((i, "path", f"column {col!r} holds {values[i]!r:.60}, but the file's "
+                                        f"path says {col}={text!r} (fix or remove the column)"))
+        if len(off) > _MAX_SHOWN_ROWS:
+            problems.append((off[_MAX_SHOWN_ROWS], "path",
+                             f"and {len(off) - _MAX_SHOWN_ROWS:,} more rows whose {col!r} is not {text!r}"))
+        if not off:
+            df = df.drop(columns=col)
+    if keys and len(df) and key_checks:
+        empty = df[keys].isna().any(axis=1).to_numpy() & ~unfit if empty_keys else \
+            np.zeros(len(df), dtype=bool)
+        for i in np.flatnonzero(empty)[:_MAX_SHOWN_ROWS].tolist():
+            cols = [k for k in keys if pd.isna(df[k].iloc[i])]
+            problems.append((i, "empty", f"empty key cell in {', '.join(map(repr, cols))} "
+                                         f"({_show_row(df, i)})"))
+        if empty.sum() > _MAX_SHOWN_ROWS:
+            problems.append((int(np.flatnonzero(empty)[_MAX_SHOWN_ROWS]), "empty",
+                             f"and {int(empty.sum()) - _MAX_SHOWN_ROWS:,} more rows with an empty key"))
+        rest = ~(empty | unfit)
+        if len(df) > 1:
+            sub = df.loc[rest, keys] if not rest.all() else df[keys]
+            try:
+                dup = sub.duplicated(keys, keep=False).to_numpy()
+            except TypeError:  # unhashable key values: the index refuses them later
+                dup = np.zeros(len(sub), dtype=bool)
+            if dup.any():
+                positions = np.flatnonzero(rest)[dup]
+                groups: dict[tuple, list[int]] = {}
+                for i, t in zip(positions.tolist(), key_tuples(df.iloc[positions], keys)):
+                    groups.setdefault(t, []).append(i)
+                shown = list(groups.items())
+                for t, rows in shown[:_MAX_SHOWN_ROWS]:
+                    named = ", ".join(f"{k}={_shown(v)}" for k, v in zip(keys, t))
+                    problems.append((rows[0], "duplicate",
+                                     f"duplicate primary key {named}" + _also(rows[1:], label)))
+                if len(shown) > _MAX_SHOWN_ROWS:
+                    problems.append((shown[_MAX_SHOWN_ROWS][1][0], "duplicate",
+                                     f"and {len(shown) - _MAX_SHOWN_ROWS:,} more duplicate keys"))
+    if problems:
+        _raise_bad_rows(where, keys, problems, label)
+    return df
+
+
+_MAX_SHOWN_ROWS = 10
+
+
+def _also(rows: list[int], label: Callable[[int], str] | None) -> str:
+    if label is None or not rows:
+        return ""
+    return " (again in " + ", ".join(label(i) for i in rows[:_MAX_SHOWN]) + \
+        (f" and {len(rows) - _MAX_SHOWN} more" if len(rows) > _MAX_SHOWN else "") + ")"
+
+
+def _shown(v: Any) -> str:
+    """A cell value for a message: integral floats (an int column with empty cells) as ints."""
+    if isinstance(v, float) and v.is_integer():
+        return repr(int(v))
+    return repr(v.item() if hasattr(v, "item") and not isinstance(v, str) else v)
+
+
+def _show_row(df: pd.DataFrame, i: int) -> str:
+    import pandas as pd
+
+    cells = []
+    for c, v in zip(df.columns, df.iloc[i].tolist()):
+        empty = v is None or (not isinstance(v, (list, dict)) and pd.isna(v))
+        cells.append(f"{c}: {'(empty)' if empty else _shown(v)}")
+        if len(cells) == 8:
+            break
+    return "{" + ", ".join(cells) + "}"
+
+
+def _raise_bad_rows(where: str, keys: list[str], problems: list[tuple[int, str, str]],
+                    label: Callable[[int], str] | None) -> None:
+    from .errors import BadRowsError, DuplicateRowsError, EmptyKeyRowsError
+
+    problems.sort(key=lambda p: p[0])
+    texts = [f"{label(i)}: {text}" if label is not None and not text.startswith("and ") else text
+             for i, _, text in problems]
+    kinds = {kind for _, kind, _ in problems}
+    if kinds == {"duplicate"}:
+        cls: type[BadRowsError] = DuplicateRowsError
+        hint = f" — each ({', '.join(keys)}) must appear once"
+    elif kinds == {"empty"}:
+        cls = EmptyKeyRowsError
+        hint = " — every row needs a key: complete or delete those rows"
+    else:
+        cls = BadRowsError
+        hint = " — fix those rows"
+    count = sum(1 for t in texts if not t.startswith("and "))
+    head = f"{where}: " + (f"{count} bad rows: " if count > 1 else "")
+    raise cls(head + "; ".join(texts) + hint, texts)
 
 
 #: pandas' inferred kind of a column's values → the dtype to read such a column back with

@@ -122,7 +122,11 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     if not found.to_read and not result.missing:
         return _reported(result, report)
 
+    if report is not None:
+        report.read_progress(table.name, 0, len(found.to_read))
     read = _read_changed(table, found.to_read)
+    if report is not None:
+        report.read_progress(table.name, len(found.to_read), len(found.to_read))
     data = read.data
     result.errors.update(read.errors)
 
@@ -245,11 +249,34 @@ def _typed_keys(table: DataTable, path: str, df: DataDF) -> DataDF:
         try:
             table.meta.coerce(df[[column]])
         except (TypeError, ValueError) as exc:
+            kind = sa_type.python_type.__name__
             raise FilepipeError(
-                f"{path}: column {column!r} holds a value that is not a "
-                f"{sa_type.python_type.__name__} like the rest of that column ({exc}); "
-                "fix the cell") from None
+                f"{path or _paths_shown(df)}: column {column!r} holds "
+                f"{_unfit_values(table, df, column) or 'a value'} that is not a {kind} like the "
+                f"rest of that column ({exc}); fix the cell, or declare the column's type "
+                "(dtypes=) to have each such row named") from None
     return table.meta.coerce(df)
+
+
+def _unfit_values(table: DataTable, df: DataDF, column: str) -> str:
+    """The first few distinct values of `column` the index's type refuses, as text."""
+    bad: list[str] = []
+    values = df[column].drop_duplicates()
+    for i in range(min(len(values), 10_000)):
+        try:
+            table.meta.coerce(values.iloc[i:i + 1].to_frame())
+        except (TypeError, ValueError):
+            bad.append(f"{values.iloc[i]!r:.40}")
+            if len(bad) == 3:
+                break
+    return ", ".join(bad)
+
+
+def _paths_shown(df: DataDF) -> str:
+    if "_path" not in df.columns:
+        return "(a source file)"
+    paths = list(dict.fromkeys(df["_path"].tolist()))
+    return paths[0] if len(paths) == 1 else f"(one of {len(paths)} files)"
 
 
 def _read_stable(table: DataTable, path: str) -> DataDF:
@@ -301,11 +328,13 @@ def _without_clashes(conn: sa.Connection, table: DataTable, data: DataDF,
     keys = table.primary_keys
     dup = data.duplicated(keys, keep=False).to_numpy()
     clash: dict[str, set[str]] = {}
+    shown: dict[str, list[tuple]] = {}  # a few of the keys each file shares with others
     if dup.any():
-        for _, group in data[dup].groupby(keys, sort=False, dropna=False)["_path"]:
+        for key, group in data[dup].groupby(keys, sort=False, dropna=False)["_path"]:
             paths = set(group)
             for p in paths:
                 clash.setdefault(p, set()).update(paths - {p})
+                _note(shown, p, key if isinstance(key, tuple) else (key,))
     if table.meta.exists:  # against rows of files not read now
         live = table.meta.matching(conn, data[keys], columns=keys + ["file_id"])
         if len(live):
@@ -315,17 +344,29 @@ def _without_clashes(conn: sa.Connection, table: DataTable, data: DataDF,
             other = (pos >= 0) & (owner >= 0) & ~np.isin(owner, reread.to_numpy(dtype="float64"))
             if other.any():
                 names = dict(zip(stored["file_id"], stored["path"]))
-                for p, fid in zip(data["_path"].to_numpy()[other], owner[other]):
+                rows = data[keys].to_numpy(dtype=object)[other]
+                for p, fid, key in zip(data["_path"].to_numpy()[other], owner[other], rows):
                     clash.setdefault(p, set()).add(names.get(int(fid), f"file #{int(fid)}"))
+                    _note(shown, p, tuple(key))
     for p, others in clash.items():
         if p in errors:
             continue
-        shown = ", ".join(sorted(others))
-        errors[p] = (f"table {table.name!r}: {p} holds the same key as {shown} (file names that "
-                     "differ but give equal keys, such as 7 and 007 for a number key); rename "
-                     "or remove one of them")
+        listed = ", ".join(sorted(others)) or "another of its rows"
+        some = shown.get(p, [])
+        named = "; ".join(", ".join(f"{k}={v!r}" for k, v in zip(keys, t)) for t in some[:3])
+        what = f" ({named}{', ...' if len(some) > 3 else ''})" if named else ""
+        errors[p] = (f"table {table.name!r}: {p} holds the same key as {listed}{what}; a key "
+                     "must come from one file only (file names that differ but give equal keys, "
+                     "such as 7 and 007 for a number key, clash too); rename or remove one of "
+                     "them, or fix the keys")
         log.error("%s", errors[p])
     return data[~data["_path"].isin(clash)] if clash else data
+
+
+def _note(shown: dict[str, list[tuple]], path: str, key: tuple) -> None:
+    found = shown.setdefault(path, [])
+    if len(found) < 4 and key not in found:
+        found.append(key)
 
 
 def _mass_delete(conn: sa.Connection, table: DataTable, data: DataDF | None,

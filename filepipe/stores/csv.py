@@ -19,13 +19,22 @@ class TableStoreCSV(FileStore):
 
     Extra keyword arguments go to `pandas.read_csv` (``sep=";"``, ``encoding="cp1252"``,
     ``decimal=","``...); the same separator, encoding and decimal mark are used to write.
+
+    `dtypes` may name ``"date"`` (``"2024-01-05"`` becomes a `datetime.date`); columns
+    declared text are read as text (``007`` stays ``"007"``). Errors about rows name their
+    line in the file (the header is line 1; a quoted field may span lines).
     """
+
+    folder_adapter = "csv"
 
     def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
                  dtypes: Mapping[str, Any] | None = None, **read_options: Any) -> None:
         super().__init__(path, primary_keys, dtypes)
         self.read_options = read_options
         self.written_kinds: dict[str, str] = {}
+        self._read_path: Path | None = None  # the file the last read_file read, its rows
+        self._rows_read = 0
+        self._lines: list[int] | None = None  # line of each row of it (found on an error)
 
     def use_written_kinds(self, kinds: dict[str, str]) -> None:
         """Read back what filepipe wrote with its types: text such as ``007`` stays text."""
@@ -34,19 +43,34 @@ class TableStoreCSV(FileStore):
     def read_file(self, path: Path) -> pd.DataFrame:
         import pandas as pd
 
-        text = {c: "str" for c, k in self.written_kinds.items() if k == "str"}
-        key_types = {k: self.dtypes[k] for k in self.primary_keys if k in self.dtypes}
-        options: dict[str, Any] = {"dtype": {**text, **key_types} or None}
+        from ..frames import is_text_dtype
+
+        # text read as text (a number would lose its leading zeros); other declared types
+        # are applied after the read, so that a value that does not fit names its line
+        text = {c: "str" for c, k in self.read_dtypes().items() if is_text_dtype(k)}
+        options: dict[str, Any] = {"dtype": text or None}
         if self.written_kinds:  # filepipe's own file: only an empty field is missing
             options.update(keep_default_na=False, na_values=[""])
         options.update(self.read_options)
+        self._read_path, self._rows_read, self._lines = path, 0, None
         try:
             with open_regular(path) as f:
-                return pd.read_csv(f, **options)
+                df = pd.read_csv(f, **options)
         except pd.errors.EmptyDataError:  # retried by the sync: it may be being saved
             raise pd.errors.EmptyDataError(
                 f"{path} is empty (0 bytes, not even a header line): the table's rows are kept "
                 "until it holds at least its header") from None
+        self._rows_read = len(df)
+        return df
+
+    def row_label(self, i: int) -> str:
+        """``"line 7"``: the line of the file where the row starts (``"row 7"``, the 7th
+        row of data, when read options make lines uncountable)."""
+        if self._lines is None and self._read_path is not None:
+            self._lines = _line_numbers(self._read_path, self.read_options, self._rows_read) or []
+        if self._lines and i < len(self._lines):
+            return f"line {self._lines[i]}"
+        return f"row {i + 1}"
 
     def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
         """What reading the written file back gives: in text columns an empty string is
@@ -54,10 +78,12 @@ class TableStoreCSV(FileStore):
         text; `datetime.date` values are their ISO text."""
         import pandas as pd
 
-        from ..frames import holds_text
+        from ..frames import holds_text, is_date_dtype
 
         changed = {}
         for c in df.columns:
+            if c in self.dtypes and is_date_dtype(self.dtypes[c]):
+                continue  # declared dates: read back as dates
             if c in self.primary_keys or df[c].dtype.kind not in "OU" and \
                     not pd.api.types.is_string_dtype(df[c].dtype):
                 continue
@@ -69,10 +95,8 @@ class TableStoreCSV(FileStore):
                 changed[c] = text.where(text != "", None)
         return df.assign(**changed) if changed else df
 
-    def apply_dtypes(self, df: pd.DataFrame, where: str) -> pd.DataFrame:
-        from ..frames import apply_dtypes
-
-        return apply_dtypes(df, {**self.written_kinds, **self.dtypes}, where)
+    def read_dtypes(self) -> dict[str, Any]:
+        return {**self.written_kinds, **self.dtypes}
 
     def write_file(self, df: pd.DataFrame) -> None:
         options = {k: self.read_options[k] for k in ("sep", "encoding", "decimal")
@@ -81,3 +105,42 @@ class TableStoreCSV(FileStore):
 
     def __repr__(self) -> str:
         return f"TableStoreCSV({str(self.path)!r}, primary_keys={self.primary_keys})"
+
+
+#: read options with which the lines of rows can be counted with the csv module
+_LINE_SAFE = frozenset({"sep", "delimiter", "encoding", "decimal", "quotechar", "doublequote",
+                        "escapechar", "dtype", "na_values", "keep_default_na", "thousands",
+                        "true_values", "false_values", "encoding_errors", "low_memory"})
+
+
+def _line_numbers(path: Path, options: dict[str, Any], rows: int) -> list[int] | None:
+    """The line where each data row of the CSV file at `path` starts, or None when the
+    read `options` or the file (changed since) make them uncountable."""
+    import csv
+    import io
+
+    if set(options) - _LINE_SAFE:
+        return None
+    sep = options.get("sep", options.get("delimiter", ","))
+    if not isinstance(sep, str) or len(sep) != 1:
+        return None
+    starts: list[int] = []
+    try:
+        with open_regular(path) as raw:
+            text = io.TextIOWrapper(raw, encoding=options.get("encoding") or "utf-8",
+                                    errors="replace", newline="")
+            reader = csv.reader(text, delimiter=sep, quotechar=options.get("quotechar", '"'),
+                                doublequote=options.get("doublequote", True),
+                                escapechar=options.get("escapechar"))
+            end, header = 0, False
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if not record:  # a blank line: pandas skips it
+                    continue
+                if not header:
+                    header = True
+                    continue
+                starts.append(start)
+    except (OSError, csv.Error, LookupError, ValueError):
+        return None
+    return starts if len(starts) == rows else None

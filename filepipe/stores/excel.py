@@ -94,6 +94,11 @@ day or durations (``"13:30:00"``): the text :func:`filepipe.xlsx.cell_text` give
 ``dtypes={"sku": "str"}`` to always read a key column as text (recommended for codes such as
 zip codes or SKUs that may start with zero or contain letters): integral numbers become
 ``"1001"``, not ``"1001.0"``. Rows with an empty key cell are an error naming the sheet.
+
+Bad rows. Reading checks every row at once: empty key cells, keys that repeat, values that
+do not fit their declared `dtypes` (``{"day": "date"}`` reads date cells and ISO text as
+`datetime.date`). One error (`filepipe.errors.BadRowsError`) names the file, the sheet and
+each row by its row number in the sheet, so all of them can be fixed before the next run.
 """
 
 from __future__ import annotations
@@ -143,6 +148,8 @@ class TableStoreExcel(FileStore):
     columns an Excel number format and a width (see "how the sheet looks" above).
     """
 
+    folder_adapter = "xlsx"
+
     def __init__(self, path: str | os.PathLike, sheet: str | None = None,
                  primary_keys: Sequence[str] | None = None,
                  dtypes: Mapping[str, Any] | None = None,
@@ -153,6 +160,7 @@ class TableStoreExcel(FileStore):
                     if isinstance(sheet, (list, tuple)) and primary_keys is None else "")
             raise TypeError(f"TableStoreExcel({os.fspath(path)!s}): sheet must be a sheet name "
                             f"(str) or None, got {sheet!r}{hint}")
+        self._folder_options = f", sheet={sheet!r}" if sheet is not None else ""  # (glob hint)
         super().__init__(path, primary_keys or [], dtypes)
         not_text = [k for k in [*self.primary_keys, *self.dtypes] if not isinstance(k, str)]
         if not_text:
@@ -278,7 +286,6 @@ class TableStoreExcel(FileStore):
         sheet row of each row kept (`_read_rows`)."""
         import numpy as np
 
-        where = self.describe()
         empty_cols = [c for c in df.columns
                       if _UNNAMED.match(c) and df[c].isna().all()]
         if empty_cols:
@@ -295,16 +302,15 @@ class TableStoreExcel(FileStore):
                 df[col] = _as_text(df[col])
             elif col in self.primary_keys and _read_as_text_key(df[col]):
                 df[col] = _as_text(df[col])
-        keys = [k for k in self.primary_keys if k in df.columns]
-        if keys and len(df):
-            no_key = df[keys].isna().any(axis=1).to_numpy()
-            if no_key.any():
-                shown = df.loc[no_key].head(3).to_dict("records")
-                raise EmptyKeyError(
-                    f"{where}: {int(no_key.sum())} row(s) have an empty key cell in "
-                    f"{', '.join(map(repr, keys))}, e.g. {_show_rows(shown)}; every row needs "
-                    "a key (delete or complete those rows)")
         return df
+
+    def row_label(self, i: int) -> str:
+        """``"row 7"``: the sheet's row number of the row at position `i` (header: row 1)."""
+        rows = self._read_rows
+        return f"row {int(rows[i])}" if rows is not None and i < len(rows) else f"row {i + 2}"
+
+    def refuses_empty_keys(self) -> bool:
+        return True  # a sheet's total row, a row half typed in: never a row of the table
 
     def load(self, path: Path) -> pd.DataFrame:
         """The rows of the sheet (see `FileStore.load`); the keys of its rows are kept with
@@ -623,14 +629,3 @@ def _read_as_text_key(s: pd.Series) -> bool:
     values = s.dropna().to_numpy(dtype=object)
     kinds = {_value_kind(t) for t in pd.unique(np.frompyfunc(type, 1, 1)(values))}
     return len(kinds) > 1 or "other" in kinds
-
-
-def _show_rows(rows: list[dict]) -> str:
-    from ..xlsx import is_missing
-
-    def cell(v: Any) -> str:
-        return "(empty)" if is_missing(v) else repr(v)
-
-    return "; ".join("{" + ", ".join(f"{k}: {cell(v)}" for k, v in r.items()) + "}"
-                     for r in rows)
-

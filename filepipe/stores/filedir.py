@@ -1,7 +1,10 @@
-"""A folder of files as a keyed table: one file per row, the keys in the path.
+"""A folder of files as a keyed table: the keys (some of them) in the path.
 
 ``TableStoreFiledir("inbox/{order_id}.json")`` or
-``TableStoreFiledir("events/{user_id}/{event_id}.json", dtypes={"event_id": "int64"})``.
+``TableStoreFiledir("events/{user_id}/{event_id}.json", dtypes={"event_id": "int64"})``:
+one file per row. ``TableStoreFiledir("exports/{month}.csv", adapter="csv",
+primary_keys=["month", "id"])`` (and ``adapter="xlsx"`` with ``sheet=``, ``adapter="parquet"``):
+files of many rows each; see "Folders of files of many rows" below.
 
 Conventions (the same for sources and outputs):
 
@@ -16,7 +19,14 @@ Conventions (the same for sources and outputs):
   for key 7, through one listing of the folder. The primary keys are the pattern's
   fields (default: in pattern order).
 * Adapters: ``json`` (the file holds one JSON object; its fields are the columns),
-  ``text`` (UTF-8 text in column ``text``), ``bytes`` (raw content in column ``data``).
+  ``text`` (UTF-8 text in column ``text``), ``bytes`` (raw content in column ``data``);
+  and ``csv``, ``xlsx``, ``parquet``: files of many rows (below).
+* `dtypes` takes pandas dtypes and ``"date"``: ``{"day": "date", "at": "datetime64[ns]"}``
+  reads JSON text ``"2024-01-05"`` as a `datetime.date` (ISO 8601 text, or a datetime at
+  midnight; a time of day is refused) and ``"2024-01-05T10:30"`` as a datetime. A key
+  declared ``"date"`` is kept as a datetime at midnight (the index has no date type). A
+  value that does not fit is an error naming the file, the column and the value; all such
+  values of a file are named at once.
 * The path is the authority on keys. A JSON object may also hold a field named like a
   key; it is then dropped if it agrees with the path (``"order_id": 7`` in ``7.json``)
   and the file is rejected, naming it, if it does not. Keys are not written into the
@@ -42,6 +52,28 @@ Conventions (the same for sources and outputs):
   rendered content is byte-identical to the file on disk is not rewritten. Deleting a
   row deletes its file and the folders below the root it leaves empty. Reads never
   write anything.
+
+Folders of files of many rows (``adapter="csv"``, ``"xlsx"``, ``"parquet"``):
+
+* Each file is read and written by the single-file store of its format (`TableStoreCSV`
+  with ``options=`` as its read options, `TableStoreExcel` with ``sheet=``, ``formats=``,
+  ``widths=``, `TableStoreParquet`), whose keys are the primary keys not in the pattern:
+  ``primary_keys`` must name at least one such key inside the files. Each field of the
+  pattern becomes a column of every row of its file (text unless `dtypes` types it); a
+  field need not be a key (``shops/{shop}.csv`` with ``primary_keys=["order_id"]``: order
+  ids unique across shops, ``shop`` a column).
+* A file may hold a column named like a field: it is dropped when every value agrees with
+  the path (or is empty); rows where it does not are errors naming their line or row.
+* Reading a file checks all its rows at once (`filepipe.errors.BadRowsError`: empty and
+  duplicate keys, values that do not fit `dtypes`, each named by the sheet's row or the
+  CSV's line). The sync reads only the files that changed, a deleted file deletes its
+  rows, and a key held by two files is reported for the file read last (naming both and
+  the key), which keeps its previous rows.
+* As an output, rows go to the file their fields name, one file per distinct value,
+  buffered and written atomically at the end of the step (only the files whose rows
+  changed); a file left without rows is deleted (a workbook that also holds other sheets
+  keeps them, this sheet emptied). With a field that is not a key, a row whose field
+  changes moves: it is taken out of its old file. Fields are not written into the files.
 """
 
 from __future__ import annotations
@@ -73,14 +105,23 @@ from ..fileutil import (
     resolve_path,
     row_name,
 )
-from ..frames import apply_dtypes, check_keys
+from ..frames import (
+    cast_column,
+    cast_key_column,
+    check_keys,
+    check_source_rows,
+    declared_sql_type,
+    frame_dtype,
+)
 from .base import TableStore
+from .files import FileStore, file_of_folder
 
 if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
-ADAPTERS = ("json", "text", "bytes")
+MULTI_ROW_ADAPTERS = ("csv", "xlsx", "parquet")  # files of many rows each
+ADAPTERS = ("json", "text", "bytes", *MULTI_ROW_ADAPTERS)
 CONTENT_COLUMN = {"text": "text", "bytes": "data"}
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _ANY = "[^/]+"
@@ -93,9 +134,44 @@ class TableStoreFiledir(TableStore):
 
     file_backed = True
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> TableStoreFiledir:
+        adapter = kwargs.get("adapter", args[1] if len(args) > 1 else "json")
+        if cls is TableStoreFiledir and adapter in MULTI_ROW_ADAPTERS:
+            cls = FolderOfTables  # files of many rows each: the keys partly in the path
+        return super().__new__(cls)
+
     def __init__(self, pattern: str | os.PathLike, adapter: str = "json",
                  primary_keys: Sequence[str] | None = None,
-                 dtypes: Mapping[str, Any] | None = None) -> None:
+                 dtypes: Mapping[str, Any] | None = None, *, sheet: str | None = None,
+                 formats: Mapping[str, str] | None = None,
+                 widths: Mapping[str, float] | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self._setup(pattern, adapter, dtypes)
+        given = [n for n, v in (("sheet", sheet), ("formats", formats), ("widths", widths),
+                                ("options", options)) if v is not None]
+        if given:
+            raise ValueError(f"TableStoreFiledir({self.pattern}): {', '.join(given)} go(es) with "
+                             f"adapter='xlsx' (sheet, formats, widths) or 'csv' (options), not "
+                             f"{adapter!r}")
+        if primary_keys is None:
+            self.primary_keys = list(self.fields)
+        else:
+            self.primary_keys = list(primary_keys)
+            if sorted(self.primary_keys) != sorted(self.fields):
+                hint = ("; for files of many rows each, name the adapter (adapter='csv', "
+                        "'xlsx' or 'parquet')" if set(self.fields) < set(self.primary_keys) else "")
+                raise ValueError(
+                    f"TableStoreFiledir({self.pattern}): primary_keys {self.primary_keys} must "
+                    f"be exactly the pattern's fields {self.fields} (the path names each row){hint}")
+        content = CONTENT_COLUMN.get(adapter)
+        if content is not None and content in self.fields:
+            raise ValueError(f"TableStoreFiledir({self.pattern}): a key cannot be named "
+                             f"{content!r}: the {adapter} adapter keeps the content there")
+        self._finish(self.primary_keys)
+
+    def _setup(self, pattern: str | os.PathLike, adapter: str,
+               dtypes: Mapping[str, Any] | None) -> None:
+        """The pattern compiled, the root resolved (the part every adapter shares)."""
         if adapter not in ADAPTERS:
             raise ValueError(f"TableStoreFiledir({pattern!s}): unknown adapter {adapter!r}; "
                              f"use one of {', '.join(ADAPTERS)}")
@@ -104,18 +180,6 @@ class TableStoreFiledir(TableStore):
         self.dtypes = dict(dtypes or {})
         root_text, rest, fields, segments, full, repeats = _compile(self.pattern)
         self.fields = list(fields)
-        if primary_keys is None:
-            self.primary_keys = list(self.fields)
-        else:
-            self.primary_keys = list(primary_keys)
-            if sorted(self.primary_keys) != sorted(self.fields):
-                raise ValueError(
-                    f"TableStoreFiledir({self.pattern}): primary_keys {self.primary_keys} must "
-                    f"be exactly the pattern's fields {self.fields} (the path names each row)")
-        content = CONTENT_COLUMN.get(adapter)
-        if content is not None and content in self.fields:
-            raise ValueError(f"TableStoreFiledir({self.pattern}): a key cannot be named "
-                             f"{content!r}: the {adapter} adapter keeps the content there")
         self.root: Path = resolve_path(root_text or ".")
         self._root_str = str(self.root)
         self._prefix = os.path.join(self._root_str, "")
@@ -127,8 +191,13 @@ class TableStoreFiledir(TableStore):
         self._columns_seen: list[str] = []    # columns of the rows read last (schema hint)
         self._names_ok: set[str] = set()      # last-component names known to match
         self._skipped: dict[str, str] = {}    # entries the last walk left out, with why
-        self._typed_keys = [k for k in self.primary_keys if k in self.dtypes]
-        self._fields_in_key_order = self.fields == self.primary_keys
+
+    def _finish(self, path_keys: list[str]) -> None:
+        """`path_keys`: the columns whose values make a file's path, in the order
+        `_path_of` takes them (the pattern's fields, in some order)."""
+        self._path_keys = path_keys
+        self._typed_keys = [k for k in path_keys if k in self.dtypes]
+        self._fields_in_key_order = self.fields == path_keys
 
     # --- description ---------------------------------------------------------------------
     def describe(self) -> str:
@@ -163,12 +232,9 @@ class TableStoreFiledir(TableStore):
 
     def key_types(self) -> dict[str, sa.types.TypeEngine]:
         """Keys come from file names: text, unless `dtypes` gives them a type."""
-        import pandas as pd
         import sqlalchemy as sa
 
-        from ..frames import sql_type_for
-
-        return {k: sql_type_for(pd.Series([], dtype=self.dtypes[k])) if k in self.dtypes
+        return {k: declared_sql_type(self.dtypes[k]) if k in self.dtypes
                 else sa.String() for k in self.primary_keys}
 
     def empty(self) -> pd.DataFrame:
@@ -184,7 +250,7 @@ class TableStoreFiledir(TableStore):
 
     def _dtype_of(self, col: str) -> Any:
         if col in self.dtypes:
-            return self.dtypes[col]
+            return frame_dtype(self.dtypes[col], key=col in self.primary_keys)
         if col in self.primary_keys or (col == "text" and self.adapter == "text"):
             return "str"
         return object
@@ -348,7 +414,7 @@ class TableStoreFiledir(TableStore):
         if m is None:
             raise FilepipeError(f"{self.describe()}: not a file of this folder pattern: {path}")
         keys = dict(zip(self._group_fields, m.groups()))
-        return keys if self._fields_in_key_order else {k: keys[k] for k in self.primary_keys}
+        return keys if self._fields_in_key_order else {k: keys[k] for k in self._path_keys}
 
     def _read_record(self, path: str) -> dict[str, Any] | None:
         """One row: keys from the path, content from the file (None if it vanished)."""
@@ -391,9 +457,10 @@ class TableStoreFiledir(TableStore):
             import pandas as pd
 
             try:
-                return bool(pd.Series([text]).astype(self.dtypes[key]).iloc[0] == value)
+                typed, bad = cast_column(pd.Series([text, value], dtype=object), self.dtypes[key])
             except (TypeError, ValueError):
                 return False
+            return not len(bad) and bool(typed.iloc[0] == typed.iloc[1])
         if isinstance(value, (int, float)):
             try:
                 return float(text) == float(value)
@@ -415,14 +482,18 @@ class TableStoreFiledir(TableStore):
         for c in text_cols:  # pandas infers str already; cast only where it did not
             if df[c].dtype != "str":
                 df[c] = df[c].astype("str")
-        apply_dtypes(df, self.dtypes, lambda col, dtype: _first_bad(df[col], dtype, paths))
-        return df
+        # every value that does not fit its declared type, each named by its file
+        keys = self.primary_keys  # (typed only: duplicates are for the callers to find)
+        if len(paths) == 1:
+            return check_source_rows(df, keys, self.dtypes, paths[0], key_checks=False)
+        return check_source_rows(df, keys, self.dtypes, self.describe(), paths.__getitem__,
+                                 key_checks=False)
 
     # --- paths of keys -------------------------------------------------------------------
     def _path_of(self, values: Sequence[Any]) -> str:
         """The canonical path of one row's key values (in primary-key order)."""
         texts = {}
-        for k, v in zip(self.primary_keys, values):
+        for k, v in zip(self._path_keys, values):
             text = _key_text(v)
             if text is None:
                 raise FilepipeError(f"{self.describe()}: key {k}={v!r} is missing (None/NaN); "
@@ -454,7 +525,7 @@ class TableStoreFiledir(TableStore):
         return os.path.join(self._root_str, *parts)
 
     def _paths_of(self, idx: pd.DataFrame) -> list[str]:
-        rows = idx[self.primary_keys].itertuples(index=False, name=None)
+        rows = idx[self._path_keys].itertuples(index=False, name=None)
         return [self._path_of(values) for values in rows]
 
     def _paths_for(self, idx: pd.DataFrame) -> list[str]:
@@ -468,7 +539,7 @@ class TableStoreFiledir(TableStore):
             absent = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
             if absent:
                 by_key = self._index_by_key()
-                keys = list(idx[self.primary_keys].itertuples(index=False, name=None))
+                keys = list(idx[self._path_keys].itertuples(index=False, name=None))
                 for i in absent:
                     paths[i] = by_key.get(_norm_key(keys[i]), paths[i])
         return paths
@@ -481,12 +552,15 @@ class TableStoreFiledir(TableStore):
         if not paths:
             return {}
         keys = pd.DataFrame.from_records([self._keys_of(p) for p in paths],
-                                         columns=self.primary_keys)
+                                         columns=self._path_keys)
         for k in self._typed_keys:
             try:
-                keys[k] = keys[k].astype(self.dtypes[k])
+                typed, bad = cast_key_column(keys[k].astype(object), self.dtypes[k])
             except (TypeError, ValueError):
+                return {}
+            if len(bad):
                 return {}  # a badly named file: reading it reports it
+            keys[k] = typed
         return {_norm_key(t): p for t, p in zip(keys.itertuples(index=False, name=None), paths)}
 
     # --- writing -------------------------------------------------------------------------
@@ -521,7 +595,10 @@ class TableStoreFiledir(TableStore):
             except FileNotFoundError:
                 continue
             folders.add(os.path.dirname(path))
-        # remove the folders the pattern made that are now empty, deepest first
+        self._prune(folders)
+
+    def _prune(self, folders: set[str]) -> None:
+        """Remove the folders the pattern made that are now empty, deepest first."""
         for folder in sorted(folders, key=len, reverse=True):
             while folder.startswith(self._prefix) and folder != self._root_str:
                 try:
@@ -585,6 +662,403 @@ class TableStoreFiledir(TableStore):
         return (f"{self.describe()}: row {row_name(df[self.primary_keys], i)}: column "
                 f"{column!r} holds text that is not valid Unicode ({_SURROGATES}), which UTF-8 "
                 "cannot encode; clean or replace those characters")
+
+
+# --- folders of files of many rows each ----------------------------------------------------
+
+class FolderOfTables(TableStoreFiledir):
+    """A folder of CSV files, workbooks or Parquet files — many rows each — as one table.
+
+    Made by ``TableStoreFiledir(pattern, adapter="csv" | "xlsx" | "parquet", primary_keys=...)``
+    (see the module docstring). Each file is handled by the single-file store of its format
+    (`TableStoreCSV`, `TableStoreExcel`, `TableStoreParquet`: reading, checks, buffered
+    atomic writes), whose keys are the key columns inside the files; the pattern's fields
+    become columns taken from each file's path.
+    """
+
+    def __init__(self, pattern: str | os.PathLike, adapter: str = "csv",
+                 primary_keys: Sequence[str] | None = None,
+                 dtypes: Mapping[str, Any] | None = None, *, sheet: str | None = None,
+                 formats: Mapping[str, str] | None = None,
+                 widths: Mapping[str, float] | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self._setup(pattern, adapter, dtypes)
+        where = f"TableStoreFiledir({self.pattern}, adapter={adapter!r})"
+        wrong = [n for n, v in (("sheet", sheet), ("formats", formats), ("widths", widths))
+                 if v is not None and adapter != "xlsx"]
+        wrong += ["options"] if options is not None and adapter != "csv" else []
+        if wrong:
+            raise ValueError(f"{where}: {', '.join(wrong)} do(es) not go with this adapter "
+                             "(sheet, formats and widths go with 'xlsx', options with 'csv')")
+        keys = list(primary_keys or [])
+        file_keys = [k for k in keys if k not in self.fields]
+        if not file_keys:
+            example = [*self.fields, *keys[len(self.fields):], "id"]
+            raise ValueError(
+                f"{where}: each file holds many rows, so primary_keys must name the key "
+                f"column(s) inside the files as well as those of the path, e.g. "
+                f"primary_keys={list(dict.fromkeys(example))!r}")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{where}: primary_keys {keys} name a column twice")
+        self.primary_keys = keys
+        #: the keys inside each file (the keys of each file's own store)
+        self.file_keys = file_keys
+        self.sheet = sheet
+        self.formats = dict(formats or {})
+        self.widths = dict(widths or {})
+        self.options = dict(options or {})
+        #: every field is a key: a key's file is known from the key (else every file is
+        #: searched for it, and a key may move from one file to another)
+        self._disjoint = all(f in keys for f in self.fields)
+        self._key_fields = [f for f in self.fields if f in keys]
+        self._files: dict[str, FileStore] = {}
+        self._kinds: dict[str, str] = {}
+        self._is_source = False
+        self._path_values: dict[str, dict[str, Any]] = {}
+        self._finish(list(self.fields))
+        self._template = self._new_file(os.path.join(self._root_str, "(rows)"))  # normalize only
+
+    # --- description ---------------------------------------------------------------------
+    def describe(self) -> str:
+        where = os.path.join(self._root_str, self._rest)
+        return f"{where}[{self.sheet}]" if self.sheet else where
+
+    def __repr__(self) -> str:
+        sheet = f", sheet={self.sheet!r}" if self.sheet is not None else ""
+        return (f"TableStoreFiledir({self.pattern!r}, adapter={self.adapter!r}{sheet}, "
+                f"primary_keys={self.primary_keys})")
+
+    def key_types(self) -> dict[str, sa.types.TypeEngine]:
+        """Path keys are text unless `dtypes` types them; keys inside the files have the
+        types their first rows give, unless `dtypes` names one."""
+        import sqlalchemy as sa
+
+        types: dict[str, sa.types.TypeEngine] = {}
+        for k in self.primary_keys:
+            if k in self.dtypes:
+                types[k] = declared_sql_type(self.dtypes[k])
+            elif k in self.fields:
+                types[k] = sa.String()
+        return types
+
+    def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
+        cols = list(dict.fromkeys([*self.fields, *self.primary_keys, *self.dtypes]))
+        return pd.DataFrame({c: pd.Series([], dtype=self._dtype_of(c)) for c in cols})
+
+    def _dtype_of(self, col: str) -> Any:
+        if col in self.dtypes:
+            return frame_dtype(self.dtypes[col], key=col in self.primary_keys)
+        return "str" if col in self.fields else object
+
+    # --- the store of each file ----------------------------------------------------------
+    def _new_file(self, path: str) -> FileStore:
+        from .csv import TableStoreCSV
+        from .excel import TableStoreExcel
+        from .parquet import TableStoreParquet
+
+        dtypes = {c: d for c, d in self.dtypes.items() if c not in self.fields}
+        store: FileStore
+        with file_of_folder():  # a file name may hold '*' or '?': no glob check
+            if self.adapter == "csv":
+                store = TableStoreCSV(path, self.file_keys, dtypes, **self.options)
+            elif self.adapter == "xlsx":
+                store = TableStoreExcel(path, self.sheet, self.file_keys, dtypes,
+                                        formats=self.formats, widths=self.widths)
+            else:
+                store = TableStoreParquet(path, self.file_keys, dtypes=dtypes)
+        if self._kinds:
+            store.use_written_kinds(dict(self._kinds))
+        return store
+
+    def _file(self, path: str) -> FileStore:
+        """The store of the file at `path` (kept: it caches the file's rows while the file
+        is unchanged, and buffers writes until `flush`)."""
+        store = self._files.get(path)
+        if store is None:
+            store = self._files[path] = self._new_file(path)
+            texts = self._keys_of(path)
+            store.fixed_columns = {f: (t, functools.partial(self._agrees_or_empty, f, text=t))
+                                   for f, t in texts.items()}
+        store._is_source = store._is_source or self._is_source
+        return store
+
+    def _agrees_or_empty(self, key: str, value: Any, text: str) -> bool:
+        """Does a column inside a file that is named like a field say what the path says?"""
+        import pandas as pd
+
+        if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+            return True
+        return _key_text(value) == text or self._agrees(key, value, text)
+
+    def _path_columns(self, path: str) -> dict[str, Any]:
+        """The value of each field in the path of `path`, typed by `dtypes`."""
+        import pandas as pd
+
+        found = self._path_values.get(path)
+        if found is not None:
+            return found
+        values: dict[str, Any] = {}
+        for f, text in self._keys_of(path).items():
+            if f in self.dtypes:
+                try:
+                    cast = cast_key_column if f in self.primary_keys else cast_column
+                    typed, bad = cast(pd.Series([text], dtype=object), self.dtypes[f])
+                    fits = not len(bad)
+                except (TypeError, ValueError):
+                    fits = False
+                if not fits:
+                    raise FilepipeError(f"{path}: {f}={text!r} in the file's path cannot be read "
+                                        f"as {self.dtypes[f]}; rename the file")
+                values[f] = typed.iloc[0]
+            else:
+                values[f] = text
+        if len(self._path_values) > 100_000:
+            self._path_values.clear()
+        self._path_values[path] = values
+        return values
+
+    def _with_path(self, df: pd.DataFrame, path: str) -> pd.DataFrame:
+        """The rows of one file with the path's fields in front (as their own columns)."""
+        import pandas as pd
+
+        values = self._path_columns(path)
+        n = len(df)
+        front = {}
+        for f, v in values.items():
+            front[f] = pd.Series([v] * n, dtype=object).astype(self._dtype_of(f))
+        rest = df.drop(columns=[c for c in self.fields if c in df.columns]).reset_index(drop=True)
+        return pd.concat([pd.DataFrame(front, index=rest.index), rest], axis=1)
+
+    def _rows_of(self, path: str) -> pd.DataFrame:
+        return self._with_path(self._file(path).frame(), path)
+
+    # --- reading -------------------------------------------------------------------------
+    def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+        self._is_source = True  # the sync reads only sources: empty keys are now errors
+        result = {}
+        for p in map(str, paths):
+            store = self._file(p)
+            result[p] = self._with_path(store.read_files([p])[p], p)
+        return result
+
+    def read_files_frame(self, paths: list[str]) -> pd.DataFrame:
+        from ..frames import concat_rows
+
+        frames = [df.assign(_path=p) for p, df in self.read_files(paths).items()]
+        found = concat_rows(frames)
+        if found is not None:
+            return found
+        import pandas as pd
+
+        return self.empty().assign(_path=pd.Series([], dtype="str"))
+
+    def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
+        from ..frames import align_keys, concat_rows
+
+        keys = self.primary_keys
+        if idx is None:
+            df = concat_rows([self._rows_of(p) for p in self._all_paths()])
+            if df is None:
+                return self._empty_like_rows()
+            check_keys(df, keys, self.describe())  # a key in two files
+            return df
+        missing = [k for k in keys if k not in idx.columns]
+        if missing:
+            raise FilepipeError(f"{self.describe()}: keys to read lack column(s) {missing}")
+        if idx.empty:
+            return self._empty_like_rows()
+        wanted = idx[keys].drop_duplicates()
+        if self._disjoint:
+            paths = list(dict.fromkeys(self._paths_for(wanted[self.fields].drop_duplicates())))
+            paths = [p for p in paths if p in self._files or os.path.isfile(p)]
+        else:
+            paths = self._all_paths()
+        parts = []
+        for p in paths:
+            rows = self._rows_of(p)
+            if len(rows):
+                parts.append(rows.merge(align_keys(wanted, rows, keys), on=keys))
+        df = concat_rows(parts)
+        return df if df is not None else self._empty_like_rows()
+
+    def _all_paths(self) -> list[str]:
+        """The files of the table: those on disk and those buffered, not yet written."""
+        listed = self._walk(stat=False)[0]
+        pending = [p for p, s in self._files.items() if s.is_dirty]
+        return sorted(set(listed) | set(pending))
+
+    def _empty_like_rows(self) -> pd.DataFrame:
+        """No rows, with the columns of the files (of one of them: the engine asks this to
+        learn the schema; one file is read at most)."""
+        import pandas as pd
+
+        columns: list[str] = []
+        for store in self._files.values():
+            if store._frame is not None:
+                columns = list(store._frame.columns)
+                break
+        else:
+            for p in sorted(self._walk(stat=False)[0])[:1]:
+                try:
+                    columns = list(self._file(p).frame().columns)
+                except Exception:  # noqa: BLE001 - a bad file: the sync reports it
+                    pass
+        empty = self.empty()
+        extra = [c for c in columns if c not in empty.columns]
+        return empty.assign(**{c: pd.Series([], dtype=object) for c in extra}) if extra else empty
+
+    # --- writing -------------------------------------------------------------------------
+    def use_written_kinds(self, kinds: dict[str, str]) -> None:
+        self._kinds = {c: k for c, k in kinds.items() if c not in self.fields}
+        for store in [self._template, *self._files.values()]:
+            store.use_written_kinds(dict(self._kinds))
+
+    def _targets(self, df: pd.DataFrame) -> list[str]:
+        """The file of each row of `df` (refusing, naming the row, values that cannot
+        make a path)."""
+        import pandas as pd
+
+        missing = [f for f in self.fields if f not in df.columns]
+        if missing:
+            from ..errors import MissingColumnsError
+
+            raise MissingColumnsError(
+                f"{self.describe()}: rows lack column(s) {', '.join(map(repr, missing))}, which "
+                "name each row's file")
+        tuples = list(df[self.fields].itertuples(index=False, name=None))
+        distinct = list(dict.fromkeys(tuples))
+        paths = self._paths_for(pd.DataFrame.from_records(distinct, columns=self.fields))
+        where = dict(zip(distinct, paths))
+        return [where[t] for t in tuples]
+
+    def _groups(self, targets: list[str]) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(targets):
+            groups.setdefault(p, []).append(i)
+        return groups
+
+    def check_writable(self, df: pd.DataFrame) -> None:
+        """Refuse, before anything is written, rows whose fields cannot name a file, and
+        rows the format of their file cannot hold (see the single-file stores)."""
+        if df.empty:
+            return
+        check_keys(df, self.primary_keys, self.describe())
+        check_folder(self.root, self.describe())
+        df = df.reset_index(drop=True)
+        for path, rows in self._groups(self._targets(df)).items():
+            self._file(path).check_writable(self._content(df.iloc[rows]))
+
+    def _content(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` without the columns the path holds (keys are not written into files)."""
+        return df.drop(columns=[c for c in self.fields if c in df.columns]).reset_index(drop=True)
+
+    def normalize(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` as reading its files back gives it: the content as its format gives it
+        back, fields that are not keys as the text of their path (typed by `dtypes`)."""
+        import pandas as pd
+
+        if df.empty:
+            return df
+        content = self._template.normalize(self._content(df))
+        out = df.reset_index(drop=True).copy()
+        for c in content.columns:
+            out[c] = content[c]  # (both with a fresh index)
+        for f in self.fields:
+            if f in self.primary_keys or f not in out.columns:
+                continue
+            texts = pd.Series([_key_text(v) for v in out[f].tolist()], dtype=object)
+            try:
+                typed, bad = cast_column(texts, self.dtypes.get(f, "str"))
+            except (TypeError, ValueError):
+                continue
+            if not len(bad):
+                out[f] = typed.to_numpy() if f in self.dtypes else typed.astype("str")
+        return out
+
+    def upsert_rows(self, df: pd.DataFrame, conn: Any = None) -> None:
+        if df.empty:
+            return
+        check_keys(df, self.primary_keys, self.describe())
+        df = df.reset_index(drop=True)
+        targets = self._targets(df)
+        groups = self._groups(targets)
+        if not self._disjoint:  # a key lives in one file: take it out of the others
+            self._remove(df[self.primary_keys], keep=targets)
+        for path, rows in groups.items():
+            self._file(path).upsert_rows(self._content(df.iloc[rows]))
+
+    def delete_rows(self, idx: pd.DataFrame, conn: Any = None) -> None:
+        if idx.empty:
+            return
+        wanted = idx[self.primary_keys].drop_duplicates().reset_index(drop=True)
+        if not self._disjoint:
+            self._remove(wanted)
+            return
+        paths = self._paths_for(wanted[self.fields])
+        for path, rows in self._groups(paths).items():
+            if path in self._files or os.path.isfile(path):
+                self._file(path).remove_keys(wanted.iloc[rows][self.file_keys])
+
+    def _remove(self, idx: pd.DataFrame, keep: list[str] | None = None) -> None:
+        """Take the keys of `idx` out of every file that may hold them (the files whose
+        path gives the same key fields), except row i's file `keep[i]`."""
+        import numpy as np
+
+        canon = [tuple(_key_text(v) for v in t)
+                 for t in idx[self._key_fields].itertuples(index=False, name=None)]
+        for path in self._all_paths():
+            store = self._file(path)
+            mine = tuple(_key_text(self._path_columns(path)[f]) for f in self._key_fields)
+            rows = [i for i, c in enumerate(canon)
+                    if c == mine and (keep is None or keep[i] != path)]
+            if rows:
+                store.remove_keys(idx.iloc[np.asarray(rows)][self.file_keys])
+
+    def flush(self) -> None:
+        """Write each file whose rows changed (atomically); a file left without rows is
+        deleted (a workbook holding other sheets keeps them, with this sheet empty)."""
+        folders = set()
+        for path in sorted(self._files):
+            store = self._files[path]
+            if not store.is_dirty:
+                continue
+            if len(store.frame()) or self._keeps_other_sheets(path):
+                store.flush()
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            folders.add(os.path.dirname(path))
+            store.discard()
+        self._prune(folders)
+
+    def _keeps_other_sheets(self, path: str) -> bool:
+        if self.adapter != "xlsx" or not os.path.isfile(path):
+            return False
+        from ..xlsx import sheet_names
+
+        try:
+            names = sheet_names(path)
+        except Exception:  # noqa: BLE001 - not a workbook any more: it is replaced
+            return False
+        from .excel import TableStoreExcel
+
+        store = self._files[path]
+        mine = store.resolve_sheet(names) if isinstance(store, TableStoreExcel) else None
+        return any(n != mine for n in names)
+
+    def discard(self) -> None:
+        for store in self._files.values():
+            store.discard()
+        self._files.clear()
+        self._path_values.clear()
+
+    def clear(self) -> None:
+        for path in self._all_paths():
+            self._file(path).clear()
 
 
 # --- the pattern ---------------------------------------------------------------------------
@@ -757,18 +1231,6 @@ def _first_unjsonable(s: pd.Series, exc: Exception) -> tuple[int, Exception]:
 def _json_kind(obj: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
             type(None): "null"}.get(type(obj), type(obj).__name__)
-
-
-def _first_bad(col: pd.Series, dtype: Any, paths: list[str]) -> str:
-    """Path of the first row whose value does not convert to `dtype`."""
-    import pandas as pd
-
-    for i, v in enumerate(col.tolist()):
-        try:
-            pd.Series([v], dtype=object).astype(dtype)
-        except (TypeError, ValueError):
-            return paths[i] if i < len(paths) else "?"
-    return paths[0] if len(paths) == 1 else "(one of the files)"
 
 
 def _same_bytes(path: str, payload: bytes) -> bool:

@@ -7,8 +7,11 @@ to the in-memory frame and `flush()` writes the file atomically (temp file + ren
 from __future__ import annotations
 
 import os
+import re
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,22 +24,42 @@ from ..fileutil import (
     resolve_path,
     unusable_reason,
 )
-from ..frames import align_keys, apply_dtypes, check_keys, rows_in
+from ..frames import align_keys, check_source_rows, frame_dtype, rows_in
 from .base import TableStore
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+
+#: stores made for the files of a folder store (`file_of_folder`): no glob check
+_FOLDER_FILE: ContextVar[bool] = ContextVar("filepipe_folder_file", default=False)
+_GLOB = re.compile(r"\*\*/|\*+|\?+|\{[^{}/]*\}")
 
 
 class FileStore(TableStore):
     """A keyed table held in the single file `path`.
 
-    `dtypes` (column → pandas dtype, e.g. ``{"zip": "str", "qty": "Int64"}``) fixes
-    types the file format cannot carry; other columns keep the types the reader infers.
+    `dtypes` (column → pandas dtype, e.g. ``{"zip": "str", "qty": "Int64"}``, or
+    ``"date"`` for `datetime.date` values) fixes types the file format cannot carry; other
+    columns keep the types the reader infers.
+
+    Reading a source checks every row at once: a value that does not fit its declared
+    type, an empty key cell, a key that repeats — one error (`BadRowsError`) names each
+    such row (`row_label`: the sheet's row, the CSV's line).
+
+    A path with ``*``, ``?`` or a ``{field}`` names many files: a single-file store refuses
+    it, pointing to `TableStoreFiledir(..., adapter=...)`, which reads a folder of them.
     """
+
+    #: the `TableStoreFiledir` adapter reading a folder of such files (for the glob hint)
+    folder_adapter: str | None = None
 
     def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
                  dtypes: Mapping[str, Any] | None = None) -> None:
+        if self.folder_adapter is not None and not _FOLDER_FILE.get():
+            check_single_path(type(self).__name__, path, self.folder_adapter, primary_keys,
+                              getattr(self, "_folder_options", ""))
         if not primary_keys:
             raise ValueError(f"{type(self).__name__}({path!s}): primary_keys must name at least one column")
         self.path: Path = resolve_path(path)
@@ -45,6 +68,11 @@ class FileStore(TableStore):
         self._frame: pd.DataFrame | None = None
         self._loaded_fp: tuple | None = None
         self._dirty = False
+        #: read by the sync: an empty key cell is an error (an output's reads allow it)
+        self._is_source = False
+        #: columns a file may hold whose every value must agree with a value its path
+        #: names (a folder of such files): column → (the path's text, agrees(value))
+        self.fixed_columns: dict[str, tuple[str, Callable[[Any], bool]]] = {}
 
     file_backed = True
     single_file = True
@@ -79,20 +107,34 @@ class FileStore(TableStore):
         return self._frame
 
     def load(self, path: Path) -> pd.DataFrame:
-        """Read `path`, apply `dtypes` and check the keys (errors name the file)."""
+        """Read `path`, apply `dtypes` and check the rows: every bad row at once, each
+        named by `row_label` (see the class docstring)."""
         df = self.read_file(path)
-        df = self.apply_dtypes(df, where=self.describe())
-        check_keys(df, self.primary_keys, self.describe())
+        df = check_source_rows(df, self.primary_keys, self.read_dtypes(), self.describe(),
+                               self.row_label, fixed=self.fixed_columns,
+                               empty_keys=self.refuses_empty_keys())
         return df.reset_index(drop=True)
 
-    def apply_dtypes(self, df: pd.DataFrame, where: str) -> pd.DataFrame:
-        return apply_dtypes(df, self.dtypes, where)
+    def read_dtypes(self) -> dict[str, Any]:
+        """The types `load` gives columns: `dtypes` (CSV adds the written column types)."""
+        return dict(self.dtypes)
+
+    def row_label(self, i: int) -> str:
+        """How the row at position `i` of the frame the last `read_file` gave is named in
+        messages (``"row 3"``: the third row of data)."""
+        return f"row {i + 1}"
+
+    def refuses_empty_keys(self) -> bool:
+        """Is a row with an empty key cell an error when reading? (For a source.)"""
+        return self._is_source
 
     def empty(self) -> pd.DataFrame:
         import pandas as pd
 
         cols = self.primary_keys + [c for c in self.dtypes if c not in self.primary_keys]
-        return pd.DataFrame({c: pd.Series([], dtype=self.dtypes.get(c, object)) for c in cols})
+        return pd.DataFrame({c: pd.Series([], dtype=frame_dtype(self.dtypes.get(c, object),
+                                                               key=c in self.primary_keys))
+                             for c in cols})
 
     def read_rows(self, idx: pd.DataFrame | None = None) -> pd.DataFrame:
         df = self.frame()
@@ -119,6 +161,21 @@ class FileStore(TableStore):
             return
         self._frame = self._without(idx)
         self._dirty = True
+
+    def remove_keys(self, idx: pd.DataFrame) -> None:
+        """Drop the rows of `idx` held here; the store becomes dirty only if one was."""
+        if idx.empty:
+            return
+        before = self.frame()
+        if before.empty:
+            return
+        after = self._without(idx)
+        if len(after) != len(before):
+            self._frame, self._dirty = after, True
+
+    @property
+    def is_dirty(self) -> bool:
+        return self._dirty
 
     def _without(self, idx: pd.DataFrame) -> pd.DataFrame:
         df = self.frame()
@@ -153,6 +210,7 @@ class FileStore(TableStore):
         return {display_path(self.path): why} if why else {}
 
     def read_files(self, paths: list[str]) -> dict[str, pd.DataFrame]:
+        self._is_source = True  # the sync reads only sources
         result = {}
         for p in paths:
             if Path(p) != self.path:
@@ -167,3 +225,46 @@ class FileStore(TableStore):
     def owns_path(self, path: Path) -> bool:
         return path == self.path
 
+
+
+@contextmanager
+def file_of_folder() -> Iterator[None]:
+    """Stores made inside are one file of a folder store (its name may hold '*', '?')."""
+    token = _FOLDER_FILE.set(True)
+    try:
+        yield
+    finally:
+        _FOLDER_FILE.reset(token)
+
+
+def check_single_path(kind: str, path: str | os.PathLike, adapter: str,
+                      primary_keys: Sequence[str] | None, options: str = "") -> None:
+    """Refuse a path naming many files (``exports/*.csv``, ``shops/{shop}.xlsx``) in the
+    single-file store `kind`, pointing to the folder store that reads such files."""
+    text = os.fspath(path)
+    if isinstance(text, bytes) or not _GLOB.search(text) or os.path.exists(text):
+        return
+    fields: list[str] = []
+
+    def field(m: re.Match) -> str:
+        found = m.group(0)
+        if found.startswith("{"):
+            name = found[1:-1].strip() or "part"
+        else:
+            name = "folder" if found == "**/" else "file"
+        base, n = name, 2
+        while name in fields:
+            name, n = f"{base}{n}", n + 1
+        fields.append(name)
+        return "{" + name + "}" + ("/" if found == "**/" else "")
+
+    pattern = _GLOB.sub(field, text.replace(os.sep, "/") if os.sep != "/" else text)
+    keys = [*fields, *[k for k in (primary_keys or []) if k not in fields]]
+    if len(keys) == len(fields):
+        keys.append("<key column inside the files>")
+    raise ValueError(
+        f"{kind}({text!r}): this path names many files ({', '.join(map(repr, _GLOB.findall(text)))}), "
+        f"but {kind} keeps a table in one file. For a folder of such files as one table, use "
+        f"TableStoreFiledir({pattern!r}, adapter={adapter!r}{options}, primary_keys={keys!r}): "
+        "each {field} of the pattern matches part of a file's path and becomes a column, a "
+        "key column when primary_keys names it")

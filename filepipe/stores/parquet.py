@@ -73,8 +73,11 @@ class TableStoreParquet(FileStore):
     """``TableStoreParquet("data/sales.parquet", primary_keys=["id"])``: the table in one file.
 
     `dtypes` (column → pandas dtype) fixes types the file does not carry. A partitioned
-    dataset is `TableStoreParquetDataset`.
+    dataset is `TableStoreParquetDataset`; a folder of Parquet files named freely (one per
+    day, say) is ``TableStoreFiledir("days/{day}.parquet", adapter="parquet", ...)``.
     """
+
+    folder_adapter = "parquet"
 
     def __init__(self, path: str | os.PathLike, primary_keys: Sequence[str],
                  partition_cols: Sequence[str] | None = None,
@@ -144,17 +147,6 @@ class _PartitionFile(TableStoreParquet):
         meta[_PARTITION_META] = base64.b64encode(types.serialize().to_pybytes())
         _write_table(self.path, table.replace_schema_metadata(meta))
 
-    def remove_keys(self, idx: pd.DataFrame) -> None:
-        """Drop the rows of `idx` held here; the file becomes dirty only if one was."""
-        if idx.empty:
-            return
-        before = self.frame()
-        if before.empty:
-            return
-        after = self._without(idx)
-        if len(after) != len(before):
-            self._frame, self._dirty = after, True
-
     def flush(self) -> None:
         if not self._dirty or self._frame is None:
             return
@@ -164,10 +156,6 @@ class _PartitionFile(TableStoreParquet):
         self.path.unlink(missing_ok=True)
         _prune_empty_dirs(self.path.parent, self.dataset.path)
         self._dirty, self._loaded_fp = False, None
-
-    @property
-    def is_dirty(self) -> bool:
-        return self._dirty
 
 
 class TableStoreParquetDataset(TableStore):
