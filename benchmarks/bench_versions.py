@@ -103,9 +103,15 @@ def after_runs(n: int, runs: int) -> None:
         files = len(list(root.rglob("*.parquet")))
         table = Path(tmp) / "events.parquet"
         catalog.get_datatable(ds, "events").get_data().to_parquet(table)
+        with ds.meta.begin() as conn:  # the events table's own pages in the SQLite file
+            in_sqlite = conn.exec_driver_sql(
+                "SELECT SUM(pgsize) FROM dbstat WHERE name = 'events'").scalar_one()
+        first_version = store.segments("events")[0].size
         print(f"history on disk {size / 1e6:.2f} MB in {files} files (moving the inbox: {settle * 1000:.0f} ms); "
-              f"the events table alone as Parquet {table.stat().st_size / 1e6:.2f} MB; "
-              f"events history {store.size_bytes('events') / 1e6:.2f} MB", flush=True)
+              f"events history {store.size_bytes('events') / 1e6:.2f} MB, of which its first version "
+              f"{first_version / 1e6:.2f} MB and the {runs} runs {(size - first_version) / 1e6:.2f} MB "
+              f"over 3 tables; the events table in SQLite {in_sqlite / 1e6:.2f} MB, as Parquet "
+              f"{table.stat().st_size / 1e6:.2f} MB", flush=True)
         last = versions.log(ds, limit=1)[0].run_id
         for label, call in (
             ("as_of(events, oldest version)", lambda: versions.as_of(ds, "events", first)),
