@@ -21,13 +21,14 @@ import re
 import shutil
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_apps import close_apps, explain, recording_loaded_apps
 from click.testing import CliRunner, Result
 
-import filepipe.app
 from filepipe.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sales"
@@ -45,43 +46,10 @@ def _no_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
 
 
-_loaded: list[filepipe.app.FilepipeApp] = []
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _record_loaded_apps():
-    """Remember the apps the CLI loads, so that `invoke` can close their index afterwards."""
-    real = filepipe.app.load_app
-
-    def load_app(spec: str | None = None) -> filepipe.app.FilepipeApp:
-        app = real(spec)
-        _loaded.append(app)
-        return app
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(filepipe.app, "load_app", load_app)
+def _record_loaded_apps() -> Iterator[None]:
+    with recording_loaded_apps():
         yield
-
-
-def close_apps() -> None:
-    """Dispose the metadata connections, as the end of a `filepipe` process would.
-
-    The index is SQLite in WAL mode: while a connection is open, commits go to meta.sqlite-wal
-    and reads touch meta.sqlite-shm. Closing the last connection checkpoints the WAL into
-    meta.sqlite, so file bytes and mtimes compare like those of separate processes.
-    """
-    while _loaded:
-        ds = getattr(_loaded.pop(), "_ds", None)
-        if ds is not None:
-            ds.meta_dbconn.dispose()
-
-
-def explain(result: Result) -> str:
-    exc = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        exc = "".join(traceback.format_exception(*result.exc_info))
-    return (f"exit code {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n"
-            f"{result.stderr}\n{exc}")
 
 
 def invoke(args: list[str], code: int = 0) -> Result:

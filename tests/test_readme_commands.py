@@ -55,16 +55,15 @@ import sys
 import threading
 import time
 import tomllib
-import traceback
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_apps import close_apps, explain, recording_loaded_apps
 from click.testing import CliRunner, Result
 
-import filepipe.app
 from filepipe.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +161,6 @@ def _params() -> list:
 # --- running them ------------------------------------------------------------------------
 
 runner = CliRunner()
-_loaded: list[filepipe.app.FilepipeApp] = []
 
 
 @pytest.fixture(autouse=True)
@@ -173,33 +171,10 @@ def _no_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True, scope="module")
 def _record_loaded_apps() -> Iterator[None]:
-    """Remember the apps the CLI loads, to close their index after each command (as the end
-    of a process would): a project is then copied, or replaced, with nothing open in it."""
-    real = filepipe.app.load_app
-
-    def load_app(spec: str | None = None) -> filepipe.app.FilepipeApp:
-        app = real(spec)
-        _loaded.append(app)
-        return app
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(filepipe.app, "load_app", load_app)
+    """Close the index after each command (as the end of a process would): a project is
+    then copied, or replaced, with nothing open in it."""
+    with recording_loaded_apps():
         yield
-
-
-def _close_apps() -> None:
-    while _loaded:
-        ds = getattr(_loaded.pop(), "_ds", None)
-        if ds is not None:
-            ds.meta_dbconn.dispose()
-
-
-def _explain(what: str, result: Result) -> str:
-    exc = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        exc = "".join(traceback.format_exception(*result.exc_info))
-    return (f"`{what}`: exit code {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n"
-            f"{result.stderr}\n{exc}")
 
 
 def invoke(args: list[str], cwd: Path, what: str | None = None) -> Result:
@@ -210,8 +185,8 @@ def invoke(args: list[str], cwd: Path, what: str | None = None) -> Result:
         result = runner.invoke(main, args)
     finally:
         os.chdir(old)
-        _close_apps()
-    assert result.exit_code == 0, _explain(what or " ".join(["filepipe", *args]), result)
+        close_apps()
+    assert result.exit_code == 0, explain(result, what or " ".join(["filepipe", *args]))
     return result
 
 

@@ -20,8 +20,7 @@ import math
 import re
 import tempfile
 import time
-import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import openpyxl
 import pandas as pd
 import pytest
+from cli_apps import close_apps, explain, recording_loaded_apps
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,37 +71,12 @@ from filepipe.report import RunReport
 from filepipe.stores import TableStoreDB
 
 runner = CliRunner()
-_loaded: list[filepipe.app.FilepipeApp] = []
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _record_loaded_apps():
-    """Remember the apps loaded (by the CLI and by the tests), to close their index after."""
-    real = filepipe.app.load_app
-
-    def load_app(spec: str | None = None) -> filepipe.app.FilepipeApp:
-        app = real(spec)
-        _loaded.append(app)
-        return app
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(filepipe.app, "load_app", load_app)
+def _record_loaded_apps() -> Iterator[None]:
+    with recording_loaded_apps():
         yield
-    close_apps()
-
-
-def close_apps() -> None:
-    while _loaded:
-        ds = getattr(_loaded.pop(), "_ds", None)
-        if ds is not None:
-            ds.meta_dbconn.dispose()
-
-
-def explain(result: Result) -> str:
-    exc = ""
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        exc = "".join(traceback.format_exception(*result.exc_info))
-    return f"exit code {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{exc}"
 
 
 def fp(pipeline: str, *args: str, code: int = 0) -> Result:

@@ -438,35 +438,6 @@ def _stats_overlap(stats: Any, lo: int | None, hi: int | None) -> bool:
     return (lo is None or stats.max > lo) and (hi is None or stats.min <= hi)
 
 
-def _matching_rows(path: Path, key_values: Mapping[str, Any]) -> pd.DataFrame | None:
-    """The versions in the segment at `path` whose keys equal `key_values`, or None.
-
-    Row groups whose statistics exclude a key value are skipped; of the others, the key
-    columns are read first, then the whole row groups holding a match."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(path) as f:
-        schema = f.schema_arrow
-        if any(k not in schema.names for k in key_values):
-            return None
-        meta = f.metadata
-        leaf = _leaf_indexes(meta)
-        as_json = set(codec.json_columns(schema))
-        groups = [i for i in range(meta.num_row_groups)
-                  if all(k in as_json or _may_hold(meta.row_group(i).column(leaf[k]).statistics, v)
-                         for k, v in key_values.items())]
-        if not groups:
-            return None
-        hits = _equal(codec.to_frame(f.read_row_groups(groups, columns=list(key_values))), key_values)
-        if not hits.any():
-            return None
-        ends = np.cumsum([meta.row_group(i).num_rows for i in groups])
-        holding = np.unique(np.searchsorted(ends, np.flatnonzero(hits), side="right"))
-        rows = codec.to_frame(f.read_row_groups([groups[j] for j in holding]))
-    return rows[_equal(rows, key_values)]
-
-
 def _exact_ints(state: pd.DataFrame) -> pd.DataFrame:
     """Nullable integer and boolean columns (made so only by deletions) back to numpy ones
     when they hold no null."""
@@ -476,16 +447,30 @@ def _exact_ints(state: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rows_with_keys(path: Path, wanted: pd.DataFrame) -> pd.DataFrame | None:
-    """The versions in the segment at `path` whose keys are a row of `wanted`, or None.
-
-    Row groups whose statistics exclude every wanted value of a key column are skipped; of
-    the others, the key columns are read first, then the whole row groups holding a match."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
+    """The versions in the segment at `path` whose keys are a row of `wanted`, or None."""
     from ..frames import rows_in
 
     keys = list(wanted.columns)
+    return _rows_matching(path, {k: wanted[k].drop_duplicates().tolist() for k in keys},
+                          lambda df: rows_in(df, wanted, keys))
+
+
+def _matching_rows(path: Path, key_values: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The versions in the segment at `path` whose keys equal `key_values`, or None."""
+    return _rows_matching(path, {k: [v] for k, v in key_values.items()},
+                          lambda df: _equal(df, key_values))
+
+
+def _rows_matching(path: Path, values: Mapping[str, list[Any]],
+                   match: Callable[[pd.DataFrame], np.ndarray]) -> pd.DataFrame | None:
+    """The versions in the segment at `path` that `match` (on its key columns) says are
+    wanted, or None. Row groups whose statistics exclude every value of `values` for a key
+    column are skipped; of the others, the key columns are read first, then the whole row
+    groups holding a match."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    keys = list(values)
     with pq.ParquetFile(path) as f:
         schema = f.schema_arrow
         if any(k not in schema.names for k in keys):
@@ -493,20 +478,18 @@ def _rows_with_keys(path: Path, wanted: pd.DataFrame) -> pd.DataFrame | None:
         meta = f.metadata
         leaf = _leaf_indexes(meta)
         as_json = set(codec.json_columns(schema))
-        values = {k: wanted[k].drop_duplicates().tolist() for k in keys}
         groups = [i for i in range(meta.num_row_groups)
                   if all(k in as_json or any(_may_hold(meta.row_group(i).column(leaf[k]).statistics, v)
                                              for v in values[k]) for k in keys)]
         if not groups:
             return None
-        key_rows = codec.to_frame(f.read_row_groups(groups, columns=keys))
-        hits = rows_in(key_rows, wanted, keys)
+        hits = match(codec.to_frame(f.read_row_groups(groups, columns=keys)))
         if not hits.any():
             return None
         ends = np.cumsum([meta.row_group(i).num_rows for i in groups])
         holding = np.unique(np.searchsorted(ends, np.flatnonzero(hits), side="right"))
         rows = codec.to_frame(f.read_row_groups([groups[j] for j in holding]))
-    return rows[rows_in(rows, wanted, keys)]
+    return rows[match(rows)]
 
 
 def _may_hold(stats: Any, value: Any) -> bool:
