@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -122,11 +123,11 @@ def sync_table(table: DataTable, report: RunReport | None = None,
     if not found.to_read and not result.missing:
         return _reported(result, report)
 
+    total = len(found.to_read)
     if report is not None:
-        report.read_progress(table.name, 0, len(found.to_read))
-    read = _read_changed(table, found.to_read)
-    if report is not None:
-        report.read_progress(table.name, len(found.to_read), len(found.to_read))
+        report.read_progress(table.name, 0, total)
+    read = _read_changed(table, found.to_read, None if report is None else
+                         lambda done: report.read_progress(table.name, done, total))
     data = read.data
     result.errors.update(read.errors)
 
@@ -208,16 +209,42 @@ class ChangedFiles:
     errors: dict[str, str]
 
 
-def _read_changed(table: DataTable, paths: list[str]) -> ChangedFiles:
+READ_CHUNK = 2_000  # files read at a time (progress is reported after each chunk)
+
+
+def _read_changed(table: DataTable, paths: list[str],
+                  progress: Callable[[int], None] | None = None) -> ChangedFiles:
     """Rows of the changed files (column ``_path``) and the errors of unreadable ones.
 
-    All files are read in one go; only if that fails, or a file changed while it was
-    read, are files read one by one (with retries) to keep the good ones.
+    Files are read READ_CHUNK at a time, each chunk in one go; only if that fails, or a
+    file changed while it was read, are its files read one by one (with retries) to keep
+    the good ones. `progress(files_done)` is called after each chunk.
     """
     import pandas as pd
 
     if not paths:
         return ChangedFiles(None, {})
+    frames: list[DataDF] = []
+    errors: dict[str, str] = {}
+    for start in range(0, len(paths), READ_CHUNK):
+        chunk = paths[start:start + READ_CHUNK]
+        found = _read_chunk(table, chunk)
+        frames += found.frames
+        errors.update(found.errors)
+        if progress is not None:
+            progress(start + len(chunk))
+    frames = [f for f in frames if len(f)]
+    return ChangedFiles(pd.concat(frames, ignore_index=True) if len(frames) > 1 else
+                        (frames[0] if frames else None), errors)
+
+
+@dataclass
+class _Chunk:
+    frames: list[DataDF]
+    errors: dict[str, str]
+
+
+def _read_chunk(table: DataTable, paths: list[str]) -> _Chunk:
     before = {p: fingerprint_of(p) for p in paths}
     try:
         data = _typed_keys(table, "", table.store.read_files_frame(paths))
@@ -234,8 +261,7 @@ def _read_changed(table: DataTable, paths: list[str]) -> ChangedFiles:
         except Exception as exc:  # noqa: BLE001 - report the file, go on with the rest
             errors[path] = f"{type(exc).__name__}: {exc}"
             log.error("cannot read %s (table %s): %s", path, table.name, exc)
-    frames = [f for f in frames if len(f)]
-    return ChangedFiles(pd.concat(frames, ignore_index=True) if frames else None, errors)
+    return _Chunk(frames, errors)
 
 
 def _typed_keys(table: DataTable, path: str, df: DataDF) -> DataDF:

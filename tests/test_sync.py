@@ -174,3 +174,29 @@ def test_output_edited_by_hand_is_backed_up_and_rebuilt(ds, tmp_path, edit) -> N
     assert report.backups == {"totals": str(backups[0])}
     assert _totals(tmp_path) == {"a": 3.0, "b": 5.0, "c": 7.0}
     assert not run_steps(ds, steps).changed
+
+
+def test_many_changed_files_are_read_in_chunks_with_progress(ds, tmp_path, monkeypatch) -> None:
+    # a sync reads changed files a chunk at a time and reports progress after each; the
+    # rows are those one read of every file gives (a file with a NaN included)
+    import filepipe.sync as sync_module
+    from filepipe.report import RunReport
+    from filepipe.stores import TableStoreFiledir
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(7):
+        (inbox / f"{i}.json").write_text(f'{{"customer": "c{i % 3}", "amount": {"NaN" if i == 5 else i}}}')
+        age(inbox / f"{i}.json")
+    table = Catalog({"orders": Table(TableStoreFiledir(f"{inbox}/{{order_id}}.json"))}).get_datatable(ds, "orders")
+    seen: list[tuple[str, int, int | None]] = []
+    report = RunReport(trigger="test")
+    report.on_read_progress = lambda name, done, total: seen.append((name, done, total))
+    monkeypatch.setattr(sync_module, "READ_CHUNK", 3)
+    with ds.recording(report):
+        sync_table(table, report=report)
+    assert seen == [("orders", 0, 7), ("orders", 3, 7), ("orders", 6, 7), ("orders", 7, 7)]
+    got = table.get_data().sort_values("order_id").reset_index(drop=True)
+    assert got["order_id"].tolist() == [str(i) for i in range(7)]
+    assert got["customer"].tolist() == [f"c{i % 3}" for i in range(7)]
+    assert got["amount"].isna().tolist() == [i == 5 for i in range(7)]
