@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 MAX_VARIABLES = 900  # below SQLite's historic 999-variable limit (lookups)
 WRITE_ROWS = 50_000  # rows converted to driver values at a time
 INSERT_ROWS = 500  # rows per multi-row INSERT statement (SQLite)
-INSERT_VARIABLES = 32_766  # SQLite's bound-variable limit since 3.32
 
 
 class DBConn:
@@ -142,25 +141,37 @@ def _json_dumps_all(values: list[Any]) -> list[Any]:
     from orjson import dumps as fast
 
     dumps = json.dumps
-    return [None if v is None else fast(v).decode() if type(v) is str else dumps(v) for v in values]
+
+    def one(v: Any) -> Any:
+        if v is None:
+            return None
+        if type(v) is str:
+            try:
+                return fast(v).decode()
+            except TypeError:  # lone surrogates, which json.dumps escapes
+                pass
+        return dumps(v)
+
+    return [one(v) for v in values]
 
 
 def _json_loads_all(values: list[Any]) -> list[Any]:
-    """Values of JSON text (parsed by orjson, 10x faster); numbers SQLite returned pass as
-    they are."""
+    """Values of JSON text; numbers SQLite returned pass as they are. JSON strings (the
+    seed's documents kept as text) are parsed by orjson, 10x faster; everything else by
+    json, which keeps integers beyond 64 bits exact (orjson makes them floats)."""
     import json
 
     from orjson import loads
 
+    slow = json.loads
     out = []
     for v in values:
         if v is None or not isinstance(v, (str, bytes)):
             out.append(v)
-            continue
-        try:
+        elif v[:1] in ('"', b'"'):
             out.append(loads(v))
-        except ValueError:  # NaN/Infinity, which json.dumps writes and orjson refuses
-            out.append(json.loads(v))
+        else:
+            out.append(slow(v))
     return out
 
 
@@ -224,17 +235,35 @@ def executemany(conn: sa.Connection, sql: str, rows: Sequence[tuple]) -> None:
         conn.exec_driver_sql(sql, list(rows))
 
 
+def _variable_limit(conn: sa.Connection) -> int:
+    """How many values one SQLite statement may bind (32,766 since 3.32; 999 before)."""
+    import sqlite3
+
+    raw: Any = conn.connection.driver_connection
+    try:
+        return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except AttributeError:  # pragma: no cover - Python < 3.11
+        return 999
+
+
 def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
                conflict_keys: Sequence[str] | None = None, n_rows: int = 1,
-               literals: Mapping[str, str] | None = None) -> str:
+               constants: Sequence[str] = ()) -> str:
     """INSERT statement for the driver, of `n_rows` rows; with `conflict_keys`, an
-    upsert on those keys; `literals` are further columns with one SQL literal for all rows."""
-    literals = dict(literals or {})
-    cols = ", ".join(quote(conn, c) for c in [*columns, *literals])
-    row = f"({', '.join([*placeholders(conn, len(columns)), *literals.values()])})"
-    sql = f"INSERT INTO {qualified(conn, table)} ({cols}) VALUES {', '.join([row] * n_rows)}"
+    upsert on those keys. `constants` (SQLite only) are further columns holding one value
+    for every row, bound once, after the rows' values (numbered placeholders)."""
+    k = len(columns)
+    if constants:
+        const = [f"?{n_rows * k + i + 1}" for i in range(len(constants))]
+        rows = ["(" + ", ".join([*(f"?{r * k + j + 1}" for j in range(k)), *const]) + ")"
+                for r in range(n_rows)]
+    else:
+        rows = [f"({', '.join(placeholders(conn, k))})"] * n_rows
+    names = [*columns, *constants]
+    cols = ", ".join(quote(conn, c) for c in names)
+    sql = f"INSERT INTO {qualified(conn, table)} ({cols}) VALUES {', '.join(rows)}"
     if conflict_keys:
-        others = [c for c in [*columns, *literals] if c not in conflict_keys]
+        others = [c for c in names if c not in conflict_keys]
         target = ", ".join(quote(conn, c) for c in conflict_keys)
         if others:
             sets = ", ".join(f"{quote(conn, c)} = excluded.{quote(conn, c)}" for c in others)
@@ -246,9 +275,9 @@ def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
 
 def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
                    values: Sequence[list[Any]], conflict_keys: Sequence[str] | None = None,
-                   literals: Mapping[str, str] | None = None) -> None:
+                   constants: Mapping[str, Any] | None = None) -> None:
     """Insert (or, with `conflict_keys`, upsert) rows given column by column, plus the
-    `literals` columns (one SQL literal for every row: nothing to bind).
+    `constants` columns (one value for every row: bound once per statement).
 
     On SQLite, multi-row statements of up to INSERT_ROWS rows: a third faster than
     `executemany`, which steps the statement once per row. The parameters are laid out
@@ -257,25 +286,28 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     n = len(values[0]) if values else 0
     if not n:
         return
-    k = len(columns)
-    per = min(INSERT_ROWS, max(1, INSERT_VARIABLES // k))
+    constants = dict(constants or {})
     if conn.dialect.name != "sqlite" or n < 2:
-        executemany(conn, insert_sql(conn, table, columns, conflict_keys, literals=literals),
-                    list(zip(*values)))
+        names = [*columns, *constants]
+        rows = list(zip(*values, *([v] * n for v in constants.values())))
+        executemany(conn, insert_sql(conn, table, names, conflict_keys), rows)
         return
+    k = len(columns)
+    per = min(INSERT_ROWS, max(1, (_variable_limit(conn) - len(constants)) // k))
     flat: list[Any] = [None] * (n * k)
     for j, column in enumerate(values):
         flat[j::k] = column
+    tail = list(constants.values())
     cursor = conn.connection.cursor()
     try:
-        full = insert_sql(conn, table, columns, conflict_keys, per, literals) if n >= per else ""
+        full = insert_sql(conn, table, columns, conflict_keys, per, list(constants)) if n >= per else ""
         start = 0
         while n - start >= per:
-            cursor.execute(full, flat[start * k:(start + per) * k])
+            cursor.execute(full, flat[start * k:(start + per) * k] + tail)
             start += per
         if start < n:
-            cursor.execute(insert_sql(conn, table, columns, conflict_keys, n - start, literals),
-                           flat[start * k:])
+            cursor.execute(insert_sql(conn, table, columns, conflict_keys, n - start, list(constants)),
+                           flat[start * k:] + tail)
     finally:
         cursor.close()
 
@@ -287,29 +319,29 @@ def supports_upsert(conn: sa.Connection) -> bool:
 def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequence[str],
            same: Sequence[str] = ()) -> None:
     """Insert or replace rows of `df` in `table` by `keys`. Numeric columns named in
-    `same` that hold one value in every row are written as a literal (not bound per row)."""
+    `same` that hold one value in every row are bound once per statement (SQLite)."""
     if df.empty:
         return
     columns = [c for c in df.columns if c in table.c]
-    literals = _constants(df, [c for c in same if c in columns and c not in keys]) \
-        if supports_upsert(conn) else {}
-    columns = [c for c in columns if c not in literals]
+    constants = _constants(df, [c for c in same if c in columns and c not in keys]) \
+        if conn.dialect.name == "sqlite" else {}
+    columns = [c for c in columns if c not in constants]
     for start in range(0, len(df), WRITE_ROWS):  # bounded memory: values of a slice at a time
         part = df.iloc[start:start + WRITE_ROWS] if len(df) > WRITE_ROWS else df
         values = driver_columns(conn, table, part, columns)
         if supports_upsert(conn):
-            insert_columns(conn, table, columns, values, keys, literals)
+            insert_columns(conn, table, columns, values, keys, constants)
         else:
             upsert_tuples(conn, table, columns, list(zip(*values)), keys)
 
 
-def _constants(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
-    """SQL literals of the numeric `columns` of `df` holding one value (or only nulls)."""
+def _constants(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
+    """The numeric `columns` of `df` holding one value (or only nulls: None), and it."""
     import math
 
     import numpy as np
 
-    found = {}
+    found: dict[str, Any] = {}
     for c in columns:
         values = df[c].to_numpy()
         if values.dtype.kind not in "fiu":
@@ -317,9 +349,9 @@ def _constants(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
         first = values[0]
         if values.dtype.kind == "f" and math.isnan(first):
             if np.isnan(values).all():
-                found[c] = "NULL"
+                found[c] = None
         elif (values == first).all():
-            found[c] = repr(float(first)) if values.dtype.kind == "f" else str(int(first))
+            found[c] = first.item()
     return found
 
 

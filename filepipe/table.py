@@ -3,6 +3,7 @@ DataStore, the metadata index that holds the tables of one pipeline."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -60,9 +61,11 @@ class DataStore:
         self.meta = MetaIndex(meta_dbconn, history)
         self.meta_dbconn = self.meta.dbconn
         self._tables: dict[str, DataTable] = {}
-        #: the report of the run in progress (only to log each run once; changes are
-        #: counted into the report passed to the calls that make them)
-        self.running: RunReport | None = None
+        #: the run in progress (only to log each run once; changes are counted into the
+        #: report passed to the calls that make them) and the thread running it
+        self._running: RunReport | None = None
+        self._owner: int | None = None
+        self._lock = threading.RLock()
         #: the id the run in progress will be logged as (its row versions carry it)
         self.run_id: int | None = None
         self._logged_at: int | None = None  # the clock when this process last logged a run
@@ -73,11 +76,23 @@ class DataStore:
         logged run is a version; its row versions went into the history with the changes
         themselves). Runs nested in a run (a watch cycle's `run_steps`) are part of the
         outer one. What the run committed is logged even if it fails part-way."""
-        if self.running is not None:
-            yield report
-            report.finished = time.time()
-            return
-        self.running = report
+        with self._lock:  # one run at a time (threads of one process share the store)
+            if self.running is not None:  # a run of this thread: part of it
+                yield report
+                report.finished = time.time()
+                return
+            with self._run(report) as done:
+                yield done
+
+    @property
+    def running(self) -> RunReport | None:
+        """The report of this thread's run in progress (None: none; another thread's run
+        is not this thread's: its writes wait for that run to end, then make their own)."""
+        return self._running if self._owner == threading.get_ident() else None
+
+    @contextmanager
+    def _run(self, report: RunReport) -> Iterator[RunReport]:
+        self._running, self._owner = report, threading.get_ident()
         seq0 = self.meta.current_seq()
         try:
             if self.meta.history.enabled:
@@ -90,7 +105,7 @@ class DataStore:
                 self.run_id = self.meta.next_run_id(conn)
             yield report
         finally:
-            self.running = None
+            self._running, self._owner = None, None
             report.finished = time.time()
             if report.changed or report.failed:
                 report.run_id, self._logged_at = self.meta.log_run(report, seq0, self.run_id)

@@ -74,9 +74,9 @@ def log(ds: DataStore, table: str | None = None, limit: int | None = None) -> li
     return out
 
 
-def resolve(ds: DataStore, ref: str | int | None) -> int:
+def resolve(ds: DataStore, ref: str | int | None, kept_only: bool = True) -> int:
     """The clock value a ref names: the state after run ``N``, at a tag, or at a time.
-    None: now. A state `gc` dropped is refused."""
+    None: now. A state `gc` dropped is refused (unless not `kept_only`)."""
     if ref is None or ref == "":
         return ds.meta.current_seq()
     history = ds.meta.history
@@ -100,7 +100,7 @@ def resolve(ds: DataStore, ref: str | int | None) -> int:
                                 "from `filepipe tags`, or a time such as 2026-11-30 or 2026-11-30T14:00")
         before = runs[runs["finished"].fillna(float("inf")) <= moment]
         seq = int(before["seq_to"].max()) if len(before) else 0
-    if seq < kept_from and seq not in set(tags["seq"].astype("int64")):
+    if kept_only and seq < kept_from and seq not in set(tags["seq"].astype("int64")):
         first = runs[runs["seq_to"] >= kept_from]["run_id"].min()
         raise FilepipeError(f"version {text} is older than the history `filepipe gc` kept: every "
                             f"version from {first} on, and the tagged ones (`filepipe tags`)")
@@ -214,7 +214,7 @@ def gc(ds: DataStore, keep_runs: int | None = None, keep_days: float | None = No
         points.append(kept[-1].seq_from if kept else ds.meta.current_seq())
     if keep_days is not None:
         cutoff = time.time() - keep_days * 86400
-        points.append(resolve(ds, _iso(cutoff)))
+        points.append(resolve(ds, _iso(cutoff), kept_only=False))
     keep_from = min(points) if len(points) > 1 else points[0]
     keep_seqs = [int(s) for s in tags(ds)["seq"]]
     store = ds.history
@@ -288,10 +288,15 @@ def _check_history(ds: DataStore, table: str) -> None:
 def _run_range(ds: DataStore, run: int) -> tuple[int, int]:
     with ds.meta.begin() as conn:
         runs = ds.meta.history.runs(conn, columns=("run_id", "seq_from", "seq_to"))
+        kept_from = ds.meta.history.kept_from(conn)
     found = runs[runs["run_id"] == int(run)]
     if found.empty:
         raise FilepipeError(f"no version {run}: `filepipe log` lists them")
-    return int(found["seq_from"].iloc[0]), int(found["seq_to"].iloc[0])
+    lo, hi = int(found["seq_from"].iloc[0]), int(found["seq_to"].iloc[0])
+    if lo < kept_from:
+        raise FilepipeError(f"the changes of version {run} are older than the history "
+                            "`filepipe gc` kept")
+    return lo, hi
 
 
 def _parse_time(text: str) -> float | None:

@@ -279,3 +279,51 @@ def test_an_output_row_deleted_then_made_again_counts_as_added(tmp_path: Path) -
     meta = totals.get_metadata().set_index("user_id")
     assert meta.loc["u2", "create_ts"] > first_created
     assert totals.get_data().set_index("user_id")["score"].to_dict()["u2"] == 11
+
+
+def test_json_integers_beyond_64_bits_read_back_exactly(store: TableStoreDB) -> None:
+    store.upsert_rows(pd.DataFrame({"user_id": ["u"], "event_id": ["e"],
+                                    "event": [{"n": 2**70, "s": "x"}], "score": [1]}))
+    assert store.read_rows()["event"].iloc[0] == {"n": 2**70, "s": "x"}
+
+
+def test_writes_fit_a_database_that_binds_999_values_at_most(tmp_path: Path) -> None:
+    # SQLite before 3.32 binds at most 999 values per statement: statements are sized
+    # from the connection's own limit
+    import sqlite3
+
+    from sqlalchemy import event
+
+    conn = DBConn(f"sqlite:///{tmp_path / 'old.sqlite'}")
+
+    @event.listens_for(conn.engine, "connect")
+    def _old_limit(dbapi_conn, _record) -> None:
+        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    store = TableStoreDB(name="events", dbconn=conn, data_sql_schema=events_schema())
+    n = 600
+    store.upsert_rows(pd.DataFrame({"user_id": [f"u{i}" for i in range(n)], "event_id": "e",
+                                    "event": [{"i": i} for i in range(n)], "score": range(n)}))
+    assert len(store.read_rows()) == n
+    conn.dispose()
+
+
+def test_a_value_shared_by_every_row_is_stored_exactly(tmp_path: Path) -> None:
+    # constant columns (a batch's timestamps) are bound once per statement, not written as
+    # SQL literals, which SQLite may parse one unit in the last place off
+    import sqlalchemy as sa
+
+    from filepipe import sql
+
+    conn = DBConn(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    table = sa.Table("t", sa.MetaData(), sa.Column("k", sa.Integer, primary_key=True),
+                     sa.Column("ts", sa.Float), sa.Column("gone", sa.Float))
+    table.create(conn.engine)
+    ts = 1746641118.5363941
+    df = pd.DataFrame({"k": range(3), "ts": [ts] * 3, "gone": [float("nan")] * 3})
+    with conn.begin() as c:
+        sql.upsert(c, table, df, ["k"], same=["ts", "gone"])
+    with conn.begin() as c:
+        rows = c.exec_driver_sql("SELECT ts, gone FROM t").all()
+    assert rows == [(ts, None)] * 3
+    conn.dispose()

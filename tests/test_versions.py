@@ -993,3 +993,83 @@ def test_log_of_a_table_the_index_does_not_know_is_an_error(tmp_path: Path) -> N
             versions.log(ds, table="nope")
     finally:
         db.dispose()
+
+
+def _events_table(tmp_path: Path, history: bool | None = None) -> tuple[DBConn, DataStore, Any]:
+    db = DBConn(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    ds = DataStore(db, history=history)
+    table = Catalog({"t": Table(TableStoreDB("t", db, [Column("k", Integer, primary_key=True),
+                                                      Column("v", Integer)]))}).get_datatable(ds, "t")
+    return db, ds, table
+
+
+def test_threads_writing_at_once_make_one_version_each(tmp_path: Path) -> None:
+    import threading
+
+    db, ds, table = _events_table(tmp_path)
+    try:
+        def work(i: int) -> None:
+            for j in range(5):
+                table.store_chunk(pd.DataFrame({"k": [i * 100 + j], "v": [j]}))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log = versions.log(ds)
+        assert len(log) == 30 and {v.trigger for v in log} == {"store_chunk"}
+        assert all(v.tables == {"t": {"added": 1, "updated": 0, "deleted": 0}} for v in log)
+        h = ds.history.read("t")
+        spans = {v.run_id: (v.seq_from, v.seq_to) for v in log}
+        assert all(spans[r][0] < s <= spans[r][1] for r, s in zip(h["_fp_run"], h["_fp_seq"]))
+        assert len(versions.as_of(ds, "t")) == 30
+    finally:
+        db.dispose()
+
+
+def test_a_reader_leaves_the_versions_of_a_run_in_progress_in_the_inbox(tmp_path: Path) -> None:
+    db, ds, table = _events_table(tmp_path)
+    try:
+        table.store_chunk(pd.DataFrame({"k": [1], "v": [1]}))
+        with ds.recording(RunReport(trigger="test")) as report:
+            table.store_chunk(pd.DataFrame({"k": [2], "v": [2]}), report=report)
+            reader = DataStore(db)  # another process would do the same: `filepipe show --as-of`
+            assert versions.as_of(reader, "t")["k"].tolist() == [1]  # run 2 is not logged yet
+            with ds.meta.begin() as conn:
+                left = conn.exec_driver_sql("SELECT COUNT(*) FROM fp_history_inbox").scalar_one()
+            assert left == 1  # still there for the writer to log (or a crash recovery)
+        assert versions.as_of(reader, "t")["k"].tolist() == [1, 2]
+        assert [v.run_id for v in versions.log(ds)] == [2, 1]
+    finally:
+        db.dispose()
+
+
+def test_changes_made_without_history_are_in_the_next_first_version(tmp_path: Path) -> None:
+    db, ds, table = _events_table(tmp_path)
+    table.store_chunk(pd.DataFrame({"k": [1, 2], "v": [10, 20]}))
+    db.dispose()
+    db, _, off = _events_table(tmp_path, history=False)
+    off.store_chunk(pd.DataFrame({"k": [3], "v": [30]}))
+    db.dispose()
+    db, ds, table = _events_table(tmp_path)
+    try:
+        table.store_chunk(pd.DataFrame({"k": [1], "v": [11]}))
+        assert versions.as_of(ds, "t")[["k", "v"]].values.tolist() == [[1, 11], [2, 20], [3, 30]]
+        assert "history begins" in [v.trigger for v in versions.log(ds)]
+    finally:
+        db.dispose()
+
+
+def test_gc_by_days_after_gc_by_runs_and_diff_of_a_dropped_run(tmp_path: Path) -> None:
+    db, ds, table = _events_table(tmp_path)
+    try:
+        for v in range(4):
+            table.store_chunk(pd.DataFrame({"k": [1], "v": [v]}))
+        versions.gc(ds, keep_runs=1)
+        with pytest.raises(FilepipeError, match="older than the history"):
+            versions.diff(ds, "t", run=2)
+        versions.gc(ds, keep_days=30)  # its cutoff is older than what the first gc kept
+        assert versions.diff(ds, "t", run=4).counts["changed"] == 1
+    finally:
+        db.dispose()

@@ -39,6 +39,8 @@ ROW_GROUP_ROWS = 16_384
 SMALL_SEGMENT_BYTES = 256 * 1024
 TIER_FACTOR = 4
 _READ_ATTEMPTS = 3
+#: keys beyond which `as_of_keys` reads the whole table (row-group statistics no longer pay)
+MANY_KEYS = 2_000
 #: the suffix of a segment written before the transaction of its versions committed
 PENDING = ".pending"
 #: numpy kinds of columns some segments lack, and the nullable dtypes they are read as
@@ -272,6 +274,12 @@ class HistoryStore:
             found = self._combine(parts, union)
             return found[found[SEQ].to_numpy() <= seq]
 
+        if len(wanted) > MANY_KEYS:  # a large share of the table, likely: read it all
+            from ..frames import rows_in
+
+            state = self.as_of(table, keys, seq)
+            return state[rows_in(state, wanted[list(keys)], list(keys))].reset_index(drop=True) \
+                if len(state) else state
         versions = self._retrying(read)
         if list(versions.columns) == SYSTEM_COLUMNS:
             return empty_frame(keys)

@@ -144,9 +144,12 @@ class HistoryLog:
             runs = self.runs(conn, columns=("run_id", "seq_from", "seq_to")).sort_values("seq_to")
             logged = int(runs["seq_to"].max()) if len(runs) else 0
             ph = sql.placeholders(conn, 1)[0]
+            # only versions of logged runs: a writer may be in the middle of a run (its
+            # versions carry the id it will be logged as), or may die before logging it
             found = conn.exec_driver_sql(
                 f"SELECT id, table_name, data, path FROM {sql.qualified(conn, inbox)} "
-                f"WHERE seq_hi <= {ph} OR run_id IS NOT NULL ORDER BY id", (logged,)).all()
+                f"WHERE run_id IN (SELECT run_id FROM {sql.qualified(conn, self.index.runs)}) "
+                f"OR (run_id IS NULL AND seq_hi <= {ph}) ORDER BY id", (logged,)).all()
         if not found:
             return
         if self.root is not None and self.root.exists():
@@ -178,6 +181,12 @@ class HistoryLog:
         their current rows were recorded as a first version)."""
         table = sql.qualified(conn, self.index.history_state)
         return {str(r[0]) for r in conn.exec_driver_sql(f"SELECT table_name FROM {table}")}
+
+    def forget_started(self, conn: sa.Connection) -> None:
+        """Changes are made without history: every table's history must begin anew (with
+        a first version of its rows) the next time the index keeps one. gc's mark stays."""
+        table = sql.qualified(conn, self.index.history_state)
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE table_name <> ''")
 
     def start(self, conn: sa.Connection, table: str, seq: int) -> None:
         sql.upsert_tuples(conn, self.index.history_state, ["table_name", "since_seq"],

@@ -32,6 +32,9 @@ class MetaIndex(IndexDB):
         else:
             root = None if history is False else Path(history)
         self.history = HistoryLog(self, root)
+        if root is None:  # what is written now is kept nowhere: histories begin anew later
+            with self.begin() as conn:
+                self.history.forget_started(conn)
         self._rows: dict[str, RowMeta] = {}
         self._steps: dict[str, StepMeta] = {}
 
