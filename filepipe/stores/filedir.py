@@ -1005,16 +1005,29 @@ class FolderOfTables(TableStoreFiledir):
         """Take the keys of `idx` out of every file that may hold them (the files whose
         path gives the same key fields), except row i's file `keep[i]`."""
         import numpy as np
+        import pandas as pd
 
-        canon = [tuple(_key_text(v) for v in t)
-                 for t in idx[self._key_fields].itertuples(index=False, name=None)]
+        from ..frames import align_keys
+
+        by_fields: dict[tuple, list[int]] = {}  # the rows of each key-field value
+        for i, t in enumerate(idx[self._key_fields].itertuples(index=False, name=None)):
+            by_fields.setdefault(tuple(_key_text(v) for v in t), []).append(i)
+        held = []  # the file keys of the files that may hold one of the rows, in one frame
         for path in self._all_paths():
-            store = self._file(path)
             mine = tuple(_key_text(self._path_columns(path)[f]) for f in self._key_fields)
-            rows = [i for i, c in enumerate(canon)
-                    if c == mine and (keep is None or keep[i] != path)]
-            if rows:
-                store.remove_keys(idx.iloc[np.asarray(rows)][self.file_keys])
+            if mine in by_fields:
+                frame = self._file(path).frame()
+                if len(frame):
+                    held.append(frame[self.file_keys].assign(_fp_path=path))
+        if not held:
+            return
+        every = pd.concat(held, ignore_index=True)
+        rows = idx[self.file_keys].reset_index(drop=True).assign(_fp_row=np.arange(len(idx)))
+        hits = every.merge(align_keys(rows, every, self.file_keys), on=self.file_keys)
+        for path, found in hits.groupby("_fp_path", sort=False):
+            wanted = [i for i in found["_fp_row"].tolist() if keep is None or keep[i] != path]
+            if wanted:  # only files holding one of the keys change
+                self._file(str(path)).remove_keys(idx.iloc[np.asarray(wanted)][self.file_keys])
 
     def flush(self) -> None:
         """Write each file whose rows changed (atomically); a file left without rows is
