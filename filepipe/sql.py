@@ -141,18 +141,10 @@ def _json_dumps_all(values: list[Any]) -> list[Any]:
     from orjson import dumps as fast
 
     dumps = json.dumps
-
-    def one(v: Any) -> Any:
-        if v is None:
-            return None
-        if type(v) is str:
-            try:
-                return fast(v).decode()
-            except TypeError:  # lone surrogates, which json.dumps escapes
-                pass
-        return dumps(v)
-
-    return [one(v) for v in values]
+    try:
+        return [None if v is None else fast(v).decode() if type(v) is str else dumps(v) for v in values]
+    except TypeError:  # lone surrogates in a text, which orjson refuses and json escapes
+        return [None if v is None else dumps(v) for v in values]
 
 
 def _json_loads_all(values: list[Any]) -> list[Any]:
@@ -251,7 +243,23 @@ def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
                constants: Sequence[str] = ()) -> str:
     """INSERT statement for the driver, of `n_rows` rows; with `conflict_keys`, an
     upsert on those keys. `constants` (SQLite only) are further columns holding one value
-    for every row, bound once, after the rows' values (numbered placeholders)."""
+    for every row, bound once, after the rows' values (numbered placeholders). Kept once
+    made: a batch of 500 rows would spell out 500 rows of placeholders each time."""
+    key = (conn.dialect.name, conn.dialect.paramstyle, qualified(conn, table), tuple(columns),
+           tuple(conflict_keys or ()), n_rows, tuple(constants))
+    found = _INSERTS.get(key)
+    if found is None:
+        if len(_INSERTS) >= 512:  # bounded: a long watch sees many shapes of statement
+            _INSERTS.clear()
+        found = _INSERTS[key] = _insert_sql(conn, table, columns, conflict_keys, n_rows, constants)
+    return found
+
+
+_INSERTS: dict[tuple, str] = {}
+
+
+def _insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                conflict_keys: Sequence[str] | None, n_rows: int, constants: Sequence[str]) -> str:
     k = len(columns)
     if constants:
         const = [f"?{n_rows * k + i + 1}" for i in range(len(constants))]
