@@ -310,7 +310,7 @@ def test_log_names_the_tables_a_recovered_version_changed(tmp_path: Path) -> Non
         app.ds.meta_dbconn.dispose()
 
 
-# --- the repair must cover every table, whichever tables the next process opens ------------
+# --- a crash loses no version of any table, whichever tables the next process opens -------
 
 DB_PIPELINE = textwrap.dedent('''
     import os, signal, sys
