@@ -3,9 +3,11 @@
 Hot paths skip SQLAlchemy's statement compilation and per-row processing (where the
 reference library spends most of its ingest time): values are converted column by
 column (SQLAlchemy's own conversions, JSON encoded and decoded directly), written by
-multi-row ``INSERT … VALUES (…),(…)`` statements on SQLite (the driver's `executemany`
-elsewhere) and read through the raw DB-API cursor. Every statement is chunked so none
-exceeds the database's bound-variable limit, whatever the batch size.
+multi-row ``INSERT … VALUES (…),(…)`` statements on SQLite, by ``COPY`` into a temporary
+table and one ``INSERT … SELECT`` on PostgreSQL (psycopg 3) for more than COPY_ROWS rows
+(the driver's pipelined `executemany` below that and elsewhere), and read through the raw
+DB-API cursor. Every statement is chunked so none exceeds the database's bound-variable
+limit, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 MAX_VARIABLES = 900  # below SQLite's historic 999-variable limit (lookups)
 WRITE_ROWS = 50_000  # rows converted to driver values at a time
 INSERT_ROWS = 500  # rows per multi-row INSERT statement (SQLite)
+COPY_ROWS = 200  # PostgreSQL: writes and lookups of more rows go through COPY and a temporary table
 
 
 class DBConn:
@@ -69,6 +73,11 @@ def make_engine(url: str) -> sa.Engine:
             cur.close()
 
         return engine
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2") \
+            and "options" not in parsed.query:
+        # as SQLite's busy timeout: a statement waiting 60 s for another session's lock fails
+        return sa.create_engine(url, connect_args={"options": "-c lock_timeout=60000"})
     return sa.create_engine(url)
 
 
@@ -153,8 +162,16 @@ def _json_loads_all(values: list[Any]) -> list[Any]:
     json, which keeps integers beyond 64 bits exact (orjson makes them floats)."""
     import json
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from orjson import loads
 
+    try:  # all JSON strings (checked in Arrow, at a fifth of a Python loop's cost)
+        texts = pa.array(values, type=pa.large_string())
+        if not texts.null_count and pc.all(pc.starts_with(texts, '"')).as_py():
+            return list(map(loads, values))
+    except (pa.ArrowTypeError, pa.ArrowInvalid):  # numbers or bytes among them
+        pass
     slow = json.loads
     out = []
     for v in values:
@@ -269,16 +286,20 @@ def _insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
         rows = [f"({', '.join(placeholders(conn, k))})"] * n_rows
     names = [*columns, *constants]
     cols = ", ".join(quote(conn, c) for c in names)
-    sql = f"INSERT INTO {qualified(conn, table)} ({cols}) VALUES {', '.join(rows)}"
-    if conflict_keys:
-        others = [c for c in names if c not in conflict_keys]
-        target = ", ".join(quote(conn, c) for c in conflict_keys)
-        if others:
-            sets = ", ".join(f"{quote(conn, c)} = excluded.{quote(conn, c)}" for c in others)
-            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
-        else:
-            sql += f" ON CONFLICT ({target}) DO NOTHING"
-    return sql
+    return (f"INSERT INTO {qualified(conn, table)} ({cols}) VALUES {', '.join(rows)}"
+            + _on_conflict(conn, names, conflict_keys))
+
+
+def _on_conflict(conn: sa.Connection, names: Sequence[str], conflict_keys: Sequence[str] | None) -> str:
+    """The upsert clause of an INSERT of the columns `names` ("" without `conflict_keys`)."""
+    if not conflict_keys:
+        return ""
+    others = [c for c in names if c not in conflict_keys]
+    target = ", ".join(quote(conn, c) for c in conflict_keys)
+    if not others:
+        return f" ON CONFLICT ({target}) DO NOTHING"
+    sets = ", ".join(f"{quote(conn, c)} = excluded.{quote(conn, c)}" for c in others)
+    return f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
 
 
 def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
@@ -295,6 +316,10 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     if not n:
         return
     constants = dict(constants or {})
+    if n > COPY_ROWS and copies(conn):
+        _copy_insert(conn, table, [*columns, *constants],
+                     [*values, *([v] * n for v in constants.values())], conflict_keys)
+        return
     if conn.dialect.name != "sqlite" or n < 2:
         names = [*columns, *constants]
         rows = list(zip(*values, *([v] * n for v in constants.values())))
@@ -320,6 +345,98 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
         cursor.close()
 
 
+def _copy_insert(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+                 values: Sequence[Sequence[Any]], conflict_keys: Sequence[str] | None) -> None:
+    """Insert (upsert) rows given column by column with one COPY and one INSERT … SELECT."""
+    if conflict_keys:
+        values = _last_of_each_key(values, [list(columns).index(k) for k in conflict_keys])
+    with staged(conn, table, columns, values) as tmp:
+        cols = ", ".join(quote(conn, c) for c in columns)
+        conn.exec_driver_sql(f"INSERT INTO {qualified(conn, table)} ({cols}) SELECT {cols} FROM {tmp}"
+                             + _on_conflict(conn, columns, conflict_keys))
+    _keep_counted(conn, table, len(values[0]))
+
+
+def _keep_counted(conn: sa.Connection, table: sa.Table, written: int) -> None:
+    """ANALYZE `table` when `written` rows are many next to what the planner last counted
+    in it (never counted; a fifth of it): autovacuum counts it a minute later, and until
+    then the planner takes a 100,000-row table for an empty one and scans it whole to find
+    one key (15 ms instead of 0.3 on the one-row path after an initial load)."""
+    name = qualified(conn, table)
+    counted = conn.exec_driver_sql(f"SELECT reltuples FROM pg_class WHERE oid = {placeholders(conn, 1)[0]}::regclass",
+                                   (name,)).scalar()
+    if counted is None or counted < 0 or written > counted / 5:
+        conn.exec_driver_sql(f"ANALYZE {name}")
+
+
+def copies(conn: sa.Connection) -> bool:
+    """Can `conn` write rows by COPY (PostgreSQL through psycopg 3)?"""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+STAGED = "fp_staged"  # the temporary table `staged` fills
+
+
+@contextmanager
+def staged(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
+           values: Sequence[Sequence[Any]], analyze: bool = False) -> Iterator[str]:
+    """Rows given column by column (`values` of `columns`, driver-ready) in a temporary
+    table whose columns have the types of `table`'s, written by one COPY (PostgreSQL);
+    yields its quoted name, and drops it after. A failure rolls the transaction back,
+    which drops it too. `analyze`: counted for the planner (before a join with it)."""
+    name = quote(conn, STAGED)
+    ddl = ", ".join(f"{quote(conn, c)} {_type_sql(conn, table, c)}" for c in columns)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(f"CREATE TEMPORARY TABLE {name} ({ddl})")
+        _copy_rows(cursor, name, [quote(conn, c) for c in columns], _copy_values(table, columns, values))
+        if analyze:
+            cursor.execute(f"ANALYZE {name}")
+        yield name
+        cursor.execute(f"DROP TABLE {name}")
+    finally:
+        cursor.close()
+
+
+def _copy_rows(cursor: Any, name: str, quoted: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
+    """COPY rows given column by column into the table `name` (quoted), its `quoted` columns."""
+    with cursor.copy(f"COPY {name} ({', '.join(quoted)}) FROM STDIN") as copy:
+        write = copy.write_row
+        for row in zip(*values):
+            write(row)
+
+
+def _copy_values(table: sa.Table, columns: Sequence[str], values: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Driver values as COPY's text form needs them: integer columns' whole floats as ints."""
+    return [_integral(v) if _column_kind(table, c) == "int" else v for c, v in zip(columns, values)]
+
+
+def _column_kind(table: sa.Table, name: str) -> str:
+    from .frames import python_kind
+
+    return python_kind(table.c[name].type)
+
+
+def _integral(values: Sequence[Any]) -> Sequence[Any]:
+    """Values of an integer column as ints: a float column's whole numbers (3.0, from a
+    column that held nulls) become ints, as COPY's text form of an integer must be."""
+    if not any(type(v) is float for v in values):
+        return values
+    return [int(v) if type(v) is float else v for v in values]
+
+
+def _last_of_each_key(values: Sequence[Sequence[Any]], at: Sequence[int]) -> Sequence[Sequence[Any]]:
+    """The rows (given column by column) but for a key (the columns `at`) given twice,
+    only its last: one INSERT … ON CONFLICT DO UPDATE may not touch a row twice, while
+    row-by-row statements let the last one win."""
+    keys = list(zip(*(values[i] for i in at))) if len(at) > 1 else values[at[0]]
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return values
+    keep = sorted(last.values())
+    return [[col[i] for i in keep] for col in values]
+
+
 def supports_upsert(conn: sa.Connection) -> bool:
     return conn.dialect.name in ("sqlite", "postgresql")
 
@@ -334,13 +451,32 @@ def upsert(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequenc
     constants = _constants(df, [c for c in same if c in columns and c not in keys]) \
         if conn.dialect.name == "sqlite" else {}
     columns = [c for c in columns if c not in constants]
+    first = len(df) > COPY_ROWS and copies(conn) and _first_load(conn, table, df, keys)
     for start in range(0, len(df), WRITE_ROWS):  # bounded memory: values of a slice at a time
         part = df.iloc[start:start + WRITE_ROWS] if len(df) > WRITE_ROWS else df
         values = driver_columns(conn, table, part, columns)
-        if supports_upsert(conn):
+        if first:  # nothing to replace: straight into the table
+            cursor = conn.connection.cursor()
+            try:
+                _copy_rows(cursor, qualified(conn, table), [quote(conn, c) for c in columns],
+                           _copy_values(table, columns, values))
+            finally:
+                cursor.close()
+        elif supports_upsert(conn):
             insert_columns(conn, table, columns, values, keys, constants)
         else:
             upsert_tuples(conn, table, columns, list(zip(*values)), keys)
+    if first:
+        _keep_counted(conn, table, len(df))
+
+
+def _first_load(conn: sa.Connection, table: sa.Table, df: pd.DataFrame, keys: Sequence[str]) -> bool:
+    """Is `table` empty and `df` free of repeated keys (PostgreSQL)? Then its rows go in by
+    one COPY into the table, a third of the time of a COPY into a temporary table and an
+    upsert from it (an initial load)."""
+    if conn.exec_driver_sql(f"SELECT 1 FROM {qualified(conn, table)} LIMIT 1").first() is not None:
+        return False
+    return not (keys and df.duplicated(list(keys)).any())
 
 
 def _constants(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
@@ -382,6 +518,13 @@ def update_by_keys(conn: sa.Connection, table: sa.Table, df: pd.DataFrame,
     if df.empty:
         return
     others = [c for c in df.columns if c not in keys]
+    if len(df) > COPY_ROWS and copies(conn):
+        names = others + list(keys)
+        with staged(conn, table, names, driver_columns(conn, table, df, names), analyze=True) as tmp:
+            sets = ", ".join(f"{quote(conn, c)} = s.{quote(conn, c)}" for c in others)
+            on = " AND ".join(f"t.{quote(conn, k)} = s.{quote(conn, k)}" for k in keys)
+            conn.exec_driver_sql(f"UPDATE {qualified(conn, table)} AS t SET {sets} FROM {tmp} AS s WHERE {on}")
+        return
     ph = placeholders(conn, len(others) + len(keys))
     sets = ", ".join(f"{quote(conn, c)} = {p}" for c, p in zip(others, ph))
     where = " AND ".join(f"{quote(conn, k)} = {p}" for k, p in zip(keys, ph[len(others):]))
@@ -403,6 +546,11 @@ def delete_keys(conn: sa.Connection, table: sa.Table, idx: pd.DataFrame,
 def _delete_key_tuples(conn: sa.Connection, table: sa.Table, keys: Sequence[str],
                        rows: Sequence[tuple]) -> None:
     """Delete the rows whose `keys` equal one of the driver-ready tuples `rows`."""
+    if len(rows) > COPY_ROWS and copies(conn):
+        with staged(conn, table, keys, [list(c) for c in zip(*dict.fromkeys(rows))], analyze=True) as tmp:
+            on = " AND ".join(f"t.{quote(conn, k)} = s.{quote(conn, k)}" for k in keys)
+            conn.exec_driver_sql(f"DELETE FROM {qualified(conn, table)} AS t USING {tmp} AS s WHERE {on}")
+        return
     where = " AND ".join(f"{quote(conn, k)} = {p}"
                          for k, p in zip(keys, placeholders(conn, len(keys))))
     executemany(conn, f"DELETE FROM {qualified(conn, table)} WHERE {where}",
@@ -431,12 +579,13 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
 def select_joined(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
                   other: sa.Table, other_columns: Sequence[str], on: Sequence[str],
                   idx: pd.DataFrame, match: Sequence[str],
-                  other_null: Sequence[str] = ()) -> pd.DataFrame:
+                  other_null: Sequence[str] = (), sort_by: str | None = None) -> pd.DataFrame:
     """`columns` of `table` and `other_columns` of `other` (named ``<other>.<column>``) of
     the rows joined on the `on` columns, whose `match` columns (of `table`) equal a row of
     `idx` and whose `other_null` columns (of `other`) are NULL: one indexed query instead
-    of a read of each table and a match in pandas."""
-    source = _Source.of(conn, table, columns, other, other_columns, on)
+    of a read of each table and a match in pandas. In the order of the result column
+    `sort_by` if given (sorted as fetched: cheaper than ORDER BY or sorting the frame)."""
+    source = replace(_Source.of(conn, table, columns, other, other_columns, on), sort_by=sort_by)
     where = " AND ".join(f"o.{quote(conn, c)} IS NULL" for c in other_null)
     return _select_matching(conn, source, idx, match, where)
 
@@ -451,6 +600,7 @@ class _Source:
     names: list[str]
     types: list[Any]
     alias: str  # of `table` in `from_sql` ("" when not joined)
+    sort_by: str | None = None  # the result column the rows are ordered by
 
     @classmethod
     def of(cls, conn: sa.Connection, table: sa.Table, columns: Sequence[str],
@@ -466,7 +616,7 @@ class _Source:
                    [_column(table, c) for c in columns] + [_column(other, c) for c in other_columns], "t")
 
     def fetch(self, conn: sa.Connection, sql: str, params: list[Any]) -> pd.DataFrame:
-        found = _fetch_typed(conn, sql, params, self.names, self.types)
+        found = _fetch_typed(conn, sql, params, self.names, self.types, self.sort_by)
         return self.empty() if found is None else found
 
     def empty(self) -> pd.DataFrame:
@@ -496,6 +646,8 @@ def _select_matching(conn: sa.Connection, source: _Source, idx: pd.DataFrame,
         return source.empty()
     if len(match) > 1 and len(rows) > TEMP_TABLE_ABOVE:
         return _select_by_temp_table(conn, source, rows, match, extra_where)
+    if copies(conn):
+        return _select_by_arrays(conn, source, rows, match, extra_where)
     frames: list[pd.DataFrame] = []
     per = max(1, MAX_VARIABLES // len(match))
     prefix = f"{source.alias}." if source.alias else ""
@@ -512,34 +664,67 @@ def _select_matching(conn: sa.Connection, source: _Source, idx: pd.DataFrame,
                 terms.append("(" + " AND ".join(f"{q} = {p}" for q, p in zip(quoted, group)) + ")")
             cond = "(" + " OR ".join(terms) + ")"
         params = [v for row in part for v in row]
-        found = _fetch_typed(conn, base + cond, params, source.names, source.types)
+        found = _fetch_typed(conn, base + cond, params, source.names, source.types, source.sort_by)
         if found is not None:
             frames.append(found)
     if not frames:
         return source.empty()
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(frames) == 1:
+        return frames[0]
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(source.sort_by, kind="stable", ignore_index=True) if source.sort_by else out
+
+
+def _select_by_arrays(conn: sa.Connection, source: _Source, rows: list[tuple],
+                      match: Sequence[str], extra_where: str) -> pd.DataFrame:
+    """PostgreSQL: the keys as one array parameter per column, whatever their number (one
+    statement, the same text for any number of keys, prepared by the driver once used often):
+    ``c = ANY(%s)`` for one column, a join with ``unnest(%s, %s, …)`` for several."""
+    arrays = [f"{p}::{_type_sql(conn, source.table, c)}[]" for p, c in zip(placeholders(conn, len(match)), match)]
+    params = [list(c) for c in zip(*rows)]
+    if len(match) == 1:
+        column = f"{source.alias}.{quote(conn, match[0])}" if source.alias else quote(conn, match[0])
+        where = f"({extra_where}) AND " if extra_where else ""
+        return source.fetch(conn, f"SELECT {', '.join(source.exprs)} FROM {source.from_sql} "
+                                  f"WHERE {where}{column} = ANY({arrays[0]})", params)
+    keys = f"unnest({', '.join(arrays)}) k({', '.join(quote(conn, c) for c in match)})"
+    return _select_joined_with(conn, source, keys, match, extra_where, params)
+
+
+def _type_sql(conn: sa.Connection, table: sa.Table, column: str) -> str:
+    """The SQL of the type of `table`'s `column` on `conn`'s database."""
+    return table.c[column].type.compile(dialect=conn.dialect)
 
 
 def _select_by_temp_table(conn: sa.Connection, source: _Source, rows: list[tuple],
                           match: Sequence[str], extra_where: str) -> pd.DataFrame:
     import sqlalchemy as sa
 
-    name = "fp_lookup_keys"
     table = source.table
+    if copies(conn):  # the keys by COPY, counted for the planner
+        with staged(conn, table, match, [list(c) for c in zip(*rows)], analyze=True) as keys:
+            return _select_joined_with(conn, source, f"{keys} k", match, extra_where)
+    name = "fp_lookup_keys"
     tmp = sa.Table(name, sa.MetaData(), *[sa.Column(c, table.c[c].type) for c in match],
                    prefixes=["TEMPORARY"])
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(conn, name)}")
     tmp.create(conn)
     executemany(conn, insert_sql(conn, tmp, match), rows)
-    alias = source.alias or qualified(conn, table)
+    try:
+        return _select_joined_with(conn, source, f"{quote(conn, name)} k", match, extra_where)
+    finally:
+        conn.exec_driver_sql(f"DROP TABLE {quote(conn, name)}")
+
+
+def _select_joined_with(conn: sa.Connection, source: _Source, keys: str, match: Sequence[str],
+                        extra_where: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+    """The rows of `source` whose `match` columns equal a row of `keys`, a FROM item named k."""
+    alias = source.alias or qualified(conn, source.table)
     on = " AND ".join(f"{alias}.{quote(conn, c)} = k.{quote(conn, c)}" for c in match)
     where = f" WHERE {extra_where}" if extra_where else ""
     exprs = source.exprs if source.alias else [f"{alias}.{e}" for e in source.exprs]
-    try:
-        return source.fetch(conn, f"SELECT {', '.join(exprs)} FROM {source.from_sql} "
-                                  f"JOIN {quote(conn, name)} k ON {on}{where}", [])
-    finally:
-        conn.exec_driver_sql(f"DROP TABLE {quote(conn, name)}")
+    return source.fetch(conn, f"SELECT {', '.join(exprs)} FROM {source.from_sql} JOIN {keys} ON {on}{where}",
+                        list(params))
 
 
 def select_all(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
@@ -560,9 +745,9 @@ def fetch(conn: sa.Connection, sql: str, params: list[Any], columns: Sequence[st
 
 
 def _fetch_typed(conn: sa.Connection, sql: str, params: list[Any], names: Sequence[str],
-                 types: Sequence[sa.Column | None]) -> pd.DataFrame | None:
+                 types: Sequence[sa.Column | None], sort_by: str | None = None) -> pd.DataFrame | None:
     """Run a SELECT; the rows as a frame, column `names[i]` typed by the SQL column
-    `types[i]` (None when there are no rows).
+    `types[i]` (None when there are no rows), in the order of column `sort_by` if given.
 
     Goes through the raw DB-API cursor of `conn` (same transaction): SQLAlchemy's row
     objects more than double the cost of fetching large results.
@@ -570,24 +755,40 @@ def _fetch_typed(conn: sa.Connection, sql: str, params: list[Any], names: Sequen
     import pandas as pd
 
     cursor = conn.connection.cursor()
+    # psycopg decodes JSON itself, with the json module: as text, JSON strings (the seed's
+    # documents) are decoded by orjson, as on SQLite
+    json_text = copies(conn) and any(c is not None and _plain_json(c.type, conn.dialect) for c in types)
     try:
+        if json_text:
+            _json_as_text(cursor)
         cursor.execute(sql, tuple(params))
         rows = cursor.fetchall()
+        codes = [d[1] for d in cursor.description]  # the driver's type of each column
     finally:
         cursor.close()
     if not rows:
         return None
+    if sort_by is not None:
+        rows = sorted(rows, key=itemgetter(list(names).index(sort_by)))
     out = {}
     for i, (name, column) in enumerate(zip(names, types)):
         values = [r[i] for r in rows]  # per column: zip(*rows) is 8x slower on 100k rows
         if column is not None:
-            proc = column.type._cached_result_processor(conn.dialect, None)
-            if proc is not None and _plain_json(column.type, conn.dialect):
+            proc = column.type._cached_result_processor(conn.dialect, codes[i])
+            if (proc is not None or json_text) and _plain_json(column.type, conn.dialect):
                 values = _json_loads_all(values)
             elif proc is not None:
                 values = [None if v is None else proc(v) for v in values]
         out[name] = typed_column(values, column)
     return pd.DataFrame(out)  # columns= would double the cost on small frames
+
+
+def _json_as_text(cursor: Any) -> None:
+    """Have this psycopg cursor return json and jsonb values as their text."""
+    from psycopg.types.string import TextLoader
+
+    cursor.adapters.register_loader("json", TextLoader)
+    cursor.adapters.register_loader("jsonb", TextLoader)
 
 
 _EMPTY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # table -> {columns: frame}

@@ -1,9 +1,9 @@
 """Crash safety: a run killed with SIGKILL at any point leaves an index the next run completes.
 
-A child process runs a two-step pipeline (SQL tables in the index database, and a CSV
-output) and kills itself at the N-th call of a chosen function; the next run must finish
-with outputs equal to a from-scratch computation, no row lost or duplicated, and a run
-after that must process nothing.
+A child process runs a two-step pipeline (SQL tables in the index database, SQLite or
+PostgreSQL, and a CSV output) and kills itself at the N-th call of a chosen function; the
+next run must finish with outputs equal to a from-scratch computation, no row lost or
+duplicated, and a run after that must process nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent('''
     from filepipe import BatchTransform, Catalog, DataStore, DBConn, Pipeline, Table, build_compute, run_steps
     from filepipe.stores import TableStoreCSV, TableStoreDB
 
-    root, phase, kill_at, kill_n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    root, url, phase, kill_at, kill_n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 
     def killer(obj, name):
         original = getattr(obj, name)
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent('''
         users = users.assign(grp=users["user_id"].str[:1])
         return users.groupby("grp", as_index=False).agg(total=("total", "sum"))
 
-    db = DBConn(f"sqlite:///{root}/db.sqlite")
+    db = DBConn(url)
     catalog = Catalog({
         "events": Table(TableStoreDB("events", db, [Column("user_id", String, primary_key=True),
                                                    Column("event_id", Integer, primary_key=True),
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent('''
                                                  Column("n", Integer), Column("total", Integer)])),
         "groups": Table(TableStoreCSV(f"{root}/groups.csv", primary_keys=["grp"])),
     })
-    ds = DataStore(db)
+    ds = DataStore(db, history=f"{root}/db.history")
     steps = build_compute(ds, catalog, Pipeline([
         BatchTransform(per_user, inputs=["events"], outputs=["users"], chunk_size=7),
         BatchTransform(per_group, inputs=["users"], outputs=["groups"], transform_keys=[]),
@@ -84,28 +84,33 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _child(root: Path, phase: str, kill_at: str = "none", n: int = 1) -> subprocess.CompletedProcess:
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
+
+def _child(root: Path, url: str, phase: str, kill_at: str = "none", n: int = 1) -> subprocess.CompletedProcess:
     script = root / "child.py"
     script.write_text(SCRIPT)
-    return subprocess.run([sys.executable, str(script), str(root), phase, kill_at, str(n)],
+    return subprocess.run([sys.executable, str(script), str(root), url, phase, kill_at, str(n)],
                           capture_output=True, text=True, timeout=120)
 
 
-def _expected(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    import sqlite3
+def _expected(url: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    import sqlalchemy as sa
 
-    con = sqlite3.connect(root / "db.sqlite")
+    engine = sa.create_engine(url)
+    con = engine.connect()
     events = pd.read_sql("SELECT * FROM events", con)
     users = events.groupby("user_id", as_index=False).agg(n=("event_id", "count"), total=("v", "sum"))
     groups = users.assign(grp=users["user_id"].str[:1]).groupby("grp", as_index=False).agg(
         total=("total", "sum"))
     got_users = pd.read_sql("SELECT * FROM users", con)
     con.close()
+    engine.dispose()
     return users, groups, got_users
 
 
-def _check_consistent(root: Path) -> None:
-    users, groups, got_users = _expected(root)
+def _check_consistent(root: Path, url: str) -> None:
+    users, groups, got_users = _expected(url)
     pd.testing.assert_frame_equal(got_users.sort_values("user_id").reset_index(drop=True),
                                   users.sort_values("user_id").reset_index(drop=True),
                                   check_dtype=False)
@@ -122,15 +127,16 @@ def _check_consistent(root: Path) -> None:
     ("update", "func", 2),
     ("update", "flush", 1),       # meta committed, CSV output not yet written
 ])
-def test_killed_run_is_completed_by_the_next(tmp_path: Path, phase: str, kill_at: str, n: int) -> None:
+def test_killed_run_is_completed_by_the_next(tmp_path: Path, meta_url: str, phase: str, kill_at: str,
+                                             n: int) -> None:
     if phase == "update":
-        done = _child(tmp_path, "load")
+        done = _child(tmp_path, meta_url, "load")
         assert done.returncode == 0, done.stderr
-    killed = _child(tmp_path, phase, kill_at, n)
+    killed = _child(tmp_path, meta_url, phase, kill_at, n)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    rerun = _child(tmp_path, "rerun")
+    rerun = _child(tmp_path, meta_url, "rerun")
     assert rerun.returncode == 0, rerun.stderr
-    _check_consistent(tmp_path)
-    again = _child(tmp_path, "rerun")
+    _check_consistent(tmp_path, meta_url)
+    again = _child(tmp_path, meta_url, "rerun")
     assert again.returncode == 0, again.stderr
     assert "PROCESSED 0 FAILED 0" in again.stdout

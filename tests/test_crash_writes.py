@@ -1,8 +1,9 @@
 """SIGKILL on the write path: a run writing an Excel output and a folder output is killed at
 a random point (drawn from a seeded generator: the N-th call of one of the functions that
-write files or meta), 30 times over a changing source folder. After each kill the next run
-must leave outputs equal to a fresh recompute of the sources, no filepipe temp file behind,
-and no `.bak` copy (an interrupted write of filepipe's own is not a hand edit).
+write files or meta), 30 times over a changing source folder, the index on SQLite or on
+PostgreSQL. After each kill the next run must leave outputs equal to a fresh recompute of
+the sources, no filepipe temp file behind, and no `.bak` copy (an interrupted write of
+filepipe's own is not a hand edit).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import age
 
 from filepipe.app import load_app
@@ -31,6 +33,8 @@ PIPELINE = textwrap.dedent('''
     def totals(orders):
         return orders.groupby("customer", as_index=False)["amount"].sum()
 
+    META = None  # the index: None for .filepipe/meta.sqlite, or a PostgreSQL database's URL
+
     catalog = Catalog({
         "orders": Table(TableStoreFiledir("inbox/{order_id}.json"), max_delete_share=None),
         "copy": Table(TableStoreExcel("out/report.xlsx", sheet="Orders", primary_keys=["order_id"])),
@@ -40,7 +44,7 @@ PIPELINE = textwrap.dedent('''
         BatchTransform(copy_rows, inputs=["orders"], outputs=["copy"], chunk_size=3),
         BatchTransform(totals, inputs=["orders"], outputs=["totals"],
                        transform_keys=["customer"], chunk_size=2),
-    ]))
+    ]), meta=META)
 ''')
 
 # the child kills itself at the N-th call of TARGET, then runs the pipeline
@@ -107,11 +111,12 @@ def _assert_fresh(root: Path) -> None:
     assert folder == sums
 
 
-def test_sigkill_anywhere_on_the_write_path_leaves_nothing_wrong(tmp_path: Path) -> None:
+@pytest.mark.backends("sqlite", "postgresql")
+def test_sigkill_anywhere_on_the_write_path_leaves_nothing_wrong(tmp_path: Path, project_index: str | None) -> None:
     rng = random.Random(8)
     root = tmp_path / "proj"
     root.mkdir()
-    (root / "pipeline.py").write_text(PIPELINE)
+    (root / "pipeline.py").write_text(PIPELINE.replace("META = None", f"META = {project_index!r}"))
     (root / "child.py").write_text(CHILD)
     _edit_sources(root, rng)
     for i in range(30):

@@ -10,7 +10,7 @@ After every run:
   pipeline on a fresh metadata index with fresh tables and compares;
 * the live row meta of every table lists exactly the table's rows;
 * a second `run_steps` processes zero keys, calls no function and writes nothing (the
-  whole SQLite database compared).
+  whole database compared), on SQLite and on PostgreSQL.
 
 The pipeline:
 
@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
+from conftest import Databases
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 from pandas.testing import assert_frame_equal
 from sqlalchemy import Column, Integer, String
 
@@ -144,11 +146,14 @@ STEP_FUNCS = {f.__name__: f for f in (explode, pack, stats, totals, enrich, pair
 
 
 class World:
-    """One pipeline on its own SQLite index (and, for kind "db", its tables in the same file)."""
+    """One pipeline on its own index (and, for kind "db", its tables in the same database):
+    a fresh database `databases` makes (SQLite or PostgreSQL), dropped by `close`."""
 
-    def __init__(self, folder: str, kind: str, chunk_size: int, customer_type: Any) -> None:
-        self.dbconn = DBConn(f"sqlite:///{Path(folder) / 'meta.sqlite'}")
-        self.ds = DataStore(self.dbconn)
+    def __init__(self, folder: str, kind: str, chunk_size: int, customer_type: Any,
+                 databases: Databases) -> None:
+        self.databases, self.url = databases, databases.new()
+        self.dbconn = DBConn(self.url)
+        self.ds = DataStore(self.dbconn, history=Path(folder) / "history")
         tables = {}
         for name, cols in schemas(customer_type).items():
             if kind == "db":
@@ -190,6 +195,7 @@ class World:
 
     def close(self) -> None:
         self.dbconn.dispose()
+        self.databases.drop(self.url)
 
 
 def input_frames(model: dict[str, dict]) -> dict[str, pd.DataFrame]:
@@ -241,9 +247,10 @@ def assert_meta_matches_rows(dt) -> None:
 
 def db_snapshot(dbconn: DBConn, skip: tuple[str, ...] = ()) -> dict[str, list]:
     """Every row of every table in the database, but those whose names start with `skip`."""
+    import sqlalchemy as sa
+
     with dbconn.engine.connect() as c:
-        names = [r[0] for r in c.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        names = sa.inspect(c).get_table_names()
         return {n: sorted((tuple(r) for r in c.exec_driver_sql(f'SELECT * FROM "{n}"')), key=repr)
                 for n in sorted(names) if not n.startswith(skip)}
 
@@ -261,8 +268,9 @@ ORDER_ROWS = st.dictionaries(IDS, st.tuples(CUSTOMERS, st.integers(0, 3)), min_s
 CUSTOMER_ROWS = st.dictionaries(CUSTOMERS, st.sampled_from(["N", "S"]), min_size=1, max_size=3)
 
 
-def make_machine(kind: str) -> type[RuleBasedStateMachine]:
-    """The state machine for one kind of store ("db" or "memory")."""
+def make_machine(kind: str, databases: Databases) -> type[RuleBasedStateMachine]:
+    """The state machine for one kind of store ("db" or "memory"), its indexes made by
+    `databases`."""
 
     class Machine(RuleBasedStateMachine):
         @initialize(chunk_size=st.sampled_from([1, 2, 1000]),
@@ -271,7 +279,7 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
         def setup(self, chunk_size: int, customer_type: str, first_run: str) -> None:
             self.tmp = tempfile.TemporaryDirectory()
             self.sql_type, self.names = CUSTOMER_NAMES[customer_type]
-            self.world = World(self.tmp.name, kind, chunk_size, self.sql_type)
+            self.world = World(self.tmp.name, kind, chunk_size, self.sql_type, databases)
             self.model: dict[str, dict] = {"lists": {}, "orders": {}, "customers": {}}
             self.pending = ChangeList()
             # one row in each input, then a first run of either kind
@@ -367,7 +375,7 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
             """The same pipeline on a fresh index and fresh tables, fed the current inputs."""
             self._run_full()
             with tempfile.TemporaryDirectory() as folder:
-                fresh = World(folder, kind, 1000, self.sql_type)
+                fresh = World(folder, kind, 1000, self.sql_type, databases)
                 try:
                     for name, df in input_frames(self.model).items():
                         if len(df):
@@ -411,8 +419,15 @@ SETTINGS = settings(max_examples=EXAMPLES, stateful_step_count=12, deadline=None
                     derandomize=not os.environ.get("FILEPIPE_PROPERTY_RANDOM"),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
-TestIncrementalDB = make_machine("db").TestCase
-TestIncrementalDB.settings = SETTINGS
 
-TestIncrementalMemory = make_machine("memory").TestCase
-TestIncrementalMemory.settings = settings(SETTINGS, max_examples=max(1, EXAMPLES // 3))
+
+@pytest.mark.backends("sqlite", "postgresql")
+def test_incremental_db(databases: Databases) -> None:
+    """TableStoreDB tables in the index's own database, on either backend."""
+    run_state_machine_as_test(make_machine("db", databases), settings=SETTINGS)
+
+
+def test_incremental_memory(databases: Databases) -> None:
+    """Memory stores (an SQLite index: the stores, not the index, are what differs)."""
+    run_state_machine_as_test(make_machine("memory", databases),
+                              settings=settings(SETTINGS, max_examples=max(1, EXAMPLES // 3)))

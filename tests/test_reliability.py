@@ -2,8 +2,8 @@
 vanishing sources, clashing files, types lost by CSV, hand-edit false alarms.
 
 Each test builds a real project in tmp_path (JSON folders, CSV files, real .xlsx workbooks,
-a real SQLite index in `.filepipe/`) and checks the outputs against what a fresh recompute
-of the current sources gives.
+a real SQLite index in `.filepipe/`, or a PostgreSQL one) and checks the outputs against what
+a fresh recompute of the current sources gives.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from orders_project import (
 from filepipe import BatchTransform, Catalog, FilepipeApp, Pipeline, Table
 from filepipe.errors import FilepipeError
 from filepipe.stores import TableStoreCSV, TableStoreExcel, TableStoreFiledir
+
+# apps built without meta= keep their index on the test's backend (conftest.project_index)
+pytestmark = [pytest.mark.backends("sqlite", "postgresql"), pytest.mark.usefixtures("project_index")]
 
 # --- 1. an edit during a run, then undone -------------------------------------------------
 
@@ -168,6 +171,7 @@ def test_a_cell_too_long_for_excel_fails_only_its_keys(tmp_path: Path) -> None:
 
 # --- 3. lost or damaged metadata ------------------------------------------------------------
 
+@pytest.mark.backends("sqlite", reason="loses or damages the index file, .filepipe/meta.sqlite")
 @pytest.mark.parametrize("how", ["removed", "empty", "full"])
 def test_a_lost_index_makes_outputs_equal_a_fresh_recompute(tmp_path: Path, how: str) -> None:
     seed_orders(tmp_path, 4)
@@ -187,6 +191,7 @@ def test_a_lost_index_makes_outputs_equal_a_fresh_recompute(tmp_path: Path, how:
     close(app)
 
 
+@pytest.mark.backends("sqlite", reason="loses or damages the index file, .filepipe/meta.sqlite")
 def test_an_output_holding_rows_nobody_produced_is_backed_up_before_they_go(tmp_path: Path) -> None:
     seed_orders(tmp_path, 2)
     run_then_lose_the_index(orders_app(tmp_path))
@@ -202,6 +207,7 @@ def test_an_output_holding_rows_nobody_produced_is_backed_up_before_they_go(tmp_
     close(app)
 
 
+@pytest.mark.backends("sqlite", reason="loses or damages the index file, .filepipe/meta.sqlite")
 def test_a_lost_index_with_unchanged_sources_makes_no_backup(tmp_path: Path) -> None:
     seed_orders(tmp_path, 3)
     run_then_lose_the_index(orders_app(tmp_path))
@@ -213,6 +219,7 @@ def test_a_lost_index_with_unchanged_sources_makes_no_backup(tmp_path: Path) -> 
     close(app)
 
 
+@pytest.mark.backends("sqlite", reason="loses or damages the index file, .filepipe/meta.sqlite")
 def test_a_damaged_index_names_its_path_and_the_way_back(tmp_path: Path) -> None:
     from filepipe.cli import main
 
@@ -521,7 +528,7 @@ def test_a_fifo_at_a_source_path_is_reported_not_opened(tmp_path: Path) -> None:
 # --- the library's store_chunk on a file output ----------------------------------------------
 
 @pytest.mark.parametrize("kind", ["csv", "excel", "parquet_dataset"])
-def test_store_chunk_on_a_file_output_writes_it_after_its_meta(tmp_path: Path, kind: str) -> None:
+def test_store_chunk_on_a_file_output_writes_it_after_its_meta(tmp_path: Path, meta_url: str, kind: str) -> None:
     """store_chunk straight to a file-backed table (no step around it) used to flush inside
     its own transaction, and the file's clean mark then waited on that transaction: SQLite
     said "database is locked" after the 60 s busy timeout (benchmarks/bench_parquet.py)."""
@@ -532,7 +539,7 @@ def test_store_chunk_on_a_file_output_writes_it_after_its_meta(tmp_path: Path, k
              "excel": lambda: TableStoreExcel(tmp_path / "out.xlsx", sheet="Out", primary_keys=["k"]),
              "parquet_dataset": lambda: TableStoreParquetDataset(tmp_path / "ds", primary_keys=["k"],
                                                                 partition_cols=["g"])}[kind]()
-    ds = DataStore(DBConn(f"sqlite:///{tmp_path / 'meta.sqlite'}"))
+    ds = DataStore(DBConn(meta_url))
     out = Catalog({"out": Table(store)}).get_datatable(ds, "out")
     changed = out.store_chunk(pd.DataFrame({"k": [1, 2], "g": ["x", "y"], "v": [1.5, 2.5]}))
     assert sorted(changed["k"]) == [1, 2]
@@ -543,6 +550,7 @@ def test_store_chunk_on_a_file_output_writes_it_after_its_meta(tmp_path: Path, k
     ds.meta_dbconn.dispose()
 
 
+@pytest.mark.backends("sqlite", reason="the advice, `filepipe reset --all`, works on an SQLite index only")
 def test_changed_primary_keys_give_advice_that_works(tmp_path: Path) -> None:
     """`filepipe reset STEP` clears step meta only, so it cannot be the way out."""
     from filepipe import DataStore, DBConn

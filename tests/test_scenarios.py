@@ -1,9 +1,10 @@
 """The 18 behaviour scenarios of docs/design.md, appendix B, one test each.
 
-Every test runs on a real SQLite metadata index (the `ds` fixture) with TableStoreDB tables
-in that same database; a few are also parametrized over TableStoreMemory. The user's
-functions are wrapped by a `Recorder` that keeps a copy of every input frame they get, so
-the tests can assert how often a function was called and which keys it saw.
+Every test runs on a real metadata index (the `ds` fixture), SQLite and PostgreSQL, with
+TableStoreDB tables in that same database; a few are also parametrized over
+TableStoreMemory. The user's functions are wrapped by a `Recorder` that keeps a copy of
+every input frame they get, so the tests can assert how often a function was called and
+which keys it saw.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,6 +36,7 @@ from filepipe.errors import DuplicateKeysError
 from filepipe.stores import TableStoreDB, TableStoreMemory
 
 KINDS = ["db", "memory"]
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -144,10 +145,11 @@ def _isna(v: Any) -> bool:
 
 
 def db_snapshot(ds: DataStore, skip: Sequence[str] = ()) -> dict[str, list]:
-    """Every row of every table in the SQLite database (data tables and meta alike)."""
+    """Every row of every table in the database (data tables and meta alike)."""
+    import sqlalchemy as sa
+
     with ds.meta_dbconn.engine.connect() as c:
-        names = [r[0] for r in c.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        names = sa.inspect(c).get_table_names()
         return {n: sorted((tuple(r) for r in c.exec_driver_sql(f'SELECT * FROM "{n}"')), key=repr)
                 for n in sorted(names) if n not in skip}
 
@@ -672,7 +674,8 @@ def test_s08_write_error_in_second_output_leaves_first_untouched(ds: DataStore) 
     state["bad"] = True
     src.store_chunk(data.assign(a=[10, 20]))
     report = run_steps(ds, steps)
-    assert report.failed == 2 and "NOT NULL" in report.steps["two"].errors[0]
+    # SQLite says "NOT NULL constraint failed", PostgreSQL "violates not-null constraint"
+    assert report.failed == 2 and "NOT NULL" in report.steps["two"].errors[0].upper().replace("-", " ")
     assert_rows(o2, data)
     assert_rows(o1, data)
 
@@ -848,7 +851,7 @@ def clicks_and_types(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return counts, types
 
 
-def test_s12_multi_output(ds: DataStore, tmp_path: Path) -> None:
+def test_s12_multi_output(ds: DataStore, new_db: Callable[[], str]) -> None:
     env = Env(ds)
     events = env.table("events", Column("user_id", String, primary_key=True),
                        Column("event_id", String, primary_key=True), Column("event_type", String))
@@ -882,7 +885,7 @@ def test_s12_multi_output(ds: DataStore, tmp_path: Path) -> None:
     # the seed tutorial, as its own API calls it (store_chunk + ChangeList + run_steps_changelist)
     from examples.seed_events import pipeline as seed
 
-    catalog, sds, ssteps = seed.make_pipeline(f"sqlite:///{tmp_path / 'seed.sqlite'}")
+    catalog, sds, ssteps = seed.make_pipeline(new_db())
     seed.store_event(catalog, sds, ssteps, "1", "1", {"event_type": "click", "ip": "111.111.111.111"})
     assert_rows(catalog.get_datatable(sds, "click_count"), frame({"user_id": ["1"], "click_count": [1]}))
     assert_rows(catalog.get_datatable(sds, "ip"), frame({"user_id": ["1"], "ip": ["111.111.111.111"]}))

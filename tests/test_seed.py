@@ -1,14 +1,16 @@
-"""The datapipe tutorial (docs/design.md, appendix A) replayed on filepipe: the exact tables it prints."""
+"""The datapipe tutorial (docs/design.md, appendix A) replayed on filepipe: the exact tables it
+prints, its database on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from examples.seed_events.pipeline import make_app, make_pipeline, store_event
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 EVENTS = [
     ("1", "1", {"event_type": "click", "ip": "111.111.111.111"}),
@@ -35,8 +37,8 @@ def _tables(catalog, ds) -> tuple[list[tuple], pd.DataFrame, pd.DataFrame]:
             catalog.get_datatable(ds, "ip").get_data())
 
 
-def test_seed_tutorial_three_events(tmp_path: Path) -> None:
-    catalog, ds, steps = make_pipeline(f"sqlite:///{tmp_path / 'store.sqlite'}")
+def test_seed_tutorial_three_events(meta_url: str) -> None:
+    catalog, ds, steps = make_pipeline(meta_url)
     for (user, event_id, event), (rows, clicks, ip) in zip(EVENTS, EXPECTED):
         store_event(catalog, ds, steps, user, event_id, event)
         got_rows, got_clicks, got_ip = _tables(catalog, ds)
@@ -45,24 +47,25 @@ def test_seed_tutorial_three_events(tmp_path: Path) -> None:
         assert got_ip.to_dict("records") == [{"user_id": "1", "ip": ip}]
 
 
-def test_seed_tables_are_plain_sql_tables(tmp_path: Path) -> None:
+def test_seed_tables_are_plain_sql_tables(meta_url: str) -> None:
     """The data lives in ordinary tables named as in the tutorial, readable by any tool."""
-    import sqlite3
+    import sqlalchemy as sa
 
-    db = tmp_path / "store.sqlite"
-    catalog, ds, steps = make_pipeline(f"sqlite:///{db}")
+    catalog, ds, steps = make_pipeline(meta_url)
     for user, event_id, event in EVENTS:
         store_event(catalog, ds, steps, user, event_id, event)
-    con = sqlite3.connect(db)
-    assert con.execute("SELECT user_id, click_count FROM click_count").fetchall() == [("1", 1)]
-    assert con.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
+    engine = sa.create_engine(meta_url)  # a connection of its own, not filepipe's
+    with engine.connect() as con:
+        assert con.exec_driver_sql("SELECT user_id, click_count FROM click_count").all() == [("1", 1)]
+        assert con.exec_driver_sql("SELECT COUNT(*) FROM events").one() == (2,)
+    engine.dispose()
 
 
-def test_seed_fastapi_endpoint(tmp_path: Path) -> None:
+def test_seed_fastapi_endpoint(meta_url: str) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    app = make_app(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    app = make_app(meta_url)
     client = TestClient(app)
     for (user, event_id, event), (rows, clicks, ip) in zip(EVENTS, EXPECTED):
         body = {"user_id": int(user), "event_id": int(event_id), "event": event}

@@ -1,4 +1,5 @@
-"""Change detection for file sources (docs/design.md §6), on CSV files."""
+"""Change detection for file sources (docs/design.md §6), on CSV files; the index on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, ru
 from filepipe.stores import TableStoreCSV
 from filepipe.stores.csv import TableStoreCSV as CSVClass
 from filepipe.sync import RACY_NS, sync_table
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def _pipeline(ds, tmp_path: Path, calls: list | None = None):

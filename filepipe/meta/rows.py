@@ -33,8 +33,8 @@ class RowMeta:
     def __init__(self, index: IndexDB, name: str) -> None:
         self.index = index
         self.name = name
-        self.table_name = f"fp_rows__{name}"
-        self.moves_name = f"fp_moves__{name}"
+        self.table_name = index.fit(f"fp_rows__{name}")
+        self.moves_name = index.fit(f"fp_moves__{name}")
         self.table: sa.Table | None = None
         self.moves: sa.Table | None = None
         self.keys: list[str] = []
@@ -101,7 +101,7 @@ class RowMeta:
         ]
         # WITHOUT ROWID: the rows live in the key B-tree (two B-trees per row, not three)
         table = sa.Table(self.table_name, md, *cols,
-                         sa.Index(f"ix_{self.table_name}_seq", "seq"), sqlite_with_rowid=False)
+                         sa.Index(self.index.fit(f"ix_{self.table_name}_seq"), "seq"), sqlite_with_rowid=False)
         table.create(conn if conn is not None else self.index.engine, checkfirst=True)
         self.table, self.keys = table, list(keys)
         return True
@@ -120,7 +120,7 @@ class RowMeta:
                 conn.exec_driver_sql(
                     f"ALTER TABLE {sql.qualified(conn, self.table)} ADD COLUMN {ddl}")
                 conn.exec_driver_sql(
-                    f"CREATE INDEX {sql.quote(conn, f'ix_{self.table_name}_{c}')} "
+                    f"CREATE INDEX {sql.quote(conn, self.index.fit(f'ix_{self.table_name}_{c}'))} "
                     f"ON {sql.qualified(conn, self.table)} ({sql.quote(conn, c)})")
             self.table = None
             self._reflect(conn)
@@ -137,9 +137,9 @@ class RowMeta:
         md = sa.MetaData(schema=self.index.dbconn.schema)
         if self.moves is not None:
             self.moves.drop(conn)
-        cols = [sa.Column("seq", sa.BigInteger, nullable=False, index=True)]
+        cols = [sa.Column("seq", sa.BigInteger, nullable=False)]
         cols += [sa.Column(c, self.table.c[c].type) for c in self.keys + self.tracked]
-        self.moves = sa.Table(self.moves_name, md, *cols)
+        self.moves = sa.Table(self.moves_name, md, *cols, sa.Index(self.index.fit(f"ix_{self.moves_name}_seq"), "seq"))
         self.moves.create(conn, checkfirst=True)
 
     @property
@@ -160,6 +160,8 @@ class RowMeta:
             return self.empty()
         if total is None and len(idx) > SMALL_FRAME:  # a few keys: always by index
             total = self.count(conn, include_deleted=True)
+        if total == 0:
+            return self.empty()
         if total is not None and len(idx) * 4 > total:
             found = self.scan(conn, include_deleted=True)
             return found.merge(self.coerce(idx[self.keys]).drop_duplicates(), on=self.keys)
@@ -246,6 +248,9 @@ class RowMeta:
         if self.moves is None or old.empty:
             return
         cols = ["seq"] + self.keys + self.tracked
+        if sql.copies(conn):  # many rows by COPY
+            sql.insert_columns(conn, self.moves, cols, sql.driver_columns(conn, self.moves, old, cols))
+            return
         sql.executemany(conn, sql.insert_sql(conn, self.moves, cols),
                         sql.driver_rows(conn, self.moves, old[cols], cols))
 
@@ -275,7 +280,10 @@ def _latest_between(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
                     lo: int, hi: int) -> pd.DataFrame:
     """Distinct values of `columns` of `table`'s rows with lo < seq <= hi, with MAX(seq)."""
     cols = ", ".join(sql.quote(conn, c) for c in columns)
-    text = (f"SELECT {cols + ', ' if cols else ''}MAX(seq) FROM {sql.qualified(conn, table)} "
-            f"WHERE {_range_where(conn)}" + (f" GROUP BY {cols}" if cols else ""))
-    found = sql.fetch(conn, text, [lo, hi], list(columns) + ["seq"], table)
+    # from the start: every row (those written after `hi` are redone next run anyway), in
+    # key order, so grouping by leading key columns needs no sort (twice as fast)
+    where, params = (f" WHERE {_range_where(conn)}", [lo, hi]) if lo > 0 else ("", [])
+    text = (f"SELECT {cols + ', ' if cols else ''}MAX(seq) FROM {sql.qualified(conn, table)}"
+            + where + (f" GROUP BY {cols}" if cols else ""))
+    found = sql.fetch(conn, text, params, list(columns) + ["seq"], table)
     return found if columns else found[found["seq"].notna()].astype({"seq": "int64"})

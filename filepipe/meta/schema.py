@@ -100,7 +100,10 @@ class IndexDB:
             sa.Column("path", sa.String),  # its pending segment, under the history's root
         )
         try:
-            self.md.create_all(self.dbconn.engine, checkfirst=True)
+            if self.engine.dialect.name == "postgresql":
+                self._create_serialized()
+            else:
+                self.md.create_all(self.dbconn.engine, checkfirst=True)
             with self.begin() as conn:
                 if conn.execute(sa.select(self.clock.c.seq)).first() is None:
                     conn.execute(self.clock.insert().values(id=1, seq=0))
@@ -111,9 +114,30 @@ class IndexDB:
                 "--all` to keep it aside and start a fresh index: the next run rebuilds it "
                 "from the files and makes the outputs equal a fresh recompute") from None
 
+    def _create_serialized(self) -> None:
+        """Create the missing tables in one transaction holding a transaction-level advisory
+        lock (PostgreSQL): two processes opening a fresh index at once (a `run` and a
+        `status`, which takes no writer lock) would otherwise both create them, and one
+        fail on the other's tables."""
+        from ..sql import placeholders
+        from .lock import NAMESPACE, lock_key
+
+        _, key = lock_key(self.dbconn.url, self.dbconn.schema)
+        with self.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({', '.join(placeholders(conn, 2))})",
+                                 (NAMESPACE + 1, key))
+            self.md.create_all(conn, checkfirst=True)
+
     @property
     def engine(self) -> sa.Engine:
         return self.dbconn.engine
+
+    def fit(self, name: str) -> str:
+        """`name` as a table or index name of this database: PostgreSQL keeps the first 63
+        bytes of longer names, so two long names could become one; there, such a name
+        becomes its start and a hash of the whole (on SQLite, names are kept whole)."""
+        return fit_name(name, self.engine.dialect.max_identifier_length
+                        if self.engine.dialect.name == "postgresql" else None)
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
@@ -129,6 +153,9 @@ class IndexDB:
         table = qualified(conn, self.clock)
         ph = placeholders(conn, 1)[0]
         # plain driver SQL: a compiled SQLAlchemy statement costs ~1 ms on the one-row path
+        if conn.dialect.name == "postgresql":  # one round trip to the server, not two
+            return int(conn.exec_driver_sql(f"UPDATE {table} SET seq = seq + {ph} WHERE id = 1 RETURNING seq",
+                                            (n,)).scalar_one()) - n + 1
         conn.exec_driver_sql(f"UPDATE {table} SET seq = seq + {ph} WHERE id = 1", (n,))
         return self.current_seq(conn) - n + 1
 
@@ -145,3 +172,14 @@ class IndexDB:
         import sqlalchemy as sa
 
         return sa.inspect(self.engine).has_table(name, schema=self.dbconn.schema)
+
+
+def fit_name(name: str, limit: int | None) -> str:
+    """`name`, or, longer than `limit` bytes, its start, ``_`` and 8 hex digits of its hash."""
+    import hashlib
+
+    raw = name.encode()
+    if limit is None or len(raw) <= limit:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    return raw[:limit - 9].decode(errors="ignore") + "_" + digest

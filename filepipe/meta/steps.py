@@ -32,7 +32,7 @@ class StepMeta:
 
         self.index = index
         self.name = name
-        self.table_name = f"fp_keys__{name}"
+        self.table_name = index.fit(f"fp_keys__{name}")
         self.table: sa.Table | None = None
         self.keys: list[str] = []
         if index.has_table(self.table_name):
@@ -59,7 +59,7 @@ class StepMeta:
             sa.Column("update_ts", sa.Float, nullable=False),
         ]
         self.table = sa.Table(self.table_name, sa.MetaData(schema=self.index.dbconn.schema),
-                              *cols, sa.Index(f"ix_{self.table_name}_status", "status"),
+                              *cols, sa.Index(self.index.fit(f"ix_{self.table_name}_status"), "status"),
                               sqlite_with_rowid=False)
         self.table.create(self.index.engine, checkfirst=True)
         self.keys = keys
