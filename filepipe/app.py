@@ -23,6 +23,7 @@ from .plan import Plan, SourcePlan, StepPlan
 if TYPE_CHECKING:
     from .catalog import Catalog
     from .compute import Pipeline
+    from .executor import BatchExecutor
     from .report import RunReport
     from .steps.base import ComputeStep
     from .table import DataStore, DataTable
@@ -33,14 +34,25 @@ __all__ = ["FilepipeApp", "Plan", "SourcePlan", "StepPlan", "load_app"]
 
 
 class FilepipeApp:
-    """A pipeline ready to run: ``FilepipeApp(catalog, pipeline, meta=None)``."""
+    """A pipeline ready to run: ``FilepipeApp(catalog, pipeline, meta=None, executor=None)``.
+
+    `executor`: where steps run their functions, e.g. ``"processes:4"`` or
+    ``"dask://scheduler:8786"`` (see `filepipe.executor`; default: in this process).
+    `history`: the folder of the row versions (default ``.filepipe/history``; working
+    copies sharing an index on a server should name one shared folder).
+    """
 
     def __init__(self, catalog: Catalog, pipeline: Pipeline, meta: str | None = None,
-                 root: str | os.PathLike | None = None) -> None:
+                 root: str | os.PathLike | None = None,
+                 executor: str | BatchExecutor | None = None,
+                 history: str | Path | bool | None = None) -> None:
         self.catalog = catalog
         self.pipeline = pipeline
         self.root = Path(root).resolve() if root else (current_base_dir() or Path.cwd())
         self.meta_url = meta or f"sqlite:///{self.root / STATE_DIR / 'meta.sqlite'}"
+        #: a spec (each run starts and stops its workers) or an executor (kept: `executing`)
+        self.executor = executor
+        self.history = history
         self._ds: DataStore | None = None
         self._steps: list[ComputeStep] | None = None
 
@@ -54,9 +66,12 @@ class FilepipeApp:
         if self._ds is None:
             from .table import DataStore
 
+            history = self.history
             if self.meta_url.startswith("sqlite:///"):
                 Path(self.meta_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            self._ds = DataStore(self.meta_url)
+            elif history is None:  # an index on a server: the project's own folder
+                history = self.state_dir / "history"
+            self._ds = DataStore(self.meta_url, history=history)
         return self._ds
 
     @property
@@ -104,10 +119,18 @@ class FilepipeApp:
 
     @contextmanager
     def lock(self, wait: float = 0) -> Iterator[None]:
-        """Hold the writer lock of this index (``.filepipe/lock``).
+        """Hold the writer lock of this index: ``.filepipe/lock`` for an SQLite index; for
+        one on PostgreSQL, an advisory lock in its database (one writer across machines,
+        released by the server when the holding process ends, however it ends).
 
         `wait` seconds to wait for another writer; raises LockedError naming the holder.
         """
+        if self.meta_url.startswith("postgresql"):
+            from .meta.lock import advisory_lock
+
+            with advisory_lock(self.meta_url, None, wait, str(self.root)):
+                yield
+            return
         from filelock import FileLock, Timeout
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +165,24 @@ class FilepipeApp:
             for s in selected:
                 s.reset()
         return run_steps(self.ds, selected, report=report or RunReport(trigger=trigger),
-                         allow_deletes=allow_deletes)
+                         allow_deletes=allow_deletes, executor=self.executor)
+
+    @contextmanager
+    def executing(self) -> Iterator[None]:
+        """Keep the executor's workers (a process pool, a dask client) from one run to the
+        next meanwhile, as `watch` does, instead of starting them for each run."""
+        from .executor import executor_from
+
+        spec = self.executor
+        if spec is None or not isinstance(spec, str):
+            yield
+            return
+        self.executor = executor_from(spec)
+        try:
+            yield
+        finally:
+            self.executor.close()
+            self.executor = spec
 
     def run_cycle(self, paths: set[str] | None = None, trigger: str = "watch") -> RunReport:
         """Sync only the sources holding `paths` (all when None) and run the steps below them."""
@@ -164,7 +204,7 @@ class FilepipeApp:
                 wanted = (self.downstream(changed | touched) + self._steps_with_failures()
                           + [s for s in self.steps if any(t.name in touched for t in s.outputs)])
                 steps = [s for s in self.steps if s in wanted]
-            run_steps(self.ds, steps, report=report, sync_sources=False)
+            run_steps(self.ds, steps, report=report, sync_sources=False, executor=self.executor)
         return report
 
     def downstream(self, tables: set[str]) -> list[ComputeStep]:

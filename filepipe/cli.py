@@ -144,6 +144,12 @@ def main(ctx: click.Context, pipeline: str | None, quiet: bool, verbose: bool,
 STEP_HELP = ("Run only this step (repeatable); NAME+ adds the steps below it, "
              "+NAME the steps it needs.")
 
+executor_option = click.option(
+    "--executor", metavar="SPEC", envvar="FILEPIPE_EXECUTOR",
+    help="Where step functions run: in-process (default), processes[:N] (local worker "
+         "processes), dask://HOST:PORT (a dask scheduler), dask:local[:N] (a local dask "
+         "cluster). Inputs, outputs and the index stay with this process.")
+
 
 @main.command()
 @verbosity
@@ -156,10 +162,11 @@ STEP_HELP = ("Run only this step (repeatable); NAME+ adds the steps below it, "
               help="Let a source lose all its rows (its folder is gone) or most of them at once.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.xlsx",
               help="Write the run's changes as a workbook: a summary, then a sheet per table.")
+@executor_option
 @click.pass_obj
 @handle_errors
 def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool, allow_deletes: bool,
-        report_path: str | None) -> None:
+        report_path: str | None, executor: str | None) -> None:
     """Sync the sources and run what is stale.
 
     \b
@@ -169,6 +176,8 @@ def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool, allow_del
       filepipe run --step price_orders+       # that step and every step below it
       filepipe run --step +customer_totals    # that step and every step it needs
       filepipe run --dry-run
+      filepipe run --executor processes:4     # the step functions on 4 local processes
+      filepipe run --executor dask:local      # on a local dask cluster (dask://HOST:PORT: a scheduler)
 
     Exit status: 0 all done, 1 some keys failed or a source could not be read
     (everything else was committed), 2 usage or pipeline errors.
@@ -177,6 +186,8 @@ def run(obj: Context, steps: Sequence[str], full: bool, dry_run: bool, allow_del
     if dry_run:
         _print_plan(obj, app.plan(steps, full=full, allow_deletes=allow_deletes))
         return
+    if executor:
+        app.executor = executor
     progress = _Progress.on_terminal(obj)
     with app.lock(wait=0):
         try:
@@ -388,9 +399,11 @@ def _keys_line(obj: Context, p: StepPlan) -> str | None:
 @click.option("--poll", is_flag=True, help="Poll the folders (network drives) instead of OS events.")
 @click.option("--rescan", type=float, default=300.0, show_default=True, metavar="SECONDS",
               help="Full sync this often, to catch missed events.")
+@executor_option
 @click.pass_obj
 @handle_errors
-def watch(obj: Context, debounce: float | None, poll: bool, rescan: float) -> None:
+def watch(obj: Context, debounce: float | None, poll: bool, rescan: float,
+          executor: str | None) -> None:
     """Run whenever a source file changes (Ctrl-C to stop).
 
     Logs one line per cycle that changed something or met a problem; -v logs every
@@ -404,7 +417,9 @@ def watch(obj: Context, debounce: float | None, poll: bool, rescan: float) -> No
     from . import watch as watching
 
     app = obj.app
-    with app.lock(wait=0):
+    if executor:
+        app.executor = executor
+    with app.lock(wait=0), app.executing():
         watching.watch(app, debounce=watching.DEFAULT_DEBOUNCE if debounce is None else debounce,
                        poll=poll, rescan_every=rescan, echo=click.echo,
                        verbosity=obj.verbosity)

@@ -19,6 +19,7 @@ from .types import ChangeList
 
 if TYPE_CHECKING:
     from .catalog import Catalog
+    from .executor import BatchExecutor
     from .steps.base import ComputeStep, PipelineStep
 
 __all__ = ["DataStore", "Pipeline", "RunReport", "StepStats", "build_compute", "run_steps",
@@ -93,17 +94,20 @@ SOURCE_REDOS = 3  # syncs again after a source changed under a run, at most
 
 
 def run_steps(ds: DataStore, steps: Sequence[ComputeStep], report: RunReport | None = None,
-              sync_sources: bool = True, allow_deletes: bool = False) -> RunReport:
+              sync_sources: bool = True, allow_deletes: bool = False,
+              executor: str | BatchExecutor | None = None) -> RunReport:
     """Sync file sources, then run every step over what is stale.
 
     Keys whose source file changed between its sync and the step's read are redone
     after syncing again (a few times at most, then reported as failed). A step waits
     while one of its inputs is a source whose sync was refused or an output file that
     lags behind its meta (its write failed). `allow_deletes` lets a sync delete every
-    row of a source, or most of it (see `sync_table`).
+    row of a source, or most of it (see `sync_table`). `executor` runs the steps'
+    functions elsewhere ("processes:N", "dask://HOST:PORT", "dask:local": see
+    `filepipe.executor`); the DataStore's own by default, in this thread.
     """
     report = report or RunReport(trigger="run_steps")
-    with ds.recording(report):
+    with ds.recording(report), ds.executing(executor):
         for step in steps:
             step.prepare()
         if sync_sources:

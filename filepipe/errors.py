@@ -116,3 +116,9 @@ class LockedError(FilepipeError):
     """Another filepipe process is writing to the same index."""
 
     retryable = True
+
+
+class WorkerLostError(FilepipeError):
+    """The worker process running a batch died (a crash, or the system killing it, often
+    for lack of memory) on every attempt the executor made; the batch is recorded as failed
+    and retried by the next run. Not `retryable`: the executor has already retried it."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
+    from .executor import BatchExecutor
     from .frametypes import DataDF, IndexDF, MetaDF
     from .history import HistoryStore
     from .stores.base import TableStore
@@ -57,9 +58,15 @@ class DataStore:
     ``<name>.history`` beside an SQLite index; False keeps none; see docs/history.md).
     """
 
-    def __init__(self, meta_dbconn: DBConn | str, history: str | Path | bool | None = None) -> None:
+    def __init__(self, meta_dbconn: DBConn | str, history: str | Path | bool | None = None,
+                 executor: str | BatchExecutor | None = None) -> None:
+        from .executor import executor_from
+
         self.meta = MetaIndex(meta_dbconn, history)
         self.meta_dbconn = self.meta.dbconn
+        #: where steps run their functions (`filepipe.executor`: in this thread by default;
+        #: "processes:N", "dask://HOST:PORT", "dask:local"); `run_steps` may set another
+        self.executor: BatchExecutor = executor_from(executor)
         self._tables: dict[str, DataTable] = {}
         #: the run in progress (only to log each run once; changes are counted into the
         #: report passed to the calls that make them) and the thread running it
@@ -69,6 +76,24 @@ class DataStore:
         #: the id the run in progress will be logged as (its row versions carry it)
         self.run_id: int | None = None
         self._logged_at: int | None = None  # the clock when this process last logged a run
+
+    @contextmanager
+    def executing(self, executor: str | BatchExecutor | None) -> Iterator[BatchExecutor]:
+        """Steps run their functions on `executor` meanwhile (None: the DataStore's own).
+        One made here from a spec is closed at the end; one passed in is the caller's."""
+        from .executor import executor_from
+
+        if executor is None:
+            yield self.executor
+            return
+        made = executor_from(executor)
+        before, self.executor = self.executor, made
+        try:
+            yield made
+        finally:
+            self.executor = before
+            if made is not executor:
+                made.close()
 
     @contextmanager
     def recording(self, report: RunReport) -> Iterator[RunReport]:
@@ -189,7 +214,8 @@ class DataTable:
             raise MissingColumnsError(
                 f"table {name!r}: primary keys changed from {self.meta.keys} to "
                 f"{self.primary_keys}; give the table a new name in the catalog (its rows are then recomputed), "
-                "or start a fresh index with `filepipe reset --all`")
+                "or start a fresh index (`filepipe reset --all`; on a database server: drop its "
+                "fp_* tables)")
         self._wanted_tracked: set[str] = set()
         self._defer_flush = False
         #: the step writing this table (None: a source, only read)
@@ -274,16 +300,17 @@ class DataTable:
         live, oldest change first, read with their meta in one query; None when the store
         is not an SQL table in the index's database or `proj`'s columns are not a prefix
         of the keys (whose index serves the lookup)."""
-        import numpy as np
 
         table = self.store.sql_table(conn)
         on = list(proj.columns)
         if table is None or self.meta.table is None or not on or on != self.primary_keys[:len(on)]:
             return None
+        seq = f"{self.meta.table.name}.seq"
         found = sql.select_joined(conn, table, [c.name for c in table.c], self.meta.table, ["seq"],
-                                  self.primary_keys, self.meta.coerce(proj), on, other_null=["delete_ts"])
-        seq = found.pop(f"{self.meta.table.name}.seq").to_numpy()
-        return found.take(np.argsort(seq, kind="stable")).reset_index(drop=True)
+                                  self.primary_keys, self.meta.coerce(proj), on, other_null=["delete_ts"],
+                                  sort_by=seq)
+        del found[seq]
+        return found
 
     def get_metadata(self, idx: IndexDF | None = None,
                      include_deleted: bool = False) -> MetaDF:
@@ -343,7 +370,8 @@ class DataTable:
 
     def prepare_chunk(self, df: DataDF, processed_idx: IndexDF | None,
                       conn: sa.Connection, file_id: Any = None, write_store: bool = True,
-                      known: MetaDF | None = None, covers: IndexDF | None = None) -> Chunk:
+                      known: MetaDF | None = None, covers: IndexDF | None = None,
+                      where: str | None = None) -> Chunk:
         """Check `df` and diff it with the meta; nothing is written yet.
 
         A step with several outputs prepares all of them before applying any, so a bad
@@ -351,8 +379,9 @@ class DataTable:
         (all meta columns) the caller has read already, such as the rows under a step's
         batch: keys found there are not looked up again; nor are keys whose values in
         the columns of `covers` are one of its rows (`known` holds every meta row there).
+        `where` names the frame in errors (default: this table).
         """
-        where = f"table {self.name!r}"
+        where = where or f"table {self.name!r}"
         check_keys(df, self.primary_keys, where)
         if processed_idx is not None:
             check_keys(processed_idx, self.primary_keys, f"{where} processed_idx", unique=False)
@@ -392,8 +421,9 @@ class DataTable:
         written = self._written_meta(diff, chunk.file_id, first, now)
         if len(written):
             if chunk.write_store:
-                self.store.upsert_rows(chunk.df[write], conn=conn)
-                self._remember_kinds(chunk.df[write])
+                rows = chunk.df if len(written) == len(chunk.df) else chunk.df[write]
+                self.store.upsert_rows(rows, conn=conn)
+                self._remember_kinds(rows)
             self.meta.write(conn, written)
             self._log_moves(conn, written, diff.existed[write])
         if len(gone):
@@ -463,11 +493,13 @@ class DataTable:
         rows = np.flatnonzero(diff.write)
         n = len(rows)
         merged = diff.merged
-        data = {c: values.take(rows) for c, values in merged.items()}
-        created = np.asarray(merged["create_ts__old"], dtype="float64")[rows]
+        every = n == len(diff.write)  # a first load: no copy
+        data = {c: values if every else values.take(rows) for c, values in merged.items()}
+        created = merged.get("create_ts__old")  # absent when every row is new
         data.update(
             seq=np.arange(first, first + n, dtype="int64"),
-            create_ts=np.where(diff.live[rows], created, now),
+            create_ts=np.full(n, now) if created is None else
+            np.where(diff.live[rows], np.asarray(created, dtype="float64")[rows], now),
             update_ts=np.full(n, now),
             delete_ts=np.full(n, np.nan),
             file_id=(np.asarray(file_id)[rows] if _is_array(file_id)
@@ -492,11 +524,11 @@ class DataTable:
         hashes = hash_rows(df)
         old = self._meta_of(conn, df, known, covers) if len(df) else self.meta.empty()
         pos = key_positions(df, old, keys) if len(old) else np.full(len(df), -1, dtype=np.intp)
-        merged = {**{c: df[c].array for c in columns}, "hash": hashes,
-                  **take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old")}
+        merged = {**{c: df[c].array for c in columns}, "hash": hashes}
         existed = pos >= 0
-        if not existed.any():
+        if not existed.any():  # all new rows: no stored values to carry
             return Diff(merged, existed, existed, ~existed)
+        merged.update(take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old"))
         live = existed & old["delete_ts"].isna().to_numpy(dtype=bool)[pos]
         same = live & (old["hash"].to_numpy(dtype="int64")[pos] == np.asarray(hashes, dtype="int64"))
         if file_id is not None:

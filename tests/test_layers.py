@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: lowest first; a module may import modules of its own layer or of lower ones
 LAYERS = [
     ["errors", "report", "scaffold", "hashing", "frametypes", "stores.base", "stores"],
-    ["frames", "fileutil", "codeversion"],
+    ["frames", "fileutil", "codeversion", "executor"],
     ["sql", "types", "xlsx", "history"],
     ["meta.schema", "meta.files", "meta.rows", "meta.steps", "meta.history", "meta.index", "meta",
      "stores.files", "stores.csv", "stores.excel", "stores.parquet", "stores.filedir",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -374,26 +376,49 @@ class BatchTransformStep(ComputeStep):
         changes = ChangeList()
         total = len(pending)
         report.step_started(self.name, total)
+        executor = self.ds.executor
+        # batches whose function runs (on a worker, with another executor) while the next
+        # are read; their outputs are written in order, each in its own transaction
+        running: deque[tuple[IndexDF, Future[Any] | None]] = deque()
         try:
             with flush_once(self.outputs):
                 for start in range(0, total, self.chunk_size):
                     batch = pending.iloc[start:start + self.chunk_size].reset_index(drop=True)
                     try:
                         frames = self._read_batch(batch)
-                        # every input row under these keys is gone: so must their outputs be
-                        result = self._call(frames) if any(len(f) for f in frames) else \
-                            tuple(empty_frame(o.primary_keys) for o in self.outputs)
-                        self._write_batch(batch, result, done_seq, changes, report)
                     except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
                         self._fail(batch, exc, done_seq, report)
-                    report.step_progress(self.name, len(batch))
+                        report.step_progress(self.name, len(batch))
+                        continue
+                    # every input row under these keys is gone: so must their outputs be
+                    running.append((batch, executor.submit(self.func, frames, self.kwargs)
+                                    if any(len(f) for f in frames) else None))
+                    while len(running) >= executor.slots:
+                        self._finish(*running.popleft(), done_seq, changes, report)
+                while running:
+                    self._finish(*running.popleft(), done_seq, changes, report)
         except OutputWriteError as exc:
             # none of the keys is done: all fail with this error, and the output is
             # rebuilt by the next run (it stays marked dirty; its readers wait)
             report.stale_reads[:] = [r for r in report.stale_reads if r[0] != self.name]
             self._fail(pending, exc, done_seq, report)
             return ChangeList()
+        finally:
+            for _, future in running:  # stopped early: what was not written is not wanted
+                if future is not None:
+                    future.cancel()
         return changes
+
+    def _finish(self, batch: IndexDF, future: Future[Any] | None, done_seq: int,
+                changes: ChangeList, report: RunReport) -> None:
+        """Write the outputs of a batch whose function has run (or record its failure)."""
+        try:
+            result = self._checked(future.result()) if future is not None else \
+                tuple(empty_frame(o.primary_keys) for o in self.outputs)
+            self._write_batch(batch, result, done_seq, changes, report)
+        except Exception as exc:  # noqa: BLE001 - isolate the batch, record why
+            self._fail(batch, exc, done_seq, report)
+        report.step_progress(self.name, len(batch))
 
     def _fail(self, batch: IndexDF, exc: Exception, done_seq: int, report: RunReport) -> None:
         """Record `batch` as failed with `exc` (retried next run, or soon if a source changed)."""
@@ -457,10 +482,10 @@ class BatchTransformStep(ComputeStep):
             return t.meta.scan(conn, columns=columns)
         return t.meta.matching(conn, batch, columns=columns, on=on)
 
-    def _call(self, frames: list[DataDF]) -> tuple[DataDF, ...]:
+    def _checked(self, result: Any) -> tuple[DataDF, ...]:
+        """The function's result as one frame per output, each checked."""
         import pandas as pd
 
-        result = self.func(*frames, **self.kwargs)
         n = len(self.outputs)
         if isinstance(result, pd.DataFrame):
             result = (result,)
@@ -475,7 +500,7 @@ class BatchTransformStep(ComputeStep):
             where = f"step {self.name!r} output {out.name!r}"
             if df.empty and not len(df.columns):
                 continue
-            check_keys(df, out.primary_keys, where)
+            check_keys(df, out.primary_keys, where, unique=False)  # repeats: `prepare_chunk`
             lacking = [k for k in self.transform_keys if k not in df.columns]
             if lacking:
                 raise MissingColumnsError(f"{where}: result lacks transform key column(s) "
@@ -500,7 +525,8 @@ class BatchTransformStep(ComputeStep):
                     known, covers = self._previous_outputs(conn, out, batch)
                     live = known[known["delete_ts"].isna().to_numpy(dtype=bool)] \
                         if covers is not None and len(known) else known
-                    chunks.append((out, out.prepare_chunk(df, live, conn, known=known, covers=covers)))
+                    chunks.append((out, out.prepare_chunk(df, live, conn, known=known, covers=covers,
+                                                          where=f"step {self.name!r} output {out.name!r}")))
                 # outputs that roll back with the transaction first: if one of those fails,
                 # no file or memory output has been touched yet
                 for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
