@@ -163,6 +163,26 @@ def test_key_positions_and_take_rows_match_left_merge(n_left: int, n_right: int,
     assert dtype["t"] == "str"
 
 
+@pytest.mark.parametrize("n", [10, SMALL_FRAME + 50, 5000])
+def test_key_positions_of_one_text_key_in_arrow_match_a_pandas_index(n: int) -> None:
+    """One `str` key on both sides takes Arrow's hash lookup; nulls and other string
+    arrays take pandas' index: the same positions either way."""
+    rng = np.random.default_rng(n)
+    right = [f"k{i}" for i in rng.permutation(2 * n)[:n]]
+    left = [f"k{i}" for i in rng.integers(0, 3 * n, size=n)] + ["", "K1", right[0]]
+    for l_values, r_values in [(left, right), (left + [None], right), (left, right + [None])]:
+        a = pd.DataFrame({"k": pd.array(l_values, dtype="str")})
+        b = pd.DataFrame({"k": pd.array(r_values, dtype="str")})
+        assert isinstance(a["k"].array, pd.arrays.ArrowStringArray)
+        expected = pd.Index(b["k"].astype(object)).get_indexer(a["k"].astype(object))
+        got = key_positions(a, b, ["k"])
+        assert got.dtype.kind == "i" and got.tolist() == expected.tolist()
+    a, b = (pd.DataFrame({"k": pd.array(v, dtype="str")}) for v in (left, right))
+    chunked = pd.DataFrame({"k": pd.concat([b["k"].iloc[: n // 2], b["k"].iloc[n // 2:]],
+                                           ignore_index=True)})  # two Arrow chunks
+    assert key_positions(a, chunked, ["k"]).tolist() == key_positions(a, b, ["k"]).tolist()
+
+
 def test_key_positions_empty_left_and_disjoint_frames() -> None:
     for n in (5, SMALL_FRAME + 5):
         right = with_payload(np.arange(n), ["s", "i"])

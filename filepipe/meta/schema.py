@@ -153,7 +153,7 @@ class IndexDB:
         table = qualified(conn, self.clock)
         ph = placeholders(conn, 1)[0]
         # plain driver SQL: a compiled SQLAlchemy statement costs ~1 ms on the one-row path
-        if conn.dialect.name == "postgresql":  # one round trip to the server, not two
+        if _returning(conn):  # one statement (a round trip to a server), not two
             return int(conn.exec_driver_sql(f"UPDATE {table} SET seq = seq + {ph} WHERE id = 1 RETURNING seq",
                                             (n,)).scalar_one()) - n + 1
         conn.exec_driver_sql(f"UPDATE {table} SET seq = seq + {ph} WHERE id = 1", (n,))
@@ -183,3 +183,14 @@ def fit_name(name: str, limit: int | None) -> str:
         return name
     digest = hashlib.sha1(raw).hexdigest()[:8]
     return raw[:limit - 9].decode(errors="ignore") + "_" + digest
+
+
+def _returning(conn: sa.Connection) -> bool:
+    """Does the database answer ``UPDATE … RETURNING`` (PostgreSQL; SQLite from 3.35)?"""
+    if conn.dialect.name == "postgresql":
+        return True
+    if conn.dialect.name == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False

@@ -127,6 +127,11 @@ class StepMeta:
                                 prev["attempts"].tolist()))
             columns = ["attempts", "status", "error", "update_ts"]
             values = [k + (int(attempts.get(k, 0)) + 1, "failed", error, now) for k in rows]
+        elif sql.supports_upsert(conn):  # one value for all: bound once, not per row
+            sql.insert_columns(conn, self.table, self.keys, [list(c) for c in zip(*rows)], self.keys,
+                               constants={"attempts": 0, "status": "ok", "error": None,
+                                          "done_seq": int(done_seq), "update_ts": now})
+            return
         else:
             columns = ["attempts", "status", "error", "done_seq", "update_ts"]
             values = [k + (0, "ok", None, int(done_seq), now) for k in rows]
