@@ -204,11 +204,8 @@ class ProcessExecutor(_Executor):
 
     def submit(self, func: Callable[..., Any], frames: list[pd.DataFrame],
                kwargs: dict[str, Any]) -> cf.Future[Any]:
-        outer: cf.Future[Any] = cf.Future()
-        try:
-            args = self._ship.pack(func, frames, kwargs)
-        except Exception as exc:  # noqa: BLE001 - the caller gets it from the future
-            outer.set_exception(exc)
+        outer, args = self._ship.packed(func, frames, kwargs)
+        if args is None:
             return outer
         task = _Task(next(self._seq), outer, args)
         with self._lock:
@@ -456,11 +453,8 @@ class DaskExecutor(_Executor):
 
     def submit(self, func: Callable[..., Any], frames: list[pd.DataFrame],
                kwargs: dict[str, Any]) -> cf.Future[Any]:
-        outer: cf.Future[Any] = cf.Future()
-        try:
-            args = self._ship.pack(func, frames, kwargs)
-        except Exception as exc:  # noqa: BLE001 - the caller gets it from the future
-            outer.set_exception(exc)
+        outer, args = self._ship.packed(func, frames, kwargs)
+        if args is None:
             return outer
         name = re.sub(r"[^\w.]", "_", getattr(func, "__name__", "") or "batch")
         with self._lock:
@@ -523,6 +517,17 @@ class _Shipper:
 
     def __init__(self) -> None:
         self._funcs: dict[int, tuple[Callable[..., Any], tuple[str, bytes, tuple[str, ...]]]] = {}
+
+    def packed(self, func: Callable[..., Any], frames: Sequence[Any],
+               kwargs: dict[str, Any]) -> tuple[cf.Future[Any], tuple[Any, ...] | None]:
+        """A new future for a batch, and what `pack` makes of it; None when it cannot be
+        packed, the future then holding why."""
+        outer: cf.Future[Any] = cf.Future()
+        try:
+            return outer, self.pack(func, frames, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it from the future
+            outer.set_exception(exc)
+            return outer, None
 
     def pack(self, func: Callable[..., Any], frames: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """``(token, function bytes, folders for the worker's sys.path, batch bytes)``."""
