@@ -31,9 +31,11 @@ where the platform has one, otherwise by spawn. Dask is imported only when used.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import hashlib
 import itertools
+import logging
 import os
 import re
 import sys
@@ -42,7 +44,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import CodeType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -366,6 +368,18 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="filepipe-parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only critical messages of `logger` meanwhile."""
+    log = logging.getLogger(logger)
+    before = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 def _ignore_ctrl_c() -> None:
     """In a worker: SIGINT does nothing; the coordinator stops (or closes) its workers."""
     import signal
@@ -376,8 +390,13 @@ def _ignore_ctrl_c() -> None:
 
 def dask_setup(worker: Any) -> None:
     """dask's preload hook, run in each worker of a `dask:local` cluster: as `_watch_parent`,
-    Ctrl-C is the coordinator's (a worker dying of it would leave its batch waiting)."""
+    Ctrl-C is the coordinator's (a worker dying of it would leave its batch waiting); and the
+    worker's own log stays quiet (a batch's failure comes back through its future; the
+    connection errors of a cluster closing are no news)."""
+    import logging
+
     _ignore_ctrl_c()
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 #: imported once by the fork server, so that a new worker starts in milliseconds
@@ -422,7 +441,8 @@ class DaskExecutor(_Executor):
         self._slots: tuple[float, int] | None = None
         self._closed = False
         self._cluster: Any = None
-        if address is None:
+        if address is None:  # our own cluster: its start and stop are no news on stderr
+            logging.getLogger("distributed").setLevel(logging.WARNING)
             n = workers or _cpus()
             with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
                 self._cluster = distributed.LocalCluster(
@@ -475,11 +495,13 @@ class DaskExecutor(_Executor):
             self._inflight.clear()
         for _, outer in left:
             outer.cancel()
-        try:
-            self._client.close()
-        finally:
-            if self._cluster is not None:
-                self._cluster.close()
+        quiet = _quiet("distributed") if self._cluster is not None else contextlib.nullcontext()
+        with quiet:  # closing our cluster: its connections closing under it are expected
+            try:
+                self._client.close()
+            finally:
+                if self._cluster is not None:
+                    self._cluster.close()
 
     def _called_back(self, outer: cf.Future[Any], task: Any) -> None:
         """`task` is no longer pending (dask's callback thread). If it is "lost" (its result
