@@ -281,7 +281,9 @@ def export(df: pd.DataFrame, path: str | Path) -> None:
 
 def _check_history(ds: DataStore, table: str) -> None:
     if not ds.meta.history.enabled:
-        raise FilepipeError("this index keeps no history (DataStore(..., history=False))")
+        raise FilepipeError("this index keeps no history: it was opened with history=False, or it "
+                            "is on a database server and no folder was named for its versions "
+                            "(DataStore(url, history='folder'))")
     table_keys(ds, table)
 
 

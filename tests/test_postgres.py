@@ -352,3 +352,23 @@ def test_servers_of_killed_sessions_are_reaped_and_live_ones_kept(tmp_path: Path
         (folder / OWNER_FILE).write_text(str(owner))
     reap_orphans(root=str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{FOLDER_PREFIX}live"]
+
+
+def test_a_project_on_a_server_index_keeps_its_versions_in_its_own_folder(tmp_path: Path,
+                                                                         project_index: str) -> None:
+    """An index on PostgreSQL has no file to keep its history beside: the project's
+    `.filepipe/history` does (before, such a project kept no versions at all)."""
+    from test_cli import copy_sales
+
+    from filepipe import versions
+
+    root = copy_sales(tmp_path / "sales")
+    app = load_app(str(root / "pipeline.py"))
+    try:
+        assert app.meta_url == project_index
+        assert app.run().ok
+        customers = versions.as_of(app.ds, "customers")  # refused when no history is kept
+        assert len(customers) > 0
+        assert sorted((root / ".filepipe" / "history").rglob("*.parquet")), "no version on disk"
+    finally:
+        app.ds.meta_dbconn.dispose()
