@@ -28,6 +28,8 @@ def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str, unique: bool =
         )
     if not unique or not keys or len(df) < 2:
         return
+    if len(keys) == 1 and df[keys[0]].is_unique:  # a hash table, not a duplicated() mask
+        return
     dup = df.duplicated(list(keys), keep=False)
     if dup.any():
         shown = df.loc[dup, list(keys)].drop_duplicates()

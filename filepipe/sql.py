@@ -558,6 +558,13 @@ def _delete_key_tuples(conn: sa.Connection, table: sa.Table, keys: Sequence[str]
 
 
 TEMP_TABLE_ABOVE = 5000  # lookups of more keys go through a temporary table join
+IN_LIST = 5000  # values of one ``IN (…)`` lookup where the database binds that many
+
+
+def _in_list_limit(conn: sa.Connection) -> int:
+    """Keys one ``IN (…)`` lookup may list: IN_LIST on SQLite ≥ 3.32 (a batch of 1000 keys
+    in one statement: no second query, no merge of results), MAX_VARIABLES elsewhere."""
+    return min(IN_LIST, _variable_limit(conn)) if conn.dialect.name == "sqlite" else MAX_VARIABLES
 
 
 def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
@@ -565,10 +572,10 @@ def select_where_in(conn: sa.Connection, table: sa.Table, columns: Sequence[str]
                     order_by: str | None = None) -> pd.DataFrame:
     """Rows of `table` whose `match` columns equal one of the rows of `idx`.
 
-    One column: chunked ``IN (...)`` lists. Several: chunked ``(a=? AND b=?) OR ...``,
-    which SQLite answers with one index search per term (its row-value ``IN (VALUES ...)``
-    scans the whole table); many keys: a join with a temporary table. No statement binds
-    more than MAX_VARIABLES values.
+    One column: ``IN (...)`` lists of up to `_in_list_limit` keys. Several: chunked
+    ``(a=? AND b=?) OR ...`` of up to MAX_VARIABLES values, which SQLite answers with one
+    index search per term (its row-value ``IN (VALUES ...)`` scans the whole table); many
+    keys: a join with a temporary table.
     """
     out = _select_matching(conn, _Source.of(conn, table, columns), idx, match, extra_where)
     if order_by and len(out):
@@ -586,6 +593,8 @@ def select_joined(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     of a read of each table and a match in pandas. In the order of the result column
     `sort_by` if given (sorted as fetched: cheaper than ORDER BY or sorting the frame)."""
     source = replace(_Source.of(conn, table, columns, other, other_columns, on), sort_by=sort_by)
+    if set(match) <= set(on):  # match `other`'s copy: SQLite then tests the keys once, not twice
+        source = replace(source, alias="o")
     where = " AND ".join(f"o.{quote(conn, c)} IS NULL" for c in other_null)
     return _select_matching(conn, source, idx, match, where)
 
@@ -599,7 +608,7 @@ class _Source:
     exprs: list[str]
     names: list[str]
     types: list[Any]
-    alias: str  # of `table` in `from_sql` ("" when not joined)
+    alias: str  # whose columns match the keys: `table`'s, or the other's (equal by the join); "" unjoined
     sort_by: str | None = None  # the result column the rows are ordered by
 
     @classmethod
@@ -649,7 +658,7 @@ def _select_matching(conn: sa.Connection, source: _Source, idx: pd.DataFrame,
     if copies(conn):
         return _select_by_arrays(conn, source, rows, match, extra_where)
     frames: list[pd.DataFrame] = []
-    per = max(1, MAX_VARIABLES // len(match))
+    per = max(1, MAX_VARIABLES // len(match)) if len(match) > 1 else _in_list_limit(conn)
     prefix = f"{source.alias}." if source.alias else ""
     quoted = [prefix + quote(conn, c) for c in match]
     for start in range(0, len(rows), per):

@@ -37,6 +37,7 @@ class Diff:
     existed: Any  # the key has meta (live or deleted)
     live: Any  # the key has meta and is not deleted
     write: Any  # rows to write: new or changed (or moved to another source file)
+    beyond: bool = True  # some keys were neither in `known` nor `covers` (looked up in the index)
 
 
 @dataclass
@@ -522,19 +523,19 @@ class DataTable:
         keys = self.primary_keys
         columns = keys + [t for t in self.meta.tracked if t in df.columns]
         hashes = hash_rows(df)
-        old = self._meta_of(conn, df, known, covers) if len(df) else self.meta.empty()
+        old, beyond = self._meta_of(conn, df, known, covers) if len(df) else (self.meta.empty(), False)
         pos = key_positions(df, old, keys) if len(old) else np.full(len(df), -1, dtype=np.intp)
         merged = {**{c: df[c].array for c in columns}, "hash": hashes}
         existed = pos >= 0
         if not existed.any():  # all new rows: no stored values to carry
-            return Diff(merged, existed, existed, ~existed)
+            return Diff(merged, existed, existed, ~existed, beyond)
         merged.update(take_rows(old, pos, [c for c in old.columns if c not in keys], suffix="__old"))
         live = existed & old["delete_ts"].isna().to_numpy(dtype=bool)[pos]
         same = live & (old["hash"].to_numpy(dtype="int64")[pos] == np.asarray(hashes, dtype="int64"))
         if file_id is not None:
             fid_old = old["file_id"].to_numpy(dtype="float64", na_value=-1)[pos]
             same &= fid_old == (np.asarray(file_id, dtype="float64") if _is_array(file_id) else file_id)
-        return Diff(merged, existed, live, ~same)
+        return Diff(merged, existed, live, ~same, beyond)
 
     def delete_by_idx(self, idx: IndexDF, now: float | None = None,
                       conn: sa.Connection | None = None, report: RunReport | None = None) -> IndexDF:
@@ -553,16 +554,16 @@ class DataTable:
             pidx = pidx[key_positions(pidx, df, keys) < 0]  # df holds each key once
         if pidx.empty:
             return self.meta.empty().iloc[0:0]
-        found = self._meta_of(conn, pidx, known, covers)
+        found, _ = self._meta_of(conn, pidx, known, covers)
         wanted = found["delete_ts"].isna().to_numpy(dtype=bool)
         if known is not None and len(known):  # then `found` may hold other keys too
             wanted = wanted & rows_in(found, pidx, keys)
         return found[wanted].reset_index(drop=True)
 
     def _meta_of(self, conn: sa.Connection, idx: IndexDF, known: MetaDF | None,
-                 covers: IndexDF | None = None) -> MetaDF:
+                 covers: IndexDF | None = None) -> tuple[MetaDF, bool]:
         """Meta rows for the keys of `idx`, looking up only those neither in `known` nor
-        covered by `covers` (see `prepare_chunk`).
+        covered by `covers` (see `prepare_chunk`); and whether there were any such keys.
 
         The result may hold more keys than `idx` (those of `known`), each once.
         """
@@ -570,18 +571,19 @@ class DataTable:
         import pandas as pd
 
         if known is None:
-            return self.meta.lookup(conn, idx)
+            return self.meta.lookup(conn, idx), True
         # both hold each key once: an index lookup, not a merge
         inside = key_positions(idx, known, self.primary_keys) >= 0 if len(known) else \
             np.zeros(len(idx), dtype=bool)
         if covers is not None and len(covers.columns):
             inside |= key_positions(idx, covers, list(covers.columns)) >= 0
-        if inside.all() and len(known.columns) > len(self.primary_keys):
-            return known
+        beyond = not inside.all()
+        if not beyond and len(known.columns) > len(self.primary_keys):
+            return known, False
         rest = self.meta.lookup(conn, idx[~inside])
         if not len(known):
-            return rest
-        return pd.concat([known, rest], ignore_index=True) if len(rest) else known
+            return rest, beyond
+        return (pd.concat([known, rest], ignore_index=True) if len(rest) else known), beyond
 
     def _log_moves(self, conn: sa.Connection, written: MetaDF, existed: Any) -> None:
         """Log old tracked values of rows whose group changed."""

@@ -461,6 +461,29 @@ def test_s05_transform_drops_rows(ds: DataStore, trigger: str) -> None:
     assert processed(run_steps(ds, steps)) == 0
 
 
+def test_s05_first_run_batch_replaces_rows_an_earlier_batch_wrote_under_its_keys(ds: DataStore) -> None:
+    """A first run skips the output lookup while no batch wrote outside its own keys. The
+    first batch here writes a row under a key of a later batch (the victim), so later
+    batches look again: the victim's batch, not returning it, deletes it."""
+    env = Env(ds)
+    src = env.table("src", int_pk(), Column("a", Integer))
+    out = env.table("out", int_pk(), Column("a", Integer))
+    src.store_chunk(frame({"id": range(6), "a": range(6)}))  # three batches of two ids
+    victim: list[int] = []
+
+    def spill(df: pd.DataFrame) -> pd.DataFrame:
+        if not victim:  # the first batch: a row under the first id of another batch
+            victim.append(min(set(range(6)) - set(df["id"])))
+            return pd.concat([df, frame({"id": victim, "a": [-1]})])
+        return df[df["id"] != victim[0]]
+
+    report = run_steps(ds, env.build(BatchTransform(spill, inputs=["src"], outputs=["out"], chunk_size=2)))
+    assert report.ok
+    kept = [i for i in range(6) if i != victim[0]]
+    assert_rows(out, frame({"id": kept, "a": kept}))
+    assert meta_by_key(out)[victim[0]]["delete_ts"] is not None
+
+
 # --- 6. the change set store_chunk returns -----------------------------------------------------
 
 

@@ -226,6 +226,11 @@ class RowMeta:
         return int(conn.exec_driver_sql(
             f"SELECT COUNT(*) FROM {sql.qualified(conn, self.table)}{where}").scalar_one())
 
+    def is_empty(self, conn: sa.Connection) -> bool:
+        """Does the table hold no meta row, deleted ones included? (One index step.)"""
+        return self.table is None or conn.exec_driver_sql(
+            f"SELECT 1 FROM {sql.qualified(conn, self.table)} LIMIT 1").first() is None
+
     def last_change_ts(self, conn: sa.Connection) -> float | None:
         if self.table is None:
             return None

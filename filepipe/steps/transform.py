@@ -96,6 +96,9 @@ class BatchTransformStep(ComputeStep):
             "kwargs": self.kwargs, "transform_keys": self.transform_keys,
             "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs]})
         self._input_keys: dict[str, list[str]] | None = None
+        # outputs with no meta row under any key not yet written in this `_process`: their
+        # meta held none when it began and each batch so far wrote only under its own keys
+        self._unwritten: set[str] = set()
         for out in outputs:
             out.track(self.transform_keys)
 
@@ -375,6 +378,8 @@ class BatchTransformStep(ComputeStep):
             self.meta.ensure(self.transform_keys, {**_types_from(pending), **self._key_types()})
         changes = ChangeList()
         total = len(pending)
+        with self.ds.meta.begin() as conn:
+            self._unwritten = {o.name for o in self.outputs if o.meta.is_empty(conn)}
         report.step_started(self.name, total)
         executor = self.ds.executor
         # batches whose function runs (on a worker, with another executor) while the next
@@ -525,8 +530,11 @@ class BatchTransformStep(ComputeStep):
                     known, covers = self._previous_outputs(conn, out, batch)
                     live = known[known["delete_ts"].isna().to_numpy(dtype=bool)] \
                         if covers is not None and len(known) else known
-                    chunks.append((out, out.prepare_chunk(df, live, conn, known=known, covers=covers,
-                                                          where=f"step {self.name!r} output {out.name!r}")))
+                    chunk = out.prepare_chunk(df, live, conn, known=known, covers=covers,
+                                              where=f"step {self.name!r} output {out.name!r}")
+                    if chunk.diff is not None and chunk.diff.beyond:  # rows under other batches' keys
+                        self._unwritten.discard(out.name)
+                    chunks.append((out, chunk))
                 # outputs that roll back with the transaction first: if one of those fails,
                 # no file or memory output has been touched yet
                 for out, chunk in sorted(chunks, key=lambda c: not c[0].store.transactional):
@@ -553,6 +561,8 @@ class BatchTransformStep(ComputeStep):
             return out.meta.scan(conn), None
         if set(self.transform_keys) <= set(out.primary_keys):
             covers = out.meta.coerce(pick(batch, self.transform_keys))
+            if out.name in self._unwritten:  # nothing there yet: no lookup (a first run)
+                return out.meta.empty(), covers
             return out.meta.matching(conn, batch, on=self.transform_keys, include_deleted=True), covers
         return out.meta.matching(conn, batch, on=self.transform_keys), None
 
