@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 MAX_VARIABLES = 900  # below SQLite's historic 999-variable limit (lookups)
 WRITE_ROWS = 50_000  # rows converted to driver values at a time
-INSERT_ROWS = 500  # rows per multi-row INSERT statement (SQLite)
+INSERT_ROWS = 200  # rows per multi-row INSERT statement (SQLite: 40 % faster a row than 500)
 COPY_ROWS = 200  # PostgreSQL: writes and lookups of more rows go through COPY and a temporary table
 
 
@@ -261,7 +261,7 @@ def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str],
     """INSERT statement for the driver, of `n_rows` rows; with `conflict_keys`, an
     upsert on those keys. `constants` (SQLite only) are further columns holding one value
     for every row, bound once, after the rows' values (numbered placeholders). Kept once
-    made: a batch of 500 rows would spell out 500 rows of placeholders each time."""
+    made: a batch of 200 rows would spell out 200 rows of placeholders each time."""
     key = (conn.dialect.name, conn.dialect.paramstyle, qualified(conn, table), tuple(columns),
            tuple(conflict_keys or ()), n_rows, tuple(constants))
     found = _INSERTS.get(key)
