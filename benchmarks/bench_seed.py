@@ -41,6 +41,7 @@ def run(n: int, tmp: str, all_phases: bool = True, history: bool = True) -> floa
     # the engine's modules a run imports on first use are loaded before the timer, as the
     # floor's imports are: the figure is the work, not the loading (or compiling) of code
     import filepipe.hashing
+    import filepipe.history
     import filepipe.outputs
     import filepipe.sync  # noqa: F401
     from examples.seed_events import pipeline as seed

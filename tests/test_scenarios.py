@@ -33,6 +33,7 @@ from filepipe import (
     run_steps_changelist,
 )
 from filepipe.errors import DuplicateKeysError
+from filepipe.frames import SMALL_FRAME
 from filepipe.stores import TableStoreDB, TableStoreMemory
 
 KINDS = ["db", "memory"]
@@ -462,24 +463,25 @@ def test_s05_transform_drops_rows(ds: DataStore, trigger: str) -> None:
 
 
 def test_s05_first_run_batch_replaces_rows_an_earlier_batch_wrote_under_its_keys(ds: DataStore) -> None:
-    """A first run skips the output lookup while no batch wrote outside its own keys. The
-    first batch here writes a row under a key of a later batch (the victim), so later
-    batches look again: the victim's batch, not returning it, deletes it."""
+    """A first run over many keys skips the output lookup while no batch wrote outside its
+    own keys. The first batch here writes a row under a key of a later batch (the victim),
+    so later batches look again: the victim's batch, not returning it, deletes it."""
     env = Env(ds)
     src = env.table("src", int_pk(), Column("a", Integer))
     out = env.table("out", int_pk(), Column("a", Integer))
-    src.store_chunk(frame({"id": range(6), "a": range(6)}))  # three batches of two ids
+    n = SMALL_FRAME + 44  # more keys than the engine bothers to skip lookups for
+    src.store_chunk(frame({"id": range(n), "a": range(n)}))  # three batches of 100 ids
     victim: list[int] = []
 
     def spill(df: pd.DataFrame) -> pd.DataFrame:
         if not victim:  # the first batch: a row under the first id of another batch
-            victim.append(min(set(range(6)) - set(df["id"])))
+            victim.append(min(set(range(n)) - set(df["id"])))
             return pd.concat([df, frame({"id": victim, "a": [-1]})])
         return df[df["id"] != victim[0]]
 
-    report = run_steps(ds, env.build(BatchTransform(spill, inputs=["src"], outputs=["out"], chunk_size=2)))
-    assert report.ok
-    kept = [i for i in range(6) if i != victim[0]]
+    step = BatchTransform(spill, inputs=["src"], outputs=["out"], chunk_size=100)
+    assert run_steps(ds, env.build(step)).ok
+    kept = [i for i in range(n) if i != victim[0]]
     assert_rows(out, frame({"id": kept, "a": kept}))
     assert meta_by_key(out)[victim[0]]["delete_ts"] is not None
 

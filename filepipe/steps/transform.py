@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingColumnsError, OutputWriteError, PipelineError, SourceChangedError, StepOutputError
-from ..frames import check_keys, concat_rows, empty_frame, key_positions, latest_rows, pick, unique_rows
+from ..frames import SMALL_FRAME, check_keys, concat_rows, empty_frame, key_positions, latest_rows, pick, unique_rows
 from ..meta.steps import WHOLE
 from ..types import ChangeList
 from .base import ComputeStep, PipelineStep, StepStatus, error_text, flush_once, tables
@@ -378,8 +378,10 @@ class BatchTransformStep(ComputeStep):
             self.meta.ensure(self.transform_keys, {**_types_from(pending), **self._key_types()})
         changes = ChangeList()
         total = len(pending)
-        with self.ds.meta.begin() as conn:
-            self._unwritten = {o.name for o in self.outputs if o.meta.is_empty(conn)}
+        self._unwritten = set()
+        if total > SMALL_FRAME:  # a few keys: their lookups cost less than this check
+            with self.ds.meta.begin() as conn:
+                self._unwritten = {o.name for o in self.outputs if o.meta.is_empty(conn)}
         report.step_started(self.name, total)
         executor = self.ds.executor
         # batches whose function runs (on a worker, with another executor) while the next
