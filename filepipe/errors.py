@@ -16,6 +16,10 @@ class DuplicateKeysError(FilepipeError, ValueError):
     """A frame holds the same primary key more than once."""
 
 
+class DuplicateColumnsError(FilepipeError, ValueError):
+    """A frame holds two columns of the same name."""
+
+
 class MissingColumnsError(FilepipeError, ValueError):
     """A frame lacks key columns that its table or step needs."""
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from .errors import DuplicateKeysError, KeyTypeError, MissingColumnsError
+from .errors import DuplicateColumnsError, DuplicateKeysError, KeyTypeError, MissingColumnsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,7 +17,13 @@ _MAX_SHOWN = 5
 
 
 def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str, unique: bool = True) -> None:
-    """Raise a clear error when `df` lacks key columns or (if `unique`) repeats a key."""
+    """Raise a clear error when `df` repeats a column name, lacks key columns or (if
+    `unique`) repeats a key."""
+    if not df.columns.is_unique:
+        twice = list(dict.fromkeys(map(str, df.columns[df.columns.duplicated()])))
+        raise DuplicateColumnsError(
+            f"{where}: column(s) {', '.join(map(repr, twice))} appear more than once; keep one "
+            "of each, e.g. df = df.loc[:, ~df.columns.duplicated()]")
     missing = [k for k in keys if k not in df.columns]
     if missing:
         near = [c for c in df.columns if not isinstance(c, str) and str(c) in missing]
@@ -28,8 +35,10 @@ def check_keys(df: pd.DataFrame, keys: Sequence[str], where: str, unique: bool =
         )
     if not unique or not keys or len(df) < 2:
         return
-    if len(keys) == 1 and df[keys[0]].is_unique:  # a hash table, not a duplicated() mask
-        return
+    if len(keys) == 1:  # a hash table, not a duplicated() mask
+        with suppress(TypeError):  # unhashable values (lists): duplicated() compares them
+            if df[keys[0]].is_unique:
+                return
     dup = df.duplicated(list(keys), keep=False)
     if dup.any():
         shown = df.loc[dup, list(keys)].drop_duplicates()
@@ -235,6 +244,20 @@ def python_kind(sa_type: sa.types.TypeEngine) -> str:
     if isinstance(sa_type, sa.String):
         return "str"
     return "other"
+
+
+def keeps_values(a: sa.types.TypeEngine, b: sa.types.TypeEngine | None) -> bool:
+    """Does every value of SQL type `a` stay itself, and distinct from the others, as a value
+    of type `b`? Same kind and, but for integers, the same generic type (a String key read as
+    an Integer makes "7" and "007" one; a DateTime stored as a Date loses its time)."""
+    if b is None or python_kind(a) != python_kind(b):
+        return False
+    if python_kind(a) == "int":
+        return True
+    try:
+        return repr(a.as_generic()) == repr(b.as_generic())
+    except NotImplementedError:  # a dialect's own type without a generic one
+        return False
 
 
 def sql_type_for(series: pd.Series) -> sa.types.TypeEngine:

@@ -8,6 +8,7 @@ from sqlalchemy import Column, DateTime, Integer, String
 
 from filepipe import BatchTransform, Catalog, Pipeline, Table, build_compute, run_steps
 from filepipe.errors import (
+    DuplicateColumnsError,
     DuplicateKeysError,
     KeyTypeError,
     MissingColumnsError,
@@ -42,6 +43,19 @@ def test_duplicate_keys_are_named_and_nothing_is_written(ds) -> None:
     before = _snapshot(ds, catalog)
     bad = pd.DataFrame({"id": [2, 3, 3, 7, 7], "name": ["x", "y", "z", "p", "q"]})
     with pytest.raises(DuplicateKeysError, match=r"table 'items'.*id=3.*id=7"):
+        items.store_chunk(bad)
+    assert _snapshot(ds, catalog) == before
+
+
+def test_a_repeated_column_name_is_named_and_nothing_is_written(ds) -> None:
+    """Two columns named `name` (a concat along columns, say): the copy is named, rather
+    than pandas failing deep inside the write."""
+    catalog = _catalog(ds)
+    items = catalog.get_datatable(ds, "items")
+    items.store_chunk(pd.DataFrame({"id": [1, 2], "name": ["a", "b"]}))
+    before = _snapshot(ds, catalog)
+    bad = pd.concat([pd.DataFrame({"id": [3], "name": ["c"]}), pd.DataFrame({"name": ["d"]})], axis=1)
+    with pytest.raises(DuplicateColumnsError, match=r"table 'items': column\(s\) 'name' appear more than once"):
         items.store_chunk(bad)
     assert _snapshot(ds, catalog) == before
 

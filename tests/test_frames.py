@@ -491,3 +491,24 @@ def test_every_exception_filepipe_defines_is_a_filepipe_error_in_errors_py() -> 
     assert all(issubclass(e, errors.FilepipeError) for e in defined)
     assert {e.__name__ for e in defined if e.retryable} == {
         "SourceChangedError", "FileDecodeError", "LockedError"}
+
+
+def test_one_key_column_of_unhashable_values_is_still_checked() -> None:
+    """Lists and dicts as key values (a memory store allows them): no TypeError from the
+    one-column fast path; repeated ones are still found."""
+    from filepipe.errors import DuplicateKeysError
+    from filepipe.frames import check_keys
+
+    check_keys(pd.DataFrame({"id": [[1], [2]], "v": [1, 2]}), ["id"], "table 't'")
+    with pytest.raises(DuplicateKeysError, match=r"table 't': duplicate primary key id=\{'a': 1\}"):
+        check_keys(pd.DataFrame({"id": [{"a": 1}, {"a": 1}], "v": [1, 2]}), ["id"], "table 't'")
+
+
+@pytest.mark.parametrize("ids", [[1, 2], [1, 1]])
+def test_a_repeated_column_name_is_named(ids: list[int]) -> None:
+    from filepipe.errors import DuplicateColumnsError
+    from filepipe.frames import check_keys
+
+    df = pd.DataFrame([[i, i, 5] for i in ids], columns=["id", "id", "v"])
+    with pytest.raises(DuplicateColumnsError, match=r"table 't': column\(s\) 'id' appear more than once"):
+        check_keys(df, ["id"], "table 't'")

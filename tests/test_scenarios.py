@@ -486,6 +486,30 @@ def test_s05_first_run_batch_replaces_rows_an_earlier_batch_wrote_under_its_keys
     assert meta_by_key(out)[victim[0]]["delete_ts"] is not None
 
 
+def test_s05_first_run_where_two_input_keys_are_one_output_key(ds: DataStore) -> None:
+    """String ids "7" and "007" are two transform keys of the step and one Integer key of
+    its output: the batch that comes second must see the row the first wrote, so the
+    result is the one a run looking up every batch's outputs gives, in either order."""
+    env = Env(ds)
+    src = env.table("src", Column("id", String, primary_key=True), Column("a", Integer))
+    out = env.table("out", int_pk(), Column("a", Integer))
+    ids = [str(i) for i in range(SMALL_FRAME + 44)] + ["007"]
+    src.store_chunk(frame({"id": ids, "a": range(len(ids))}))
+    calls: list[set[str]] = []
+
+    def as_int(df: pd.DataFrame) -> pd.DataFrame:  # "7" yields no row, "007" yields row 7
+        calls.append(set(df["id"]))
+        df = df[df["id"] != "7"]
+        return frame({"id": df["id"].astype(int), "a": df["a"]})
+
+    assert run_steps(ds, env.build(BatchTransform(as_int, inputs=["src"], outputs=["out"],
+                                                  chunk_size=100))).ok
+    first = next(i for i, seen in enumerate(calls) if seen & {"7", "007"})
+    deleted = "007" in calls[first] and "7" not in calls[first]  # 7 written, then redone
+    assert (7 in ids_of(out.get_data())) is not deleted
+    assert len(out.get_data()) == len(ids) - 1 - deleted
+
+
 # --- 6. the change set store_chunk returns -----------------------------------------------------
 
 

@@ -10,7 +10,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingColumnsError, OutputWriteError, PipelineError, SourceChangedError, StepOutputError
-from ..frames import SMALL_FRAME, check_keys, concat_rows, empty_frame, key_positions, latest_rows, pick, unique_rows
+from ..frames import (
+    SMALL_FRAME,
+    check_keys,
+    concat_rows,
+    empty_frame,
+    keeps_values,
+    key_positions,
+    latest_rows,
+    pick,
+    unique_rows,
+)
 from ..meta.steps import WHOLE
 from ..types import ChangeList
 from .base import ComputeStep, PipelineStep, StepStatus, error_text, flush_once, tables
@@ -381,7 +391,8 @@ class BatchTransformStep(ComputeStep):
         self._unwritten = set()
         if total > SMALL_FRAME:  # a few keys: their lookups cost less than this check
             with self.ds.meta.begin() as conn:
-                self._unwritten = {o.name for o in self.outputs if o.meta.is_empty(conn)}
+                self._unwritten = {o.name for o in self.outputs
+                                   if self._keys_kept_in(o) and o.meta.is_empty(conn)}
         report.step_started(self.name, total)
         executor = self.ds.executor
         # batches whose function runs (on a worker, with another executor) while the next
@@ -549,6 +560,20 @@ class BatchTransformStep(ComputeStep):
                     out.tainted = True
             raise
         report.step_done(self.name, batch)
+
+    def _keys_kept_in(self, out: DataTable) -> bool:
+        """Does every transform key keep its values as a key column of `out` (`keeps_values`
+        from each input holding it)? Otherwise two keys of two batches may be one in `out`."""
+        if not (out.meta.exists and set(self.transform_keys) <= set(out.primary_keys)):
+            return False
+        theirs = out.meta.column_types()
+        for t in self.inputs:
+            if not t.meta.exists:
+                return False
+            mine = t.meta.column_types()
+            if not all(keeps_values(mine[k], theirs.get(k)) for k in self.transform_keys if k in mine):
+                return False
+        return True
 
     def _previous_outputs(self, conn: sa.Connection, out: DataTable,
                           batch: IndexDF) -> tuple[MetaDF, IndexDF | None]:
