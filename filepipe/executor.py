@@ -62,6 +62,9 @@ RETRIES = 2
 #: seconds to wait for a dask scheduler that does not answer
 _CONNECT_TIMEOUT = 15
 
+#: seconds a dask cluster may have no worker while batches wait for one, before they fail
+NO_WORKERS_WAIT = 120.0
+
 SPECS = ("inline (the default; also: in-process)", "processes", "processes:N",
          "dask://HOST:PORT", "tcp://HOST:PORT", "tls://HOST:PORT", "dask:local", "dask:local:N")
 
@@ -423,12 +426,13 @@ class DaskExecutor(_Executor):
 
     Dask reruns a task whose worker died; when a task was on `allowed-failures` + 1 workers
     that died (the scheduler's setting; `RETRIES` on a local cluster) it gives up, and the
-    batch fails with `WorkerLostError`. The workers need the packages the function imports
-    by name, and filepipe (the same versions as here).
+    batch fails with `WorkerLostError`. So do the batches waiting when the cluster has had
+    no worker for `no_workers_wait` seconds (dask would wait for one forever). The workers
+    need the packages the function imports by name, and filepipe (the same versions as here).
     """
 
     def __init__(self, address: str | None, workers: int | None = None, retries: int = RETRIES,
-                 name: str | None = None) -> None:
+                 name: str | None = None, no_workers_wait: float = NO_WORKERS_WAIT) -> None:
         try:
             import dask
             import distributed
@@ -441,6 +445,10 @@ class DaskExecutor(_Executor):
         self._slots: tuple[float, int] | None = None
         self._closed = False
         self._cluster: Any = None
+        self._no_workers_wait = no_workers_wait
+        self._workerless = False  # no worker for `no_workers_wait` s: batches fail at once
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         if address is None:  # our own cluster: its start and stop are no news on stderr
             logging.getLogger("distributed").setLevel(logging.WARNING)
             n = workers or _cpus()
@@ -476,12 +484,19 @@ class DaskExecutor(_Executor):
         outer, args = self._ship.packed(func, frames, kwargs)
         if args is None:
             return outer
+        if self._workerless:
+            _settle(outer, exc=self._no_workers())
+            return outer
         name = re.sub(r"[^\w.]", "_", getattr(func, "__name__", "") or "batch")
         with self._lock:
             if self._closed:
                 raise FilepipeError(f"executor {self.name} is closed")
             task = self._client.submit(_run, *args, key=f"{name}-{uuid.uuid4().hex}", pure=False)
             self._inflight[str(task.key)] = (task, outer)  # a dask future forgotten is a task cancelled
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch_workers, name="filepipe-dask-workers",
+                                                  daemon=True)
+                self._watchdog.start()
         task.add_done_callback(functools.partial(self._called_back, outer))
         outer.add_done_callback(lambda f: task.cancel() if f.cancelled() and not task.done() else None)
         return outer
@@ -493,6 +508,9 @@ class DaskExecutor(_Executor):
             self._closed = True
             left = list(self._inflight.values())
             self._inflight.clear()
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
         for _, outer in left:
             outer.cancel()
         quiet = _quiet("distributed") if self._cluster is not None else contextlib.nullcontext()
@@ -502,6 +520,38 @@ class DaskExecutor(_Executor):
             finally:
                 if self._cluster is not None:
                     self._cluster.close()
+
+    def _watch_workers(self) -> None:
+        """While batches wait: once the cluster has had no worker for `no_workers_wait`
+        seconds (a remote cluster whose workers all went, or never came), fail them with
+        WorkerLostError, and fail new ones at once until a worker comes. A cluster that
+        cannot be asked is left to the tasks' own errors."""
+        every = min(5.0, self._no_workers_wait / 4)
+        since: float | None = None
+        while not self._stop.wait(every):
+            with self._lock:
+                waiting = list(self._inflight.values())
+            if not waiting and not self._workerless:
+                since = None
+                continue
+            try:
+                staffed = bool(self._client.nthreads())
+            except Exception:  # noqa: BLE001 - a lost connection fails the tasks themselves
+                staffed = True
+            if staffed:
+                since, self._workerless = None, False
+                continue
+            if since is None:
+                since = time.monotonic()
+            if time.monotonic() - since >= self._no_workers_wait:
+                self._workerless = True
+                for task, outer in waiting:
+                    _settle(outer, exc=self._no_workers())
+                    task.cancel()
+
+    def _no_workers(self) -> WorkerLostError:
+        return WorkerLostError(f"{self.name} has had no worker for {self._no_workers_wait:g} s: start "
+                               "workers (`dask worker SCHEDULER`) and run again")
 
     def _called_back(self, outer: cf.Future[Any], task: Any) -> None:
         """`task` is no longer pending (dask's callback thread). If it is "lost" (its result

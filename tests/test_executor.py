@@ -323,6 +323,35 @@ def test_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
         executor_from("dask://127.0.0.1:1")
 
 
+def test_a_cluster_without_workers_fails_the_waiting_batches(pipeline: ModuleType) -> None:
+    """A scheduler whose workers all went (or never came) would keep a batch waiting
+    forever: after `no_workers_wait` seconds without a worker, the batches waiting fail
+    with WorkerLostError saying so, and the executor still closes."""
+    distributed = pytest.importorskip("distributed")
+    from filepipe.executor import DaskExecutor
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
+        ex = DaskExecutor(cluster.scheduler_address, no_workers_wait=1.0)
+        try:
+            started = time.monotonic()
+            waiting = [ex.submit(pipeline.enrich, frames(seed=i), {}) for i in range(3)]
+            for future in waiting:
+                with pytest.raises(WorkerLostError, match=r"no worker for 1 s.*start workers"):
+                    future.result(timeout=WAIT)
+            assert time.monotonic() - started < 20
+            late = ex.submit(pipeline.enrich, frames(), {})  # still none: fails at once
+            with pytest.raises(WorkerLostError, match=r"no worker"):
+                late.result(timeout=0.5)
+            cluster.scale(1)  # a worker comes: batches run again
+            cluster.wait_for_workers(1, timeout=WAIT)
+            time.sleep(1)  # the executor looks every quarter of `no_workers_wait`
+            assert_same(ex.submit(pipeline.enrich, frames(), {}).result(timeout=WAIT),
+                        pipeline.enrich(*frames()))
+        finally:
+            ex.close()
+
+
 def test_close_cancels_what_was_not_consumed(pipeline: ModuleType) -> None:
     ex = ProcessExecutor(1)
     futures = [ex.submit(pipeline.slow, frames()[:1], {"seconds": 0.3}) for _ in range(4)]
