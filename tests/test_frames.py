@@ -512,3 +512,17 @@ def test_a_repeated_column_name_is_named(ids: list[int]) -> None:
     df = pd.DataFrame([[i, i, 5] for i in ids], columns=["id", "id", "v"])
     with pytest.raises(DuplicateColumnsError, match=r"table 't': column\(s\) 'id' appear more than once"):
         check_keys(df, ["id"], "table 't'")
+
+
+def test_keeps_values_only_where_no_two_keys_can_become_one() -> None:
+    """Which transform-key types let a first run skip its output lookups (`keeps_values`)."""
+    import sqlalchemy as sa
+
+    from filepipe.frames import keeps_values
+
+    kept = [(sa.String(), sa.VARCHAR()), (sa.Integer(), sa.BigInteger()), (sa.DateTime(), sa.DateTime()),
+            (sa.Float(), sa.Float()), (sa.String(20), sa.String(20))]
+    merged = [(sa.String(), sa.Integer()), (sa.DateTime(), sa.Date()), (sa.Float(), sa.Numeric(10, 2)),
+              (sa.String(), sa.String(5)), (sa.Integer(), sa.Float()), (sa.String(), None)]
+    assert all(keeps_values(a, b) for a, b in kept)
+    assert not any(keeps_values(a, b) for a, b in merged)
