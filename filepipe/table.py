@@ -37,7 +37,7 @@ class Diff:
     existed: Any  # the key has meta (live or deleted)
     live: Any  # the key has meta and is not deleted
     write: Any  # rows to write: new or changed (or moved to another source file)
-    beyond: bool = True  # some keys were neither in `known` nor `covers` (looked up in the index)
+    beyond: bool  # some keys were neither in `known` nor `covers` (looked up in the index)
 
 
 @dataclass
